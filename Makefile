@@ -1,0 +1,47 @@
+# convnet-repro: one make target per experiment. `make help` lists them.
+SHELL := /bin/bash
+export KERAS_BACKEND := tensorflow
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Offline data root (holds mnist/ IDX files and imagenette2-224/). On a machine
+# with internet, leave it unset and tensorflow-datasets downloads the data.
+ifneq ($(wildcard ../shared/data),)
+export CONVNET_REPRO_DATA_DIR ?= $(abspath ../shared/data)
+endif
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN := $(PY) -m experiments.train
+TF_EXTRA ?= cpu
+ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help:  ## Show the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-22s %s\n", $$1, $$2}'
+
+install:  ## Create .venv and install the project (TF_EXTRA=cpu|cuda)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[$(TF_EXTRA),dev,sweep]"
+	$(PY) -m pip install --no-deps "tf-keras>=2.21,<2.22"
+
+test:  ## Fast tests (the CI command)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow:  ## Slow tests (shortened experiment runs)
+	$(PY) -m pytest -m slow -q
+
+lint:  ## ruff check + format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench:  ## Layer benchmarks (UnsharedConv2D / TiledConv2D vs peers)
+	$(PY) -m benchmarks.bench_layers $(ARGS)
+
+ui:  ## MLflow UI on the local tracking store
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts
+
+bn-mnist:  ## BN paper Fig. 1: MNIST MLP with/without BN, 50k steps, 3 seeds
+	$(RUN) experiment=bn_mnist $(ARGS)
+
+.PHONY: help install test test-slow lint bench ui bn-mnist
