@@ -1,0 +1,236 @@
+"""Shared plumbing for the model builders: the conv seam and small helpers.
+
+Every builder in `models/` accepts a conv specification
+
+    conv = {"kind": "conv2d" | "unshared" | "tiled",
+            "tile_size": t,            # only for kind="tiled"
+            "stages": ["conv1", ...]}  # default: every stage of the family
+
+and asks `stage_conv(conv, stage, all_stages)` for the layer factory of
+each stage. The factory has the `keras.layers.Conv2D` signature
+(`filters, kernel_size, strides=1, padding=..., use_bias=..., name=...`).
+Stages not listed keep ordinary `Conv2D`.
+"""
+
+import functools
+
+import keras
+from keras import ops
+
+CONV_KINDS = ("conv2d", "unshared", "tiled")
+
+
+def _conv_factory(kind, **defaults):
+    """Returns a Conv2D-signature factory for `kind`.
+
+    Plain convolutions use `keras.layers.Conv2D` directly (so grouped convs
+    can use its `groups` argument); the other kinds come from
+    `layers.get_conv_layer`, imported lazily.
+    """
+    if kind == "conv2d":
+        return functools.partial(keras.layers.Conv2D, **defaults)
+    from layers import get_conv_layer
+
+    return get_conv_layer(kind, **defaults)
+
+
+def parse_conv(conv, all_stages):
+    """Validates a conv specification and returns `(kind, tile_size, stages)`.
+
+    Args:
+        conv: `None` or a dict with keys `kind`, `tile_size`, `stages`.
+        all_stages: tuple of the family's stage names.
+
+    Returns:
+        `(kind, tile_size, frozenset_of_stages)`.
+
+    Raises:
+        ValueError: on an unknown key, kind or stage name.
+    """
+    conv = dict(conv or {})
+    unknown = set(conv) - {"kind", "tile_size", "stages"}
+    if unknown:
+        raise ValueError(
+            "`conv` accepts only the keys kind, tile_size, stages. "
+            f"Received: conv={conv!r}"
+        )
+    kind = conv.get("kind") or "conv2d"
+    if kind not in CONV_KINDS:
+        raise ValueError(
+            f"Unknown conv kind; use one of {list(CONV_KINDS)}. "
+            f"Received: kind={kind!r}"
+        )
+    tile_size = conv.get("tile_size")
+    if kind == "tiled" and tile_size is None:
+        tile_size = 2
+    stages = conv.get("stages")
+    if stages is None:
+        stages = all_stages
+    if isinstance(stages, str):
+        stages = [stages]
+    bad = [s for s in stages if s not in all_stages]
+    if bad:
+        raise ValueError(
+            f"Unknown conv stage(s) {bad}; this model's stages are "
+            f"{list(all_stages)}. Received: stages={list(stages)!r}"
+        )
+    return kind, tile_size, frozenset(stages)
+
+
+def stage_conv(conv, stage, all_stages):
+    """Returns the conv-layer factory to use in `stage`.
+
+    Args:
+        conv: the builder's `conv` argument (dict or `None`).
+        stage: the stage name, one of `all_stages`.
+        all_stages: the family's stage names.
+
+    Returns:
+        A callable with the `keras.layers.Conv2D` signature.
+    """
+    kind, tile_size, stages = parse_conv(conv, all_stages)
+    if stage not in stages or kind == "conv2d":
+        return _conv_factory("conv2d")
+    if kind == "tiled":
+        return _conv_factory("tiled", tile_size=tile_size)
+    return _conv_factory(kind)
+
+
+def is_plain(conv_layer):
+    """True when `conv_layer` builds `keras.layers.Conv2D` (has `groups`)."""
+    return getattr(conv_layer, "func", None) is keras.layers.Conv2D
+
+
+def grouped_conv(x, conv_layer, filters, kernel_size, groups, name, **kw):
+    """Applies a grouped convolution (AlexNet's two-GPU split).
+
+    Plain `Conv2D` uses its `groups` argument (one layer, weights of shape
+    `(kh, kw, c/groups, filters)`). Unshared/tiled layers have no `groups`
+    argument, so the channels are split into `groups` slices, each slice
+    gets its own layer (`{name}_g{i}`) with `filters/groups` outputs, and
+    the results are concatenated: the same connectivity and parameter
+    count per position.
+    """
+    if groups == 1:
+        return conv_layer(filters, kernel_size, name=name, **kw)(x)
+    channels = x.shape[-1]
+    if channels % groups or filters % groups:
+        raise ValueError(
+            "Grouped conv needs channels and filters divisible by groups. "
+            f"Received: channels={channels}, filters={filters}, "
+            f"groups={groups}"
+        )
+    if is_plain(conv_layer):
+        return conv_layer(filters, kernel_size, groups=groups, name=name, **kw)(
+            x
+        )
+    size = channels // groups
+    outs = []
+    for g in range(groups):
+        part = ChannelSlice(g * size, (g + 1) * size, name=f"{name}_slice{g}")
+        layer = conv_layer(
+            filters // groups, kernel_size, name=f"{name}_g{g}", **kw
+        )
+        outs.append(layer(part(x)))
+    return keras.layers.Concatenate(name=name)(outs)
+
+
+@keras.saving.register_keras_serializable(package="repro")
+class ChannelSlice(keras.layers.Layer):
+    """Selects channels `[start, stop)` of a channels-last tensor.
+
+    Args:
+        start: int, first channel.
+        stop: int, one past the last channel.
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        `(batch, ..., channels)`.
+
+    Output shape:
+        `(batch, ..., stop - start)`.
+    """
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= start < stop:
+            raise ValueError(
+                "ChannelSlice needs 0 <= start < stop. "
+                f"Received: start={start}, stop={stop}"
+            )
+        self.start = int(start)
+        self.stop = int(stop)
+
+    def call(self, inputs):
+        return inputs[..., self.start : self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.stop - self.start)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"start": self.start, "stop": self.stop})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="repro")
+class ZeroPadChannels(keras.layers.Layer):
+    """Appends `pad` all-zero channels (ResNet shortcut option A).
+
+    He et al. 2016, Sec. 3.3: "the shortcut still performs identity
+    mapping, with extra zero entries padded for increasing dimensions".
+
+    Args:
+        pad: int >= 0, number of zero channels appended.
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        `(batch, h, w, c)`.
+
+    Output shape:
+        `(batch, h, w, c + pad)`.
+    """
+
+    def __init__(self, pad, **kwargs):
+        super().__init__(**kwargs)
+        if pad < 0:
+            raise ValueError(
+                f"ZeroPadChannels needs pad >= 0. Received: pad={pad}"
+            )
+        self.pad = int(pad)
+
+    def call(self, inputs):
+        return ops.pad(inputs, [[0, 0], [0, 0], [0, 0], [0, self.pad]])
+
+    def compute_output_shape(self, input_shape):
+        c = input_shape[-1]
+        return (*input_shape[:-1], None if c is None else c + self.pad)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pad": self.pad})
+        return config
+
+
+def check_inputs(input_shape, num_classes, min_size=None):
+    """Validates `input_shape` (H, W, C) and `num_classes`; returns a tuple."""
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise ValueError(
+            "input_shape must be (height, width, channels). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"num_classes must be a positive int. Received: "
+            f"num_classes={num_classes!r}"
+        )
+    if min_size is not None:
+        h, w = shape[0], shape[1]
+        if h is not None and w is not None and min(h, w) < min_size:
+            raise ValueError(
+                f"Input is too small for this model (needs >= {min_size} px; "
+                "try small_input=True). "
+                f"Received: input_shape={input_shape!r}"
+            )
+    return shape

@@ -1,0 +1,53 @@
+"""A tiny two-convolution CNN for fast engine tests (no paper).
+
+conv1 (3x3, 8) -> ReLU -> 2x2 max pool -> conv2 (3x3, 16) -> ReLU ->
+global average pool -> Dense logits. Stages: "conv1", "conv2".
+"""
+
+import keras
+
+from models._common import check_inputs
+from models._common import stage_conv
+
+STAGES = ("conv1", "conv2")
+
+
+def build_tiny_cnn(
+    input_shape, num_classes, conv=None, filters=(8, 16), name=None
+):
+    """Builds a 2-conv CNN that outputs logits (a smoke-test model).
+
+    Args:
+        input_shape: `(H, W, C)`; H, W must be static for unshared/tiled.
+        num_classes: int, size of the final `Dense`.
+        conv: conv spec dict (`kind`, `tile_size`, `stages` in
+            `("conv1", "conv2")`); see `models._common`.
+        filters: pair of ints, filters of conv1 and conv2.
+        name: model name. Defaults to `"tiny_cnn"`.
+
+    Returns:
+        A `keras.Model`.
+
+    Input shape:
+        `(batch, H, W, C)` with H, W >= 6.
+
+    Output shape:
+        `(batch, num_classes)` logits.
+
+    Example:
+
+    >>> build_tiny_cnn((16, 16, 1), 10).output_shape
+    (None, 10)
+    """
+    shape = check_inputs(input_shape, num_classes, min_size=6)
+    inputs = keras.Input(shape=shape, name="image")
+    x = inputs
+    for i, stage in enumerate(STAGES):
+        conv_layer = stage_conv(conv, stage, STAGES)
+        x = conv_layer(filters[i], 3, padding="same", name=f"{stage}_conv")(x)
+        x = keras.layers.ReLU(name=f"{stage}_relu")(x)
+        if i == 0:
+            x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or "tiny_cnn")
