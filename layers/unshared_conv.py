@@ -1,0 +1,283 @@
+"""Locally connected ("unshared") convolutions.
+
+Deep Learning book (Goodfellow, Bengio, Courville 2016), Sec. 9.5, eq. 9.9:
+
+    Z[i, j, k] = sum_{l, m, n} V[l, j + m - 1, k + n - 1] w[i, j, k, l, m, n]
+
+Every output position (j, k) has its own kernel and its own bias (bias per
+output unit, Sec. 9.5). This is the layer `tf.keras.layers.LocallyConnected2D`
+offered up to Keras 2 (DeepFace, Taigman et al. 2014).
+
+Implementation: the kh*kw shifted (strided) views of the input are
+concatenated into patches `(B, oh*ow, kh*kw*c)` and one batched matrix product
+`einsum("bpk,pkf->bpf")` applies the per-position kernels. See
+`benchmarks/bench_layers.py` for the comparison with tf_keras.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from layers import _utils
+
+
+class _UnsharedConv(keras.layers.Layer):
+    """Rank-generic base of `UnsharedConv1D` and `UnsharedConv2D`."""
+
+    rank = None
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        data_format=None,
+        dilation_rate=1,
+        groups=1,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        name = type(self).__name__
+        _utils.check_conv2d_extras(
+            name, groups, data_format, dilation_rate, self.rank
+        )
+        if not isinstance(filters, int) or filters <= 0:
+            raise ValueError(
+                "`filters` must be a positive int. "
+                f"Received: filters={filters!r}"
+            )
+        self.filters = filters
+        self.kernel_size = _utils.normalize_tuple(
+            kernel_size, self.rank, "kernel_size"
+        )
+        self.strides = _utils.normalize_tuple(strides, self.rank, "strides")
+        self.padding = _utils.normalize_padding(padding)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
+
+    def _spatial_out(self, spatial):
+        return tuple(
+            _utils.conv_output_length(n, k, s, self.padding)
+            for n, k, s in zip(spatial, self.kernel_size, self.strides)
+        )
+
+    def build(self, input_shape):
+        spatial = tuple(input_shape[1:-1])
+        channels = input_shape[-1]
+        if any(n is None for n in spatial) or channels is None:
+            raise ValueError(
+                f"{type(self).__name__} needs static spatial dimensions and "
+                "channels (one kernel per output position); give the Input a "
+                f"fixed shape. Received: input_shape={tuple(input_shape)}"
+            )
+        out = self._spatial_out(spatial)
+        if any(n <= 0 for n in out):
+            raise ValueError(
+                f"{type(self).__name__}: kernel_size={self.kernel_size} is "
+                "larger than the (padded) input; use padding='same' or a "
+                f"smaller kernel. Received: input_shape={tuple(input_shape)}"
+            )
+        self.input_spec = keras.layers.InputSpec(
+            ndim=self.rank + 2, axes={i + 1: n for i, n in enumerate(spatial)}
+        )
+        self.input_spec.axes[-1] = channels
+        self._out = out
+        # 2-D: (oh, ow, kh, kw, c, f) = eq. 9.9's 6-D tensor w, axes reordered.
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*out, *self.kernel_size, channels, self.filters),
+            initializer=_utils.per_unit_initializer(
+                self.kernel_initializer, math.prod(out)
+            ),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(*out, self.filters),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+
+    def _patches(self, inputs):
+        """(B, *out, prod(kernel_size) * c) in (k1, k2, ..., c) order."""
+        x = inputs
+        if self.padding == "same":
+            pads = [(0, 0)]
+            for n, k, s in zip(
+                inputs.shape[1:-1], self.kernel_size, self.strides
+            ):
+                pads.append(_utils.same_padding(n, k, s))
+            pads.append((0, 0))
+            x = ops.pad(x, pads)
+        views = []
+        for offset in _product(self.kernel_size):
+            index = [slice(None)]
+            for o, n, s in zip(offset, self._out, self.strides):
+                index.append(slice(o, o + (n - 1) * s + 1, s))
+            views.append(x[tuple(index)])
+        if len(views) == 1:
+            return views[0]
+        return ops.concatenate(views, axis=-1)
+
+    def call(self, inputs):
+        patches = self._patches(inputs)
+        num_pos = math.prod(self._out)
+        patches = ops.reshape(patches, (-1, num_pos, patches.shape[-1]))
+        kernel = ops.reshape(self.kernel, (num_pos, -1, self.filters))
+        outputs = ops.einsum("bpk,pkf->bpf", patches, kernel)
+        outputs = ops.reshape(outputs, (-1, *self._out, self.filters))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        spatial = self._spatial_out(tuple(input_shape[1:-1]))
+        return (input_shape[0], *spatial, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(
+                    self.bias_regularizer
+                ),
+                "kernel_constraint": keras.constraints.serialize(
+                    self.kernel_constraint
+                ),
+                "bias_constraint": keras.constraints.serialize(
+                    self.bias_constraint
+                ),
+            }
+        )
+        return config
+
+
+def _product(sizes):
+    """All offsets (o1, o2, ...) with 0 <= oi < sizes[i], row-major."""
+    offsets = [()]
+    for n in sizes:
+        offsets = [o + (i,) for o in offsets for i in range(n)]
+    return offsets
+
+
+@keras.saving.register_keras_serializable(package="repro")
+class UnsharedConv2D(_UnsharedConv):
+    """2-D locally connected layer: a convolution without weight sharing.
+
+    Each output position `(j, k)` has its own `kh x kw x c x filters` kernel
+    and its own bias vector (DL book eq. 9.9). Accepts the core arguments of
+    `keras.layers.Conv2D`; `groups`, `dilation_rate` and `data_format` are
+    accepted only at their defaults so that `get_conv_layer` can forward
+    Conv2D keyword arguments.
+
+    Args:
+        filters: int, number of output channels.
+        kernel_size: int or pair `(kh, kw)`.
+        strides: int or pair. Defaults to 1.
+        padding: `"valid"` or `"same"` (TF conventions).
+        activation: activation name or callable. Defaults to linear.
+        use_bias: bool; the bias has shape `(oh, ow, filters)`.
+        kernel_initializer: initializer of the kernel. For variance-scaling
+            initializers (Glorot, He, LeCun) the fans are those of one output
+            unit (`kh * kw * c` in, `kh * kw * filters` out), as for Conv2D.
+        bias_initializer: initializer of the bias.
+        kernel_regularizer, bias_regularizer, activity_regularizer: optional
+            regularizers.
+        kernel_constraint, bias_constraint: optional constraints.
+        data_format: `None` or `"channels_last"` only.
+        dilation_rate: 1 only.
+        groups: 1 only.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        4D tensor `(batch, height, width, channels)` with static height,
+        width and channels.
+
+    Output shape:
+        4D tensor `(batch, out_height, out_width, filters)`, sizes as Conv2D.
+
+    Example:
+
+    >>> x = np.random.rand(2, 8, 8, 3).astype("float32")
+    >>> UnsharedConv2D(4, 3)(x).shape
+    TensorShape([2, 6, 6, 4])
+
+    Reference:
+    - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.5 eq. 9.9.
+    - Taigman et al., "DeepFace", CVPR 2014 (locally connected layers).
+    """
+
+    rank = 2
+
+
+@keras.saving.register_keras_serializable(package="repro")
+class UnsharedConv1D(_UnsharedConv):
+    """1-D locally connected layer: a Conv1D without weight sharing.
+
+    Each output step has its own `k x c x filters` kernel and its own bias
+    (DL book eq. 9.9 restricted to one spatial axis).
+
+    Args:
+        filters: int, number of output channels.
+        kernel_size: int.
+        strides: int. Defaults to 1.
+        padding: `"valid"` or `"same"`.
+        activation, use_bias, *_initializer, *_regularizer, *_constraint,
+        data_format, dilation_rate, groups: as `UnsharedConv2D`.
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        3D tensor `(batch, steps, channels)` with static steps and channels.
+
+    Output shape:
+        3D tensor `(batch, out_steps, filters)`.
+
+    Example:
+
+    >>> x = np.random.rand(2, 10, 3).astype("float32")
+    >>> UnsharedConv1D(4, 3, strides=2)(x).shape
+    TensorShape([2, 4, 4])
+
+    Reference:
+    - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.5 eq. 9.9.
+    """
+
+    rank = 1
