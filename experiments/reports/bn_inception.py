@@ -1,0 +1,459 @@
+"""BN-Inception speed-up table and accuracy curves (BN paper Fig. 2 and 3).
+
+Builds, from the finished MLflow child runs of one `bn_inception*`
+experiment, the paper's two quantities for every variant, beside the paper's
+numbers:
+
+- **steps to threshold**: the first evaluated training step at which the
+  variant's single-crop validation accuracy reaches the *maximum* accuracy of
+  the baseline variant (`inception`). This is the paper's "steps to 72.2%":
+  72.2% is Inception's maximum (Fig. 3 caption). Accuracy is only known at
+  evaluation steps, so the resolution is `trainer.eval_every_steps` (no
+  interpolation between evaluations).
+- **max accuracy**: the maximum over all evaluations, with its step.
+
+plus the speed-up over the baseline (baseline steps / variant steps) and the
+accuracy-vs-steps plot of all variants (Fig. 2). Outputs go to the parent
+run's artifacts and to `results_dir` (committed, quoted in the README):
+`table.md`, `table.csv`, `summary.json`, `accuracy_vs_steps.png`.
+
+Called by the engine once all child runs have finished (config key
+`report:`), or again later from the command line:
+
+    python -m experiments.reports.bn_inception --parent-run-id <id> \
+        [--experiment bn_inception] [--tracking-uri sqlite:///mlruns.db]
+
+Reference:
+- Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training
+  by Reducing Internal Covariate Shift", ICML 2015, arXiv:1502.03167,
+  Sec. 4.2.2, Figure 2 and Figure 3.
+"""
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# Child-run (variant) names in the paper's row order, with the paper's labels.
+VARIANT_LABELS = {
+    "inception": "Inception",
+    "bn_baseline": "BN-Baseline",
+    "bn_x5": "BN-x5",
+    "bn_x30": "BN-x30",
+    "bn_x5_sigmoid": "BN-x5-Sigmoid",
+    "inception_sigmoid": "Inception-Sigmoid",
+}
+TABLE_COLUMNS = (
+    "variant",
+    "model",
+    "paper_steps_to_threshold",
+    "paper_max_accuracy",
+    "steps_to_threshold",
+    "speedup",
+    "max_accuracy",
+    "step_at_max",
+    "final_step",
+)
+
+
+@dataclasses.dataclass
+class VariantResult:
+    """The paper's quantities for one variant, measured from its curve.
+
+    Attributes:
+        name: variant (child run) name, e.g. `"bn_x5"`.
+        steps: evaluated training steps, ascending.
+        values: validation accuracy at each of `steps`.
+        max_accuracy: `max(values)`, or `None` without evaluations.
+        step_at_max: first step at which `max_accuracy` occurs.
+        steps_to_threshold: first step with accuracy >= threshold, or `None`
+            if never reached.
+        speedup: baseline's `steps_to_threshold` / this variant's, or `None`.
+    """
+
+    name: str
+    steps: list
+    values: list
+    max_accuracy: float | None = None
+    step_at_max: int | None = None
+    steps_to_threshold: int | None = None
+    speedup: float | None = None
+
+    @property
+    def label(self):
+        return VARIANT_LABELS.get(self.name, self.name)
+
+
+def steps_to_threshold(steps, values, threshold):
+    """First step at which `values` reaches `threshold`.
+
+    Args:
+        steps: sequence of int training steps, ascending.
+        values: sequence of float accuracies, one per step.
+        threshold: float accuracy to reach (inclusive).
+
+    Returns:
+        The int step, or `None` if no value reaches `threshold`.
+
+    Example:
+
+    >>> steps_to_threshold([100, 200, 300], [0.2, 0.5, 0.4], 0.45)
+    200
+    """
+    if len(steps) != len(values):
+        raise ValueError(
+            "`steps` and `values` must have the same length. Received: "
+            f"len(steps)={len(steps)}, len(values)={len(values)}"
+        )
+    for step, value in zip(steps, values):
+        # A relative tolerance so that the baseline reaches its own maximum
+        # even after a float round trip through the tracking store.
+        if value >= threshold - 1e-9 * max(1.0, abs(threshold)):
+            return int(step)
+    return None
+
+
+def summarize(histories, baseline="inception", threshold=None):
+    """Computes the paper's table from accuracy-vs-steps histories.
+
+    Args:
+        histories: dict `{variant: [(step, accuracy), ...]}`; the order of
+            the pairs does not matter. NaN accuracies are ignored.
+        baseline: the variant whose maximum accuracy is the threshold and
+            whose steps are the speed-up reference.
+        threshold: float; overrides the baseline's maximum (e.g. `0.722` to
+            use the paper's absolute number). `None` uses the baseline's max.
+
+    Returns:
+        `(threshold, results)`: the float threshold (or `None` if it cannot be
+        defined) and a list of `VariantResult` in the paper's row order, then
+        any other variants alphabetically.
+
+    Raises:
+        ValueError: if `threshold` is None and `baseline` is not in
+            `histories`.
+    """
+    if threshold is None and baseline not in histories:
+        raise ValueError(
+            f"The baseline variant {baseline!r} has no runs, so the threshold "
+            "(its maximum accuracy) is undefined; pass `threshold=` or run "
+            f"the baseline. Received: variants={sorted(histories)}"
+        )
+    order = [n for n in VARIANT_LABELS if n in histories]
+    order += sorted(n for n in histories if n not in VARIANT_LABELS)
+    results = {}
+    for name in order:
+        pairs = sorted(
+            (int(s), float(v)) for s, v in histories[name] if not math.isnan(v)
+        )
+        result = VariantResult(
+            name, [s for s, _ in pairs], [v for _, v in pairs]
+        )
+        if pairs:
+            result.max_accuracy = max(result.values)
+            result.step_at_max = result.steps[
+                result.values.index(result.max_accuracy)
+            ]
+        results[name] = result
+    if threshold is None:
+        threshold = results[baseline].max_accuracy
+    if threshold is not None:
+        for result in results.values():
+            result.steps_to_threshold = steps_to_threshold(
+                result.steps, result.values, threshold
+            )
+        ref = results.get(baseline)
+        ref_steps = ref.steps_to_threshold if ref else None
+        for result in results.values():
+            if ref_steps and result.steps_to_threshold:
+                result.speedup = ref_steps / result.steps_to_threshold
+    return threshold, list(results.values())
+
+
+def _paper_entry(paper, name):
+    """The paper's reference numbers for `name` from `cfg.paper.variants`."""
+    variants = (paper or {}).get("variants") or {}
+    return variants.get(name) or {}
+
+
+def _fmt_paper_steps(value):
+    if value is None:
+        return "n/a"
+    return f"{value / 1e6:.1f}·10^6"
+
+
+def _fmt_pct(value):
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _fmt_steps(value):
+    return "not reached" if value is None else f"{value:,}"
+
+
+def table_rows(results, paper=None):
+    """The table as a list of dicts with the keys `TABLE_COLUMNS`."""
+    rows = []
+    for r in results:
+        ref = _paper_entry(paper, r.name)
+        rows.append(
+            {
+                "variant": r.name,
+                "model": r.label,
+                "paper_steps_to_threshold": ref.get("steps_to_threshold"),
+                "paper_max_accuracy": ref.get("max_accuracy"),
+                "steps_to_threshold": r.steps_to_threshold,
+                "speedup": r.speedup,
+                "max_accuracy": r.max_accuracy,
+                "step_at_max": r.step_at_max,
+                "final_step": r.steps[-1] if r.steps else None,
+            }
+        )
+    return rows
+
+
+def format_markdown(threshold, results, paper=None, title=None, notes=()):
+    """Renders the table in the paper's Fig. 3 format, beside the paper's.
+
+    Args:
+        threshold: float accuracy the step counts refer to.
+        results: list of `VariantResult` (from `summarize`).
+        paper: the experiment's `paper:` mapping (may be `None`).
+        title: optional heading line.
+        notes: extra lines printed under the table.
+
+    Returns:
+        A Markdown string.
+    """
+    paper = paper or {}
+    paper_thr = paper.get("threshold")
+    lines = [f"### {title}", ""] if title else []
+    lines += [
+        f"| Model | Paper: steps to {_fmt_pct(paper_thr)} | Paper: max acc. "
+        f"| Ours: steps to {_fmt_pct(threshold)} | Ours: speed-up "
+        "| Ours: max acc. (at step) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ref = _paper_entry(paper, r.name)
+        paper_acc = _fmt_pct(ref.get("max_accuracy"))
+        if ref.get("note"):
+            paper_acc = f"{paper_acc} ({ref['note']})"
+        speedup = "n/a" if r.speedup is None else f"{r.speedup:.1f}x"
+        ours_acc = _fmt_pct(r.max_accuracy)
+        if r.step_at_max is not None:
+            ours_acc = f"{ours_acc} ({r.step_at_max:,})"
+        lines.append(
+            f"| {r.label} | {_fmt_paper_steps(ref.get('steps_to_threshold'))} "
+            f"| {paper_acc} | {_fmt_steps(r.steps_to_threshold)} "
+            f"| {speedup} | {ours_acc} |"
+        )
+    lines.append("")
+    lines += list(notes)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_curves(results, threshold, path, title=None):
+    """Saves the accuracy-vs-steps plot of all variants (paper Fig. 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        if not r.steps:
+            continue
+        (line,) = ax.plot(r.steps, r.values, label=r.label, linewidth=1.5)
+        if r.steps_to_threshold is not None:
+            ax.plot(
+                [r.steps_to_threshold],
+                [r.values[r.steps.index(r.steps_to_threshold)]],
+                marker="o",
+                color=line.get_color(),
+            )
+    if threshold is not None:
+        ax.axhline(
+            threshold,
+            color="gray",
+            linestyle="--",
+            linewidth=1,
+            label=f"Inception max ({_fmt_pct(threshold)})",
+        )
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("single-crop validation accuracy")
+    ax.set_title(title or "BN-Inception variants (cf. BN paper Fig. 2)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(
+    threshold, results, out_dir, paper=None, title=None, notes=()
+):
+    """Writes `table.md`, `table.csv`, `summary.json` and the plot.
+
+    Returns:
+        The list of written `pathlib.Path`s.
+    """
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(results, paper)
+    md = out_dir / "table.md"
+    md.write_text(format_markdown(threshold, results, paper, title, notes))
+    csv_path = out_dir / "table.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = out_dir / "summary.json"
+    summary.write_text(
+        json.dumps(
+            {
+                "threshold": threshold,
+                "rows": rows,
+                "curves": {r.name: [r.steps, r.values] for r in results},
+            },
+            indent=1,
+        )
+    )
+    png = out_dir / "accuracy_vs_steps.png"
+    plot_curves(results, threshold, png, title)
+    return [md, csv_path, summary, png]
+
+
+def fetch_histories(client, parent_run_id, metric="val_accuracy"):
+    """Reads `metric`'s history of every child run of `parent_run_id`.
+
+    A child's variant name is its `variant` tag if set, else its run name.
+
+    Args:
+        client: an `mlflow.MlflowClient`.
+        parent_run_id: str, the parent run of the variants.
+        metric: the logged validation-accuracy key.
+
+    Returns:
+        dict `{variant: [(step, value), ...]}`.
+
+    Raises:
+        ValueError: if the parent run has no child runs.
+    """
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=1000,
+    )
+    if not children:
+        raise ValueError(
+            "The parent run has no child runs; was it started with "
+            f"`variants:`? Received: parent_run_id={parent_run_id!r}"
+        )
+    histories = {}
+    for run in children:
+        name = run.data.tags.get("variant") or run.info.run_name
+        history = client.get_metric_history(run.info.run_id, metric)
+        histories[name] = [(m.step, m.value) for m in history]
+    return histories
+
+
+def _resolve_dir(path):
+    path = pathlib.Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def report(
+    cfg,
+    parent_run_id,
+    metric="val_accuracy",
+    baseline="inception",
+    threshold=None,
+    results_dir="results/bn_inception",
+    title=None,
+):
+    """Writes the speed-up table and Fig. 2 for one finished experiment.
+
+    Args:
+        cfg: the experiment's config (a `DictConfig` or dict); its `paper:`
+            entry gives the reference column. May be `None`.
+        parent_run_id: str, MLflow id of the parent of the variant runs. The
+            tracking URI must already be set (the engine does so).
+        metric: the validation-accuracy metric logged by the engine.
+        baseline: the variant whose maximum accuracy is the threshold.
+        threshold: float to use instead of the baseline's maximum.
+        results_dir: folder for the committed copies (relative paths are
+            relative to the repository root).
+        title: optional table/plot heading.
+
+    Returns:
+        dict with `threshold` and `rows` (see `table_rows`).
+    """
+    import mlflow
+    from omegaconf import DictConfig
+    from omegaconf import OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = cfg or {}
+    paper = cfg.get("paper") or {}
+    client = mlflow.MlflowClient()
+    histories = fetch_histories(client, parent_run_id, metric)
+    thr, results = summarize(histories, baseline, threshold)
+    notes = [
+        f"Metric `{metric}` from the child runs of MLflow run "
+        f"`{parent_run_id}`. Steps to threshold: first evaluation with "
+        f"accuracy >= the {VARIANT_LABELS.get(baseline, baseline)} maximum; "
+        "speed-up = baseline steps / variant steps.",
+    ]
+    if paper.get("source"):
+        notes.append(f"Paper column: {paper['source']}.")
+    if cfg.get("experiment_name"):
+        title = title or f"{cfg['experiment_name']} (cf. BN paper Fig. 3)"
+    written = write_outputs(
+        thr, results, _resolve_dir(results_dir), paper, title, notes
+    )
+    for path in written:
+        client.log_artifact(parent_run_id, str(path), "report")
+    return {"threshold": thr, "rows": table_rows(results, paper)}
+
+
+def main(argv=None):
+    """CLI: rebuild the report of a finished parent run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parent-run-id", required=True)
+    parser.add_argument("--experiment", default="bn_inception")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="default: the config's tracking"
+    )
+    parser.add_argument("--results-dir", default=None)
+    args = parser.parse_args(argv)
+
+    import hydra
+    import mlflow
+    from omegaconf import OmegaConf
+
+    with hydra.initialize_config_dir(
+        str(REPO_ROOT / "conf"), version_base="1.3"
+    ):
+        cfg = hydra.compose("train", [f"experiment={args.experiment}"])
+    if args.tracking_uri:
+        mlflow.set_tracking_uri(args.tracking_uri)
+    else:
+        from experiments import tracking
+
+        tracking.configure(cfg.tracking, cfg.experiment_name)
+    kwargs = OmegaConf.to_container(cfg.report, resolve=True)
+    kwargs.pop("_target_", None)
+    if args.results_dir:
+        kwargs["results_dir"] = args.results_dir
+    out = report(cfg, args.parent_run_id, **kwargs)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Table maths of the BN-Inception report (BN paper Fig. 3) on fabricated runs.
+
+The expected values are computed with numpy straight from the definitions:
+threshold = max accuracy of Inception; steps to threshold = first evaluated
+step with accuracy >= threshold; speed-up = baseline steps / variant steps.
+"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from experiments.reports import bn_inception
+
+STEPS = np.arange(100, 2001, 100)
+
+
+def _fake_curves(seed=0):
+    """Noisy saturating curves: BN variants rise faster, sigmoid stays low."""
+    rng = np.random.default_rng(seed)
+    rates = {
+        "inception": 1 / 900,
+        "bn_baseline": 1 / 400,
+        "bn_x5": 1 / 150,
+        "bn_x30": 1 / 100,
+        "bn_x5_sigmoid": 1 / 300,
+    }
+    curves = {
+        name: 0.1 + 0.6 * (1 - np.exp(-rate * STEPS))
+        for name, rate in rates.items()
+    }
+    curves["inception_sigmoid"] = np.full(STEPS.shape, 0.1)
+    return {
+        name: np.clip(c + rng.normal(0, 0.01, STEPS.shape), 0, 1)
+        for name, c in curves.items()
+    }
+
+
+def _numpy_reference(curves, baseline="inception"):
+    threshold = float(np.max(curves[baseline]))
+    expected = {}
+    for name, acc in curves.items():
+        hit = np.nonzero(acc >= threshold)[0]
+        steps = int(STEPS[hit[0]]) if hit.size else None
+        expected[name] = {
+            "max": float(np.max(acc)),
+            "step_at_max": int(STEPS[np.argmax(acc)]),
+            "steps": steps,
+        }
+    base = expected[baseline]["steps"]
+    for value in expected.values():
+        value["speedup"] = base / value["steps"] if value["steps"] else None
+    return threshold, expected
+
+
+def _histories(curves, shuffle_seed=None):
+    histories = {
+        name: list(zip(STEPS.tolist(), acc.tolist()))
+        for name, acc in curves.items()
+    }
+    if shuffle_seed is not None:  # the tracking store gives no order promise
+        rng = np.random.default_rng(shuffle_seed)
+        for pairs in histories.values():
+            rng.shuffle(pairs)
+    return histories
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_summarize_matches_numpy_reference(seed):
+    curves = _fake_curves(seed)
+    threshold, expected = _numpy_reference(curves)
+    thr, results = bn_inception.summarize(_histories(curves, seed))
+    assert thr == pytest.approx(threshold)
+    assert [r.name for r in results] == list(bn_inception.VARIANT_LABELS)
+    for r in results:
+        ref = expected[r.name]
+        assert r.max_accuracy == pytest.approx(ref["max"])
+        assert r.step_at_max == ref["step_at_max"]
+        assert r.steps_to_threshold == ref["steps"]
+        if ref["speedup"] is None:
+            assert r.speedup is None
+        else:
+            assert r.speedup == pytest.approx(ref["speedup"])
+    by_name = {r.name: r for r in results}
+    # The baseline reaches its own maximum exactly when it first attains it.
+    assert by_name["inception"].steps_to_threshold == (
+        by_name["inception"].step_at_max
+    )
+    assert by_name["inception"].speedup == pytest.approx(1.0)
+    assert by_name["inception_sigmoid"].steps_to_threshold is None
+    assert by_name["bn_x30"].speedup > by_name["bn_baseline"].speedup > 1
+
+
+def test_summarize_hand_computed_case():
+    histories = {
+        "inception": [(300, 0.30), (100, 0.10), (200, 0.25), (400, 0.28)],
+        "bn_x5": [(100, 0.31), (200, float("nan")), (300, 0.40)],
+        "bn_baseline": [(100, 0.2), (200, 0.3)],
+        "other": [],
+    }
+    thr, results = bn_inception.summarize(histories)
+    assert thr == 0.30
+    got = {r.name: r for r in results}
+    assert [r.name for r in results] == [
+        "inception",
+        "bn_baseline",
+        "bn_x5",
+        "other",
+    ]
+    assert got["inception"].steps_to_threshold == 300
+    assert got["bn_baseline"].steps_to_threshold == 200
+    assert got["bn_baseline"].speedup == pytest.approx(1.5)
+    assert got["bn_x5"].steps_to_threshold == 100
+    assert got["bn_x5"].speedup == pytest.approx(3.0)
+    assert got["bn_x5"].steps == [100, 300]  # NaN evaluation dropped
+    assert got["bn_x5"].max_accuracy == 0.40
+    assert got["other"].max_accuracy is None
+    assert got["other"].steps_to_threshold is None
+
+
+def test_fixed_threshold_overrides_baseline_max():
+    histories = {"inception": [(1, 0.5), (2, 0.6)], "bn_x5": [(1, 0.7)]}
+    thr, results = bn_inception.summarize(histories, threshold=0.55)
+    assert thr == 0.55
+    assert [r.steps_to_threshold for r in results] == [2, 1]
+
+
+def test_missing_baseline_is_a_clear_error():
+    with pytest.raises(ValueError, match="Received: variants=\\['bn_x5'\\]"):
+        bn_inception.summarize({"bn_x5": [(1, 0.5)]})
+
+
+def test_steps_to_threshold_checks_lengths():
+    assert bn_inception.steps_to_threshold([5, 6], [0.1, 0.2], 0.3) is None
+    with pytest.raises(ValueError, match="len\\(steps\\)=2"):
+        bn_inception.steps_to_threshold([1, 2], [0.1], 0.1)
+
+
+PAPER = {
+    "source": "BN paper Fig. 3",
+    "threshold": 0.722,
+    "variants": {
+        "inception": {"steps_to_threshold": 31.0e6, "max_accuracy": 0.722},
+        "bn_x30": {
+            "steps_to_threshold": 2.7e6,
+            "max_accuracy": 0.748,
+            "note": "at 6·10^6 steps",
+        },
+    },
+}
+
+
+def test_markdown_has_paper_and_our_columns():
+    thr, results = bn_inception.summarize(
+        {
+            "inception": [(100, 0.2), (200, 0.4)],
+            "bn_x30": [(100, 0.45), (200, 0.5)],
+            "inception_sigmoid": [(100, 0.1), (200, 0.1)],
+        }
+    )
+    md = bn_inception.format_markdown(thr, results, PAPER, title="t")
+    lines = md.splitlines()
+    assert lines[0] == "### t"
+    assert "Paper: steps to 72.2%" in lines[2]
+    assert "Ours: steps to 40.0%" in lines[2]
+    assert (
+        "| Inception | 31.0·10^6 | 72.2% | 200 | 1.0x | 40.0% (200) |" in lines
+    )
+    assert (
+        "| BN-x30 | 2.7·10^6 | 74.8% (at 6·10^6 steps) | 100 | 2.0x "
+        "| 50.0% (200) |" in lines
+    )
+    assert (
+        "| Inception-Sigmoid | n/a | n/a | not reached | n/a | 10.0% (100) |"
+        in lines
+    )
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    mlflow.set_experiment("bn_inception_test")
+    yield mlflow
+    mlflow.set_tracking_uri(None)
+
+
+def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
+    mlflow = mlflow_store
+    curves = _fake_curves(3)
+    threshold, expected = _numpy_reference(curves)
+    with mlflow.start_run(run_name="bn_inception") as parent:
+        for name, acc in curves.items():
+            with mlflow.start_run(run_name=name, nested=True):
+                for step, value in zip(STEPS, acc):
+                    mlflow.log_metric("val_accuracy", value, step=int(step))
+                mlflow.log_metric("val_loss", 1.0, step=100)  # ignored
+    out_dir = tmp_path / "results"
+    cfg = {"experiment_name": "bn_inception", "paper": PAPER}
+    out = bn_inception.report(cfg, parent.info.run_id, results_dir=out_dir)
+
+    assert out["threshold"] == pytest.approx(threshold)
+    rows = {row["variant"]: row for row in out["rows"]}
+    assert set(rows) == set(curves)
+    for name, ref in expected.items():
+        assert rows[name]["steps_to_threshold"] == ref["steps"]
+        assert rows[name]["max_accuracy"] == pytest.approx(ref["max"])
+        assert rows[name]["final_step"] == int(STEPS[-1])
+    assert rows["inception"]["paper_steps_to_threshold"] == 31.0e6
+
+    names = {"table.md", "table.csv", "summary.json", "accuracy_vs_steps.png"}
+    assert {p.name for p in out_dir.iterdir()} == names
+    assert (out_dir / "accuracy_vs_steps.png").stat().st_size > 1000
+    with (out_dir / "table.csv").open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["variant"] for r in csv_rows] == list(bn_inception.VARIANT_LABELS)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["curves"]["bn_x5"][0] == STEPS.tolist()
+    assert "bn_inception (cf. BN paper Fig. 3)" in (
+        (out_dir / "table.md").read_text()
+    )
+    artifacts = mlflow.MlflowClient().list_artifacts(
+        parent.info.run_id, "report"
+    )
+    assert {pathlib_name(a.path) for a in artifacts} == names
+
+
+def pathlib_name(path):
+    return path.rsplit("/", 1)[-1]
+
+
+def test_report_without_children_is_a_clear_error(mlflow_store, tmp_path):
+    with mlflow_store.start_run() as parent:
+        pass
+    with pytest.raises(ValueError, match="Received: parent_run_id="):
+        bn_inception.report(None, parent.info.run_id, results_dir=tmp_path)
