@@ -7,7 +7,17 @@ import functools
 
 import keras
 
+from layers.batch_norm_population import recompute_batch_norm_statistics
+from layers.filter_bank import FILTERS
+from layers.filter_bank import FilterBankInitializer
+from layers.filter_bank import get_filter
+from layers.functional import convolve
+from layers.functional import cross_correlate
+from layers.functional import smooth_positions
 from layers.local_response_normalization import LocalResponseNormalization
+from layers.pooling import LpPooling2D
+from layers.pooling import QuadrantPooling2D
+from layers.pooling import WeightedAveragePooling2D
 from layers.tiled_conv2d import TiledConv2D
 from layers.unshared_conv import UnsharedConv1D
 from layers.unshared_conv import UnsharedConv2D
@@ -55,9 +65,19 @@ def get_conv_layer(kind="conv2d", **defaults):
 
 __all__ = [
     "CONV_LAYERS",
+    "FILTERS",
+    "FilterBankInitializer",
     "LocalResponseNormalization",
+    "LpPooling2D",
+    "QuadrantPooling2D",
     "TiledConv2D",
     "UnsharedConv1D",
     "UnsharedConv2D",
+    "WeightedAveragePooling2D",
+    "convolve",
+    "cross_correlate",
     "get_conv_layer",
+    "get_filter",
+    "recompute_batch_norm_statistics",
+    "smooth_positions",
 ]

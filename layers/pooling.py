@@ -1,0 +1,364 @@
+"""Pooling variants from the DL book, Sec. 9.3 ("Convolution and Pooling").
+
+- `LpPooling2D`: "the L2 norm of a rectangular neighborhood" and its
+  generalisation (Boureau et al. 2010), here as a power mean
+  `(mean |x|^p)^(1/p)`: p = 1 is the average of |x|, p -> inf the max.
+- `WeightedAveragePooling2D`: "a weighted average based on the distance from
+  the central pixel".
+- `QuadrantPooling2D`: "the final pooling layer of the network may be defined
+  to output four sets of summary statistics, one for each quadrant of an
+  image, regardless of the image size"; with more levels this is the spatial
+  pyramid pooling of He et al. 2014 (SPP-net).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from layers import _utils
+
+
+def _pool_args(pool_size, strides, padding):
+    pool_size = _utils.normalize_tuple(pool_size, 2, "pool_size")
+    strides = pool_size if strides is None else strides
+    strides = _utils.normalize_tuple(strides, 2, "strides")
+    return pool_size, strides, _utils.normalize_padding(padding)
+
+
+def _pool_output_shape(input_shape, pool_size, strides, padding):
+    b, h, w, c = input_shape
+    oh, ow = (
+        _utils.conv_output_length(n, k, s, padding)
+        for n, k, s in zip((h, w), pool_size, strides)
+    )
+    return (b, oh, ow, c)
+
+
+@keras.saving.register_keras_serializable(package="repro")
+class LpPooling2D(keras.layers.Layer):
+    """Lp pooling as a power mean: `(avg_pool(|x|^p))^(1/p)` per window.
+
+    p = 1 gives the average of |x| (average pooling for x >= 0), p = 2 the
+    root-mean-square (the book's L2 pooling up to the constant sqrt(window
+    size)), and p = inf the max of |x|. For numerical stability the power
+    mean is computed in float32 after dividing by the per-image, per-channel
+    max of |x| (equal in exact arithmetic); windows far below that max
+    underflow for very large p (> ~100), where `p="inf"` is the intent.
+    With `padding="same"` border windows average over the input pixels they
+    cover only (as `AveragePooling2D`).
+
+    Args:
+        p: float >= 1 or `float("inf")` / `"inf"`. Defaults to 2.
+        pool_size: int or pair. Defaults to 2.
+        strides: int, pair or None (= pool_size).
+        padding: `"valid"` or `"same"`.
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        4D tensor `(batch, height, width, channels)`.
+
+    Output shape:
+        4D tensor `(batch, pooled_height, pooled_width, channels)`.
+
+    Example:
+
+    >>> x = np.random.rand(2, 8, 8, 3).astype("float32")
+    >>> LpPooling2D(p=2, pool_size=2)(x).shape
+    TensorShape([2, 4, 4, 3])
+
+    Reference:
+    - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.3.
+    - Boureau, Ponce, LeCun, "A theoretical analysis of feature pooling in
+      visual recognition", ICML 2010.
+    """
+
+    def __init__(
+        self, p=2.0, pool_size=2, strides=None, padding="valid", **kwargs
+    ):
+        super().__init__(**kwargs)
+        try:
+            p_value = float(p)
+        except (TypeError, ValueError):
+            p_value = float("nan")
+        if not p_value >= 1.0:
+            raise ValueError(
+                "`p` must be a number >= 1 or 'inf' (p < 1 is not a norm and "
+                f"its gradient is infinite at 0). Received: p={p!r}"
+            )
+        self.p = p_value
+        self.pool_size, self.strides, self.padding = _pool_args(
+            pool_size, strides, padding
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+        self.built = True
+
+    def call(self, inputs):
+        a = ops.abs(inputs)
+        if math.isinf(self.p):
+            return ops.max_pool(a, self.pool_size, self.strides, self.padding)
+        if self.p == 1.0:
+            return ops.average_pool(
+                a, self.pool_size, self.strides, self.padding
+            )
+        # float32 inside (float16 |x|^p overflows for p >= 4 or so). Any
+        # constant c > 0 gives c * mean((|x|/c)^p)^(1/p) = the power mean;
+        # c = max |x| per image and channel keeps (|x|/c)^p <= 1.
+        a = ops.cast(a, "float32")
+        c = ops.max(a, axis=(1, 2), keepdims=True)
+        c = ops.where(c > 0, c, ops.ones_like(c))
+        mean = ops.average_pool(
+            ops.power(a / c, self.p),
+            self.pool_size,
+            self.strides,
+            self.padding,
+        )
+        # All-zero windows: output 0 with a finite (zero) gradient.
+        positive = mean > 0
+        safe = ops.where(positive, mean, ops.ones_like(mean))
+        out = ops.where(
+            positive, c * ops.power(safe, 1.0 / self.p), ops.zeros_like(mean)
+        )
+        return ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return _pool_output_shape(
+            input_shape, self.pool_size, self.strides, self.padding
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "p": self.p,
+                "pool_size": self.pool_size,
+                "strides": self.strides,
+                "padding": self.padding,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="repro")
+class WeightedAveragePooling2D(keras.layers.Layer):
+    """Average pooling weighted by the distance from the window centre.
+
+    Each window position `(u, v)` at distance `d` from the window centre
+    gets weight `w(d)` (normalized to sum to 1):
+    `"gaussian"`: `exp(-d^2 / (2 sigma^2))`;
+    `"linear"`: `max(0, 1 - d / (r + 1))` with `r` the window half-diagonal.
+    The weights are a fixed (non-trainable) depthwise kernel. With
+    `padding="same"` border windows renormalize the weights over the pixels
+    inside the image, so a constant image stays constant.
+
+    Args:
+        pool_size: int or pair. Defaults to 3.
+        strides: int, pair or None (= pool_size).
+        padding: `"valid"` or `"same"`.
+        weighting: `"gaussian"` (default) or `"linear"`.
+        sigma: float > 0, Gaussian width in pixels. Defaults to 1.
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        4D tensor `(batch, height, width, channels)`, static channels.
+
+    Output shape:
+        4D tensor `(batch, pooled_height, pooled_width, channels)`.
+
+    Example:
+
+    >>> x = np.random.rand(2, 9, 9, 3).astype("float32")
+    >>> WeightedAveragePooling2D(3)(x).shape
+    TensorShape([2, 3, 3, 3])
+
+    Reference:
+    - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.3.
+    """
+
+    def __init__(
+        self,
+        pool_size=3,
+        strides=None,
+        padding="valid",
+        weighting="gaussian",
+        sigma=1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.pool_size, self.strides, self.padding = _pool_args(
+            pool_size, strides, padding
+        )
+        if weighting not in ("gaussian", "linear"):
+            raise ValueError(
+                "`weighting` must be 'gaussian' or 'linear'. "
+                f"Received: weighting={weighting!r}"
+            )
+        if not sigma > 0:
+            raise ValueError(f"`sigma` must be > 0. Received: sigma={sigma!r}")
+        self.weighting = weighting
+        self.sigma = float(sigma)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def window_weights(self):
+        """The `(kh, kw)` numpy weights, summing to 1."""
+        kh, kw = self.pool_size
+        dy = np.arange(kh) - (kh - 1) / 2.0
+        dx = np.arange(kw) - (kw - 1) / 2.0
+        d = np.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
+        if self.weighting == "gaussian":
+            w = np.exp(-(d**2) / (2.0 * self.sigma**2))
+        else:
+            w = np.maximum(0.0, 1.0 - d / (d.max() + 1.0))
+        return w / w.sum()
+
+    def build(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError(
+                "WeightedAveragePooling2D needs a static channel dimension. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self._channels = input_shape[-1]
+
+    def call(self, inputs):
+        w = self.window_weights()
+        kernel = np.tile(w[:, :, None, None], (1, 1, self._channels, 1))
+        kernel = ops.convert_to_tensor(kernel, dtype=self.compute_dtype)
+        out = ops.depthwise_conv(
+            inputs, kernel, strides=self.strides, padding=self.padding
+        )
+        if self.padding == "same":
+            ones = ops.ones_like(inputs[:1, :, :, :1])
+            norm = ops.depthwise_conv(
+                ones,
+                ops.convert_to_tensor(w[:, :, None, None], self.compute_dtype),
+                strides=self.strides,
+                padding="same",
+            )
+            out = out / norm
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return _pool_output_shape(
+            input_shape, self.pool_size, self.strides, self.padding
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pool_size": self.pool_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "weighting": self.weighting,
+                "sigma": self.sigma,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="repro")
+class QuadrantPooling2D(keras.layers.Layer):
+    """Fixed-size summary of a feature map of any size (pyramid pooling).
+
+    For each level `L` in `levels` the map is cut into an `L x L` grid and
+    each cell is max- or average-pooled; level 2 gives the book's four
+    quadrant summaries, level 1 global pooling. Cell `i` of `L` along an
+    axis of size `n` covers `[floor(i n / L), ceil((i + 1) n / L))`
+    (adaptive pooling; never empty, cells overlap by one pixel when `L` does
+    not divide `n`). Works on variable-size inputs `(None, None, C)`.
+
+    Args:
+        levels: tuple of positive ints. Defaults to `(1, 2)`.
+        mode: `"max"` (default) or `"avg"`.
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        4D tensor `(batch, height, width, channels)`; height and width may
+        be `None`, channels must be static.
+
+    Output shape:
+        2D tensor `(batch, channels * sum(L * L for L in levels))`, ordered
+        level, grid row, grid column, channel.
+
+    Example:
+
+    >>> x = np.random.rand(2, 7, 5, 3).astype("float32")
+    >>> QuadrantPooling2D(levels=(1, 2))(x).shape
+    TensorShape([2, 15])
+
+    Reference:
+    - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.3.
+    - He, Zhang, Ren, Sun, "Spatial Pyramid Pooling in Deep Convolutional
+      Networks for Visual Recognition", ECCV 2014.
+    """
+
+    def __init__(self, levels=(1, 2), mode="max", **kwargs):
+        super().__init__(**kwargs)
+        try:
+            levels = tuple(int(v) for v in levels)
+        except (TypeError, ValueError):
+            levels = ()
+        if not levels or any(v <= 0 for v in levels):
+            raise ValueError(
+                "`levels` must be a non-empty tuple of positive ints, e.g. "
+                f"(1, 2). Received: levels={levels!r}"
+            )
+        if mode not in ("max", "avg"):
+            raise ValueError(
+                f"`mode` must be 'max' or 'avg'. Received: mode={mode!r}"
+            )
+        self.levels = levels
+        self.mode = mode
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError(
+                "QuadrantPooling2D needs a static channel dimension. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+
+    @staticmethod
+    def _cell_masks(n, cells, dtype):
+        """(cells, n) 0/1 mask: row i marks the pixels of cell i."""
+        pos = ops.arange(n)[None, :]
+        i = ops.arange(cells)[:, None]
+        start = (i * n) // cells
+        stop = -((-(i + 1) * n) // cells)  # ceil((i + 1) * n / cells)
+        return ops.cast((pos >= start) & (pos < stop), dtype)
+
+    def _pool_axis(self, x, mask, axis):
+        # x: (..., n, ...) at `axis`; mask (L, n). Returns L at `axis`.
+        shape = [1] * (len(x.shape) + 1)
+        shape[axis] = mask.shape[0]
+        shape[axis + 1] = -1
+        m = ops.reshape(mask, shape)
+        xe = ops.expand_dims(x, axis)
+        if self.mode == "max":
+            low = ops.cast(-np.inf, x.dtype)
+            return ops.max(ops.where(m > 0, xe, low), axis=axis + 1)
+        return ops.sum(xe * m, axis=axis + 1) / ops.sum(m, axis=axis + 1)
+
+    def call(self, inputs):
+        h, w = ops.shape(inputs)[1], ops.shape(inputs)[2]
+        channels = inputs.shape[-1]
+        outputs = []
+        for level in self.levels:
+            rows = self._cell_masks(h, level, inputs.dtype)
+            cols = self._cell_masks(w, level, inputs.dtype)
+            y = self._pool_axis(inputs, rows, 1)  # (B, L, W, C)
+            y = self._pool_axis(y, cols, 2)  # (B, L, L, C)
+            outputs.append(ops.reshape(y, (-1, level * level * channels)))
+        if len(outputs) == 1:
+            return outputs[0]
+        return ops.concatenate(outputs, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        size = input_shape[-1] * sum(v * v for v in self.levels)
+        return (input_shape[0], size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"levels": self.levels, "mode": self.mode})
+        return config
