@@ -1,0 +1,24 @@
+"""Data pipelines: `make_datasets` (train/val `tf.data`) and `eval_views`.
+
+`conf/data/<name>.yaml` instantiates `experiments.data.make_datasets`.
+"""
+
+from experiments.data.augment import POLICIES
+from experiments.data.augment import build_policy
+from experiments.data.eval_views import PROTOCOLS
+from experiments.data.eval_views import eval_views
+from experiments.data.pipeline import DATASETS
+from experiments.data.pipeline import make_datasets
+from experiments.data.sources import MissingDataError
+from experiments.data.sources import read_idx
+
+__all__ = [
+    "DATASETS",
+    "POLICIES",
+    "PROTOCOLS",
+    "MissingDataError",
+    "build_policy",
+    "eval_views",
+    "make_datasets",
+    "read_idx",
+]

@@ -1,0 +1,258 @@
+"""Raw data sources: IDX files, image folders, synthetic images, TFDS.
+
+Everything here returns plain NumPy arrays or lists of file paths; the
+`tf.data` pipelines live in `experiments.data.pipeline`.
+
+Offline data root: the env var `CONVNET_REPRO_DATA_DIR` holds `mnist/` (the
+four IDX `.gz` files) and `imagenette2-224/{train,val}/<wnid>/*.JPEG` (see
+`shared/data/PROVENANCE.md`). A config's `local_dir` overrides it.
+
+Reference:
+    LeCun et al., 1998, IDX format: http://yann.lecun.com/exdb/mnist/
+"""
+
+import gzip
+import os
+import pathlib
+
+import numpy as np
+
+ENV_VAR = "CONVNET_REPRO_DATA_DIR"
+
+# Sub-directory of the offline root that holds each dataset.
+LOCAL_SUBDIRS = {
+    "mnist": "mnist",
+    "fashion_mnist": "fashion_mnist",
+    "imagenette": "imagenette2-224",
+    "imagenet2012": "imagenet2012",
+    "cifar10": "cifar10",
+}
+# Where Debian's `dataset-fashion-mnist` package installs the IDX files.
+DEBIAN_FASHION_MNIST = "/usr/share/dataset-fashion-mnist"
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif")
+
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+class MissingDataError(FileNotFoundError):
+    """A dataset was not found offline and may not be downloaded."""
+
+
+def read_idx(path):
+    """Reads one IDX file (optionally gzip-compressed) into a NumPy array.
+
+    Args:
+        path: path of an IDX file (`*-idx3-ubyte` or `*.gz`).
+
+    Returns:
+        A NumPy array with the shape and dtype stored in the header.
+
+    Raises:
+        ValueError: the file is not a valid IDX file.
+
+    Example:
+    >>> read_idx("mnist/t10k-labels-idx1-ubyte.gz")[:3]  # doctest: +SKIP
+    array([7, 2, 1], dtype=uint8)
+    """
+    path = pathlib.Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(
+            "Not an IDX file (expected a 0x0000 magic prefix). "
+            f"Received: path={str(path)!r}"
+        )
+    dtype_code, ndim = data[2], data[3]
+    if dtype_code not in _IDX_DTYPES:
+        raise ValueError(
+            f"Unknown IDX dtype code {dtype_code:#x}. Received: path={path}"
+        )
+    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4)
+    dtype = np.dtype(_IDX_DTYPES[dtype_code])
+    offset = 4 + 4 * ndim
+    count = int(np.prod(dims)) if ndim else 1
+    if len(data) - offset != count * dtype.itemsize:
+        raise ValueError(
+            f"IDX file is truncated: header says {tuple(dims)} but holds "
+            f"{len(data) - offset} bytes. Received: path={str(path)!r}"
+        )
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return array.reshape(tuple(int(d) for d in dims)).astype(
+        dtype.newbyteorder("="), copy=False
+    )
+
+
+def find_idx_file(directory, stem):
+    """Returns `directory/stem(.gz)` or None (both name styles accepted)."""
+    directory = pathlib.Path(directory)
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def is_idx_dir(directory):
+    """True if `directory` holds the four MNIST-style IDX files."""
+    return directory is not None and all(
+        find_idx_file(directory, stem) is not None
+        for pair in IDX_FILES.values()
+        for stem in pair
+    )
+
+
+def load_idx_split(directory, split):
+    """Loads `split` ("train" or "test") of an MNIST-format IDX directory.
+
+    Returns:
+        `(images uint8 (N, H, W, 1), labels int32 (N,))`.
+    """
+    if split not in IDX_FILES:
+        raise ValueError(
+            f"IDX split must be one of {sorted(IDX_FILES)}. Received: "
+            f"split={split!r}"
+        )
+    image_stem, label_stem = IDX_FILES[split]
+    images = read_idx(find_idx_file(directory, image_stem))
+    labels = read_idx(find_idx_file(directory, label_stem))
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{image_stem} has {images.shape[0]} images but {label_stem} has "
+            f"{labels.shape[0]} labels. Received: directory={str(directory)!r}"
+        )
+    return images[..., None], labels.astype(np.int32)
+
+
+def list_image_folder(directory, class_names=None):
+    """Lists an image-folder tree `directory/<class>/<image>`.
+
+    Classes are the sub-folder names in sorted order (label = index), files
+    are sorted within each class, so the listing is deterministic.
+
+    Args:
+        directory: root of the tree (e.g. `imagenette2-224/train`).
+        class_names: optional list fixing the class order (e.g. the train
+            split's classes when listing val).
+
+    Returns:
+        `(paths list[str], labels int32 (N,), class_names list[str])`.
+    """
+    directory = pathlib.Path(directory)
+    if class_names is None:
+        class_names = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    if not class_names:
+        raise ValueError(
+            "Image folder has no class sub-folders; expected "
+            f"<dir>/<class>/<image>. Received: directory={str(directory)!r}"
+        )
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        class_dir = directory / name
+        if not class_dir.is_dir():
+            raise ValueError(
+                f"Class folder {name!r} is missing. Received: "
+                f"directory={str(directory)!r}"
+            )
+        files = sorted(
+            f
+            for f in class_dir.iterdir()
+            if f.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        paths.extend(str(f) for f in files)
+        labels.extend([label] * len(files))
+    return paths, np.asarray(labels, np.int32), list(class_names)
+
+
+def make_synthetic(
+    num_examples, input_shape=(16, 16, 1), num_classes=4, noise=0.25, seed=0
+):
+    """Generates a small, learnable classification set of uint8 images.
+
+    Each class has a fixed random template of 4x4-pixel blocks (drawn from
+    `seed`, independent of the training order seed); an example is its class
+    template plus Gaussian noise of std `noise` (in [0, 1] units), clipped
+    and stored as uint8. A linear model separates the classes easily.
+
+    Args:
+        num_examples: number of images.
+        input_shape: `(H, W, C)`.
+        num_classes: number of classes (labels `0..num_classes-1`, balanced).
+        noise: noise standard deviation in [0, 1] pixel units.
+        seed: data seed; the `split` seed offset keeps train/val disjoint.
+
+    Returns:
+        `(images uint8 (N, H, W, C), labels int32 (N,))`.
+    """
+    h, w, c = (int(d) for d in input_shape)
+    template_rng = np.random.default_rng(12345)  # classes never change
+    blocks = template_rng.random((num_classes, -(-h // 4), -(-w // 4), c))
+    templates = blocks.repeat(4, axis=1).repeat(4, axis=2)[:, :h, :w, :]
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(num_examples) % num_classes).astype(np.int32)
+    rng.shuffle(labels)
+    images = templates[labels] + noise * rng.standard_normal(
+        (num_examples, h, w, c)
+    )
+    images = np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def resolve_local_dir(name, local_dir=None):
+    """Finds the offline directory of dataset `name`, or returns None.
+
+    Search order: `local_dir` itself, `local_dir/<subdir>`, then
+    `$CONVNET_REPRO_DATA_DIR/<subdir>` (and, for Fashion-MNIST, Debian's
+    `/usr/share/dataset-fashion-mnist`). A candidate counts only if it holds
+    the expected files (four IDX files, or `train/` and `val/` folders).
+    """
+    subdir = LOCAL_SUBDIRS.get(name, name)
+    candidates = []
+    if local_dir:
+        local_dir = pathlib.Path(os.path.expanduser(str(local_dir)))
+        candidates += [local_dir, local_dir / subdir]
+    if os.environ.get(ENV_VAR):
+        candidates.append(pathlib.Path(os.environ[ENV_VAR]) / subdir)
+    if name == "fashion_mnist":
+        candidates.append(pathlib.Path(DEBIAN_FASHION_MNIST))
+    for candidate in candidates:
+        if _looks_like(name, candidate):
+            return candidate
+    return None
+
+
+def _looks_like(name, directory):
+    if not directory.is_dir():
+        return False
+    if name in ("mnist", "fashion_mnist"):
+        return is_idx_dir(directory)
+    return (directory / "train").is_dir() and (directory / "val").is_dir()
+
+
+def missing_data_message(name, local_dir, tfds_name=None):
+    """One line saying where `name` was looked for and how to provide it."""
+    subdir = LOCAL_SUBDIRS.get(name, name)
+    how = (
+        f"set {ENV_VAR} to a folder holding {subdir}/, or pass "
+        f"data.local_dir=<dir>"
+    )
+    if tfds_name:
+        how += (
+            f", or use data.source=tfds data.download=true to let "
+            f"tensorflow-datasets fetch {tfds_name!r}"
+        )
+    return (
+        f"Dataset {name!r} not found offline ({how}). Received: "
+        f"local_dir={local_dir!r}, {ENV_VAR}={os.environ.get(ENV_VAR)!r}"
+    )
