@@ -1,0 +1,410 @@
+"""The ImageNet results table: our errors beside the papers' (issue #7).
+
+Reads the evaluation runs that `experiments.evaluate` logged (tag
+`kind=evaluation`, `table=imagenet`, `scale=mini|full`), keeps the newest run
+per table row, and writes to `results/imagenet_table/<scale>/`:
+
+- `table.md`: rows grouped by family, ours beside the paper's top-1/top-5
+  error, plus a check of the papers' orderings at this scale;
+- `table.csv`: the same rows, machine readable;
+- `errors.png`: our top-1/top-5 error per row, paper values as markers.
+
+Orderings checked (each pair is "holds" when the first has the lower top-1
+error, or top-5 where the row has no top-1):
+
+1. ensembles beat single models (same family, same protocol);
+2. multi-crop beats one crop (same models, more views);
+3. deeper families beat AlexNet (single models, same protocol).
+
+Usage:
+    python -m experiments.reports.imagenet_table --scale mini \
+        [--tracking-uri sqlite:///mlruns.db] [--results-dir DIR]
+
+Reference:
+- Krizhevsky et al., NIPS 2012, Table 2; Simonyan & Zisserman, ICLR 2015,
+  Table 3; Szegedy et al., CVPR 2015, Table 3; He et al., CVPR 2016,
+  Table 3.
+"""
+
+import argparse
+import csv
+import dataclasses
+import math
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+FAMILIES = ("AlexNet", "VGG", "GoogLeNet", "ResNet", "Conv kind")
+TABLE_COLUMNS = (
+    "family",
+    "row",
+    "protocol",
+    "num_models",
+    "num_views",
+    "num_images",
+    "top1_error",
+    "top5_error",
+    "paper_top1_error",
+    "paper_top5_error",
+    "run_id",
+)
+PROTOCOL_LABELS = {
+    "center": "centre crop",
+    "ten_crop": "10 crops",
+    "multi_crop": "multi-crop",
+}
+
+
+@dataclasses.dataclass
+class Row:
+    """One table row: an evaluation run and the paper's numbers.
+
+    Attributes:
+        family: model family (`FAMILIES` order), e.g. `"ResNet"`.
+        row: row label, e.g. `"ResNet-50"`.
+        protocol: `center`, `ten_crop` or `multi_crop`.
+        num_models: ensemble size (1 for a single model).
+        num_views: views per image.
+        num_images: evaluated validation images.
+        top1_error, top5_error: ours, percent.
+        paper_top1_error, paper_top5_error: the paper's, percent or None.
+        sources: comma-separated source run ids.
+        run_id: the evaluation run.
+        order: position within the family.
+    """
+
+    family: str
+    row: str
+    protocol: str
+    num_models: int
+    num_views: int
+    num_images: int
+    top1_error: float
+    top5_error: float
+    paper_top1_error: float | None = None
+    paper_top5_error: float | None = None
+    sources: str = ""
+    run_id: str = ""
+    order: float = 0.0
+    start_time: int = 0
+
+
+def _float_or_none(value):
+    if value in (None, "", "None", "null"):
+        return None
+    return float(value)
+
+
+def row_from_run(run):
+    """Builds a `Row` from an MLflow evaluation run."""
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    return Row(
+        family=tags.get("family") or "",
+        row=tags.get("row") or run.info.run_name,
+        protocol=params.get("protocol", ""),
+        num_models=int(params.get("num_models", 1)),
+        num_views=int(params.get("num_views", 1)),
+        num_images=int(params.get("num_images", 0)),
+        top1_error=float(metrics["top1_error"]),
+        top5_error=float(metrics["top5_error"]),
+        paper_top1_error=_float_or_none(tags.get("paper_top1_error")),
+        paper_top5_error=_float_or_none(tags.get("paper_top5_error")),
+        sources=params.get("sources", ""),
+        run_id=run.info.run_id,
+        order=float(tags.get("order") or 0),
+        start_time=int(run.info.start_time or 0),
+    )
+
+
+def _family_index(family):
+    return FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+
+
+def build_table(rows):
+    """Keeps the newest run per (family, row, protocol); sorts by family.
+
+    Args:
+        rows: iterable of `Row`.
+
+    Returns:
+        list of `Row`.
+    """
+    newest = {}
+    for r in rows:
+        key = (r.family, r.row, r.protocol)
+        if key not in newest or r.start_time > newest[key].start_time:
+            newest[key] = r
+    return sorted(
+        newest.values(),
+        key=lambda r: (
+            _family_index(r.family),
+            r.family,
+            r.order,
+            r.row,
+            r.num_views,
+        ),
+    )
+
+
+def _score(row):
+    return row.top1_error
+
+
+def check_orderings(rows):
+    """The papers' orderings, tested on our rows.
+
+    Args:
+        rows: list of `Row` (one table).
+
+    Returns:
+        list of dicts `{claim, better, worse, holds}`; `better` is the row
+        the papers say has the lower error.
+    """
+    checks = []
+    main = [r for r in rows if r.family in FAMILIES[:4]]
+    # 1. Ensembles beat single models (same family, same protocol).
+    for ens in main:
+        if ens.num_models < 2:
+            continue
+        for single in main:
+            if (
+                single.family == ens.family
+                and single.num_models == 1
+                and single.protocol == ens.protocol
+            ):
+                checks.append(_check("ensemble < single model", ens, single))
+    # 2. More views beat fewer views (same source models).
+    for many in rows:
+        for few in rows:
+            if (
+                many.sources
+                and many.sources == few.sources
+                and many.num_views > few.num_views
+            ):
+                checks.append(_check("multi-crop < fewer crops", many, few))
+    # 3. Deeper families beat AlexNet (single models, same protocol).
+    alex = [r for r in main if r.family == "AlexNet" and r.num_models == 1]
+    for deep in main:
+        if deep.family == "AlexNet" or deep.num_models != 1:
+            continue
+        for a in alex:
+            if a.protocol == deep.protocol:
+                checks.append(_check("deeper family < AlexNet", deep, a))
+    return checks
+
+
+def _check(claim, better, worse):
+    return {
+        "claim": claim,
+        "better": better.row,
+        "worse": worse.row,
+        "better_top1_error": better.top1_error,
+        "worse_top1_error": worse.top1_error,
+        "holds": _score(better) < _score(worse),
+    }
+
+
+def _fmt(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.2f}"
+
+
+def format_markdown(rows, checks, title=None, notes=()):
+    """Markdown table (ours beside the paper's) plus the ordering checks."""
+    lines = [f"## {title or 'ImageNet results table'}", ""]
+    lines += [
+        "| family | row | test protocol | models | views | top-1 (ours) "
+        "| top-1 (paper) | top-5 (ours) | top-5 (paper) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.family} | {r.row} | "
+            f"{PROTOCOL_LABELS.get(r.protocol, r.protocol)} | {r.num_models}"
+            f" | {r.num_views} | {_fmt(r.top1_error)} | "
+            f"{_fmt(r.paper_top1_error)} | {_fmt(r.top5_error)} | "
+            f"{_fmt(r.paper_top5_error)} |"
+        )
+    lines += ["", "Errors in percent on the validation set."]
+    lines += list(notes)
+    if checks:
+        lines += ["", "### Do the papers' orderings hold here?", ""]
+        by_claim = {}
+        for c in checks:
+            by_claim.setdefault(c["claim"], []).append(c)
+        for claim, items in by_claim.items():
+            held = sum(c["holds"] for c in items)
+            lines.append(f"- **{claim}** (top-1): {held}/{len(items)} pairs")
+            for c in items:
+                mark = "holds" if c["holds"] else "FAILS"
+                lines.append(
+                    f"  - {mark}: {c['better']} "
+                    f"{_fmt(c['better_top1_error'])} vs {c['worse']} "
+                    f"{_fmt(c['worse_top1_error'])}"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot_errors(rows, path, title=None):
+    """Horizontal bars of our top-1/top-5 error; paper values as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    labels = [
+        f"{r.row} ({PROTOCOL_LABELS.get(r.protocol, r.protocol)})" for r in rows
+    ]
+    y = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
+    ax.barh(
+        [v - 0.2 for v in y],
+        [r.top1_error for r in rows],
+        height=0.4,
+        label="top-1 (ours)",
+    )
+    ax.barh(
+        [v + 0.2 for v in y],
+        [r.top5_error for r in rows],
+        height=0.4,
+        label="top-5 (ours)",
+    )
+    for key, dy, marker in (
+        ("paper_top1_error", -0.2, "|"),
+        ("paper_top5_error", 0.2, "x"),
+    ):
+        pts = [
+            (getattr(r, key), v + dy)
+            for r, v in zip(rows, y)
+            if getattr(r, key) is not None
+        ]
+        if pts:
+            ax.scatter(
+                *zip(*pts),
+                marker=marker,
+                color="black",
+                s=60,
+                zorder=3,
+                label=key.replace("paper_", "paper ").replace("_error", ""),
+            )
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("validation error (%)")
+    ax.set_title(title or "ImageNet table")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(rows, checks, out_dir, title=None, notes=()):
+    """Writes `table.md`, `table.csv` and `errors.png`; returns the paths."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / "table.md"
+    md.write_text(format_markdown(rows, checks, title, notes))
+    csv_path = out_dir / "table.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: getattr(r, k) for k in TABLE_COLUMNS})
+    png = out_dir / "errors.png"
+    plot_errors(rows, png, title)
+    return [md, csv_path, png]
+
+
+def fetch_rows(client, scale="mini", table="imagenet"):
+    """Every evaluation run of `table` at `scale`, over all experiments."""
+    experiments = client.search_experiments()
+    runs = []
+    for start in range(0, len(experiments), 50):
+        ids = [e.experiment_id for e in experiments[start : start + 50]]
+        runs += client.search_runs(
+            ids,
+            filter_string=(
+                "tags.kind = 'evaluation' and "
+                f"tags.`table` = '{table}' and tags.scale = '{scale}'"
+            ),
+            max_results=5000,
+        )
+    return [row_from_run(r) for r in runs]
+
+
+def report(
+    cfg=None,
+    parent_run_id=None,
+    scale="mini",
+    results_dir="results/imagenet_table",
+    title=None,
+):
+    """Builds the table from the MLflow store and writes the outputs.
+
+    Args:
+        cfg: unused (the `report:` hook signature); may be None.
+        parent_run_id: if given, the outputs are also logged there.
+        scale: `mini` (Imagenette, CPU) or `full` (ImageNet).
+        results_dir: folder; outputs go to `<results_dir>/<scale>/`.
+        title: heading of the Markdown table.
+
+    Returns:
+        dict with `rows` (list of dicts) and `checks`.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    rows = build_table(fetch_rows(client, scale))
+    if not rows:
+        raise ValueError(
+            "No evaluation runs found; run `make imagenet-table` (or "
+            f"python -m experiments.evaluate) first. Received: scale={scale!r}"
+        )
+    checks = check_orderings(rows)
+    out = pathlib.Path(results_dir)
+    out = (out if out.is_absolute() else REPO_ROOT / out) / scale
+    notes = [
+        "",
+        f"Scale `{scale}`: "
+        + (
+            "Imagenette (10 ImageNet classes, 3925 val images) at reduced "
+            "resolution with small-input models; the paper columns are "
+            "ImageNet-1k numbers, quoted for reference, not comparable."
+            if scale == "mini"
+            else "ILSVRC-2012 validation set (50k images)."
+        ),
+    ]
+    written = write_outputs(
+        rows,
+        checks,
+        out,
+        title or f"ImageNet results table ({scale} scale)",
+        notes,
+    )
+    if parent_run_id:
+        for path in written:
+            client.log_artifact(parent_run_id, str(path), "report")
+    return {"rows": [dataclasses.asdict(r) for r in rows], "checks": checks}
+
+
+def main(argv=None):
+    """CLI: rebuild the table from the tracking store."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="mini", choices=("mini", "full"))
+    parser.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
+    parser.add_argument("--results-dir", default="results/imagenet_table")
+    args = parser.parse_args(argv)
+
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    out = report(scale=args.scale, results_dir=args.results_dir)
+    held = sum(c["holds"] for c in out["checks"])
+    print(
+        f"{len(out['rows'])} rows; orderings hold in {held}/"
+        f"{len(out['checks'])} pairs -> {args.results_dir}/{args.scale}/"
+    )
+
+
+if __name__ == "__main__":
+    main()

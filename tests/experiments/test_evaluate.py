@@ -1,0 +1,260 @@
+"""Tests for `experiments.evaluate`: views, averaging, top-k, MLflow I/O.
+
+Every numerical check compares with a NumPy reference written straight from
+the protocol definitions (Krizhevsky et al. 2012 Sec. 4.1 ten crops;
+Szegedy et al. 2015 Sec. 7 multi-crop).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from omegaconf import OmegaConf
+
+from experiments import evaluate as ev
+
+
+def np_five_crops(image, crop):
+    """TL, TR, BL, BR, centre crops of an (H, W, C) array."""
+    h, w = image.shape[:2]
+    cy, cx = (h - crop) // 2, (w - crop) // 2
+    return np.stack(
+        [
+            image[:crop, :crop],
+            image[:crop, w - crop :],
+            image[h - crop :, :crop],
+            image[h - crop :, w - crop :],
+            image[cy : cy + crop, cx : cx + crop],
+        ]
+    )
+
+
+def np_ten_crops(image, crop):
+    five = np_five_crops(image, crop)
+    return np.concatenate([five, five[:, :, ::-1]])
+
+
+def test_num_views():
+    assert ev.num_views("center") == 1
+    assert ev.num_views("ten_crop") == 10
+    assert ev.num_views("multi_crop") == 144  # GoogLeNet: 4 scales
+    assert ev.num_views("multi_crop", scales=[64, 72]) == 72
+
+
+def test_unknown_protocol_message():
+    with pytest.raises(ValueError, match="Received: protocol='dense'"):
+        ev.num_views("dense")
+
+
+def test_ten_crop_matches_numpy_on_a_rectangle():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (6, 9, 3)).astype(np.float32)
+    # Shorter side already equals `resize`: the resize is the identity.
+    views = ev.image_views(image, "ten_crop", crop=4, resize=6).numpy()
+    assert views.shape == (10, 4, 4, 3)
+    np.testing.assert_allclose(views, np_ten_crops(image, 4), atol=1e-3)
+    centre = ev.image_views(image, "center", crop=4, resize=6).numpy()
+    np.testing.assert_allclose(centre[0], np_five_crops(image, 4)[4], atol=1e-3)
+
+
+def test_ten_crop_resizes_shorter_side_first():
+    image = np.zeros((20, 40, 3), np.uint8)
+    resized = ev.resize_shorter_side(tf.cast(image, tf.float32), 10)
+    assert tuple(resized.shape) == (10, 20, 3)
+    views = ev.image_views(image, "ten_crop", crop=8)  # default resize 9
+    assert tuple(views.shape) == (10, 8, 8, 3)
+
+
+def test_multi_crop_views_numpy():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, (4, 6, 3)).astype(np.float32)
+    # One scale equal to the shorter side: no resize; squares of side 4 at
+    # x = 0, 1, 2; per square 5 crops of side 3 + the square resized to 3.
+    views = ev.image_views(
+        image, "multi_crop", crop=3, resize=4, scales=[4]
+    ).numpy()
+    assert views.shape == (36, 3, 3, 3)
+    expected = []
+    for x in (0, 1, 2):
+        square = image[:, x : x + 4]
+        resized = tf.image.resize(square, (3, 3), antialias=True).numpy()
+        expected.append(
+            np.concatenate([np_five_crops(square, 3), resized[None]])
+        )
+    expected = np.concatenate(expected)
+    expected = np.concatenate([expected, expected[:, :, ::-1]])
+    np.testing.assert_allclose(views, expected, atol=1e-3)
+
+
+def test_resize_smaller_than_crop_message():
+    with pytest.raises(ValueError, match="Received: resize=4, crop=6"):
+        ev.image_views(np.zeros((8, 8, 3)), "center", crop=6, resize=4)
+
+
+def test_average_probabilities_numpy():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(3, 10, 5, 7))  # models, views, N, classes
+    expected = np.zeros((5, 7))
+    for m in range(3):
+        for v in range(10):
+            e = np.exp(logits[m, v])
+            expected += e / e.sum(axis=1, keepdims=True)
+    expected /= 30
+    got = ev.average_probabilities(logits)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_ensemble_average_differs_from_logit_average():
+    # Softmax averaging (the papers) is not logit averaging.
+    logits = np.array([[[[10.0, 0.0, 0.0]]], [[[0.0, 1.0, 1.2]]]])
+    probs = ev.average_probabilities(logits)
+    assert probs[0].argmax() == 0
+    assert ev.softmax(logits.mean(axis=0))[0, 0].argmax() == 0
+    assert not np.allclose(probs, ev.softmax(logits.mean(axis=0))[0])
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_top_k_error_numpy(k):
+    rng = np.random.default_rng(3)
+    probs = rng.uniform(size=(200, 10))
+    labels = rng.integers(0, 10, 200)
+    top = np.argsort(-probs, axis=1)[:, :k]
+    expected = 1.0 - np.mean([labels[i] in top[i] for i in range(200)])
+    assert ev.top_k_error(probs, labels, k) == pytest.approx(expected)
+
+
+def test_top_k_error_hand_case():
+    probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    labels = np.array([1, 2, 0])
+    assert ev.top_k_error(probs, labels, 1) == pytest.approx(2 / 3)
+    assert ev.top_k_error(probs, labels, 2) == pytest.approx(2 / 3)
+    assert ev.top_k_error(probs, labels, 3) == 0.0
+
+
+def test_top_k_error_shape_message():
+    with pytest.raises(ValueError, match="Received: probs.shape"):
+        ev.top_k_error(np.zeros((4, 3)), np.zeros(5), 1)
+
+
+def _linear_model(seed, crop=4, classes=6):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((crop, crop, 3))
+    x = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(classes)(x)
+    return keras.Model(inputs, outputs)
+
+
+def _np_logits(model, views):
+    w, b = [v.numpy() for v in model.weights]
+    return views.reshape(len(views), -1) @ w + b
+
+
+def _tiny_dataset(n=7, shape=(6, 8, 3), classes=6, seed=4):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n,) + shape).astype(np.uint8)
+    labels = rng.integers(0, classes, n).astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices((images, labels)), images, labels
+
+
+def test_evaluate_ensemble_ten_crop_against_numpy():
+    models = [_linear_model(0), _linear_model(1)]
+    ds, images, labels = _tiny_dataset()
+    result = ev.evaluate(models, ds, "ten_crop", resize=6, batch_size=3)
+    probs = np.zeros((len(images), 6))
+    for model in models:
+        for i, image in enumerate(images):
+            views = np_ten_crops(image.astype(np.float32), 4)
+            probs[i] += ev.softmax(_np_logits(model, views)).mean(axis=0)
+    probs /= 2
+    top = np.argsort(-probs, axis=1)
+    top1 = 100 * np.mean(top[:, 0] != labels)
+    top5 = 100 * np.mean([labels[i] not in top[i, :5] for i in range(7)])
+    assert result["num_views"] == 10 and result["num_models"] == 2
+    assert result["num_images"] == 7
+    assert result["top1_error"] == pytest.approx(top1)
+    assert result["top5_error"] == pytest.approx(top5)
+
+
+def test_evaluate_rejects_mixed_input_sizes():
+    ds, _, _ = _tiny_dataset()
+    with pytest.raises(ValueError, match="same static input size"):
+        ev.evaluate([_linear_model(0, 4), _linear_model(0, 5)], ds, "center")
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlruns.db")
+    yield root
+    mlflow.set_tracking_uri(previous)
+
+
+def _fake_training_runs(root, n_children, crop=4):
+    """A parent run with `n_children` child runs, each logging a model."""
+    import mlflow
+
+    mlflow.set_experiment("fake_train")
+    with mlflow.start_run(run_name="parent") as parent:
+        for seed in range(n_children):
+            with mlflow.start_run(run_name=f"seed{seed}", nested=True):
+                path = root / f"model_{parent.info.run_id}_{seed}.keras"
+                _linear_model(seed, crop).save(path)
+                mlflow.log_artifact(str(path), "model")
+    return parent.info.run_id
+
+
+def test_load_model_from_run_and_errors(mlflow_store):
+    import mlflow
+
+    parent = _fake_training_runs(mlflow_store, 1)
+    child = ev._child_runs(parent)[0]
+    model = ev.load_model(f"runs:/{child}")
+    ref = _linear_model(0)
+    x = np.ones((1, 4, 4, 3), np.float32)
+    np.testing.assert_allclose(model(x), ref(x), rtol=1e-6)
+    with pytest.raises(ValueError, match="no .keras artifact"):
+        ev.load_model(parent)
+    with pytest.raises(ValueError, match="models:/<name>/<version>"):
+        ev.resolve_run_id("models:/only-name")
+    assert mlflow.get_run(child).info.run_id == ev.resolve_run_id(child)
+
+
+def test_evaluate_experiment_logs_rows(mlflow_store):
+    import mlflow
+
+    parent = _fake_training_runs(mlflow_store, 3)
+    cfg = OmegaConf.create(
+        {
+            "evaluation": {
+                "table": "imagenet",
+                "scale": "mini",
+                "family": "AlexNet",
+                "resize": 6,
+                "experiment_name": "fake_table",
+                "rows": [
+                    {
+                        "row": "1 CNN",
+                        "members": 1,
+                        "protocol": "center",
+                        "paper_top1_error": 40.7,
+                    },
+                    {"row": "3 CNNs", "members": "all", "protocol": "ten_crop"},
+                ],
+            }
+        }
+    )
+    ds, images, labels = _tiny_dataset()
+    out = ev.evaluate_experiment(cfg, parent, dataset=(ds, len(images)))
+    assert [o["num_models"] for o in out] == [1, 3]
+    assert [o["num_views"] for o in out] == [1, 10]
+    run = mlflow.get_run(out[0]["run_id"])
+    assert run.data.tags["row"] == "1 CNN"
+    assert run.data.tags["paper_top1_error"] == "40.7"
+    assert run.data.params["protocol"] == "center"
+    assert run.data.metrics["top1_error"] == pytest.approx(out[0]["top1_error"])
+    ens = mlflow.get_run(out[1]["run_id"])
+    assert len(ens.data.params["sources"].split(",")) == 3

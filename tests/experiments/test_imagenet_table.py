@@ -1,0 +1,161 @@
+"""Tests for `experiments.reports.imagenet_table` on fabricated runs."""
+
+import csv
+
+import pytest
+
+from experiments.reports import imagenet_table as it
+
+
+def _row(family, row, protocol, top1, top5=None, n=1, sources="a", **kw):
+    views = {"center": 1, "ten_crop": 10, "multi_crop": 144}[protocol]
+    return it.Row(
+        family=family,
+        row=row,
+        protocol=protocol,
+        num_models=n,
+        num_views=views,
+        num_images=100,
+        top1_error=top1,
+        top5_error=top1 / 2 if top5 is None else top5,
+        sources=sources,
+        **kw,
+    )
+
+
+@pytest.fixture
+def rows():
+    return [
+        _row("ResNet", "ResNet-18", "ten_crop", 30.0, sources="r"),
+        _row("AlexNet", "1 CNN", "center", 50.0, sources="a0", order=0),
+        _row("AlexNet", "1 CNN", "ten_crop", 45.0, sources="a0", order=1),
+        _row(
+            "AlexNet",
+            "5 CNNs",
+            "ten_crop",
+            40.0,
+            n=5,
+            sources="a0,a1,a2,a3,a4",
+            order=2,
+            paper_top1_error=38.1,
+            paper_top5_error=16.4,
+        ),
+        _row("VGG", "VGG-A", "ten_crop", 47.0, sources="v"),
+        _row("Conv kind", "unshared conv5", "ten_crop", 60.0, sources="u"),
+    ]
+
+
+def test_build_table_sorts_by_family_and_keeps_newest(rows):
+    old = _row("VGG", "VGG-A", "ten_crop", 99.0, sources="v", start_time=-1)
+    table = it.build_table(rows + [old])
+    assert [r.family for r in table] == [
+        "AlexNet",
+        "AlexNet",
+        "AlexNet",
+        "VGG",
+        "ResNet",
+        "Conv kind",
+    ]
+    assert [r.row for r in table[:3]] == ["1 CNN", "1 CNN", "5 CNNs"]
+    assert table[3].top1_error == 47.0  # the newer run wins
+
+
+def test_build_table_keeps_one_run_per_row_and_protocol():
+    a = _row("AlexNet", "1 CNN", "center", 50.0, start_time=1)
+    b = _row("AlexNet", "1 CNN", "center", 48.0, start_time=2)
+    table = it.build_table([a, b])
+    assert len(table) == 1 and table[0].top1_error == 48.0
+
+
+def test_check_orderings(rows):
+    checks = it.check_orderings(it.build_table(rows))
+    by_claim = {}
+    for c in checks:
+        by_claim.setdefault(c["claim"], []).append(c)
+    ens = by_claim["ensemble < single model"]
+    assert [(c["better"], c["worse"], c["holds"]) for c in ens] == [
+        ("5 CNNs", "1 CNN", True)
+    ]
+    crops = by_claim["multi-crop < fewer crops"]
+    assert [(c["better"], c["holds"]) for c in crops] == [("1 CNN", True)]
+    deep = {
+        (c["better"], c["holds"]) for c in by_claim["deeper family < AlexNet"]
+    }
+    # VGG-A (47) loses to 1 CNN 10-crop (45); ResNet-18 (30) wins.
+    assert deep == {("VGG-A", False), ("ResNet-18", True)}
+    # The conv-kind rows take part in no ordering.
+    assert all("unshared" not in c["better"] for c in checks)
+
+
+def test_markdown_and_csv(rows, tmp_path):
+    table = it.build_table(rows)
+    checks = it.check_orderings(table)
+    paths = it.write_outputs(table, checks, tmp_path, title="T")
+    assert [p.name for p in paths] == ["table.md", "table.csv", "errors.png"]
+    md = paths[0].read_text()
+    assert "| AlexNet | 5 CNNs | 10 crops | 5 | 10 | 40.00 | 38.10 |" in md
+    assert "FAILS: VGG-A 47.00 vs 1 CNN 45.00" in md
+    with paths[1].open() as f:
+        got = list(csv.DictReader(f))
+    assert len(got) == len(table)
+    assert float(got[2]["paper_top5_error"]) == 16.4
+    assert got[0]["paper_top1_error"] == ""
+    assert paths[2].stat().st_size > 1000
+
+
+def test_report_from_fabricated_mlflow_runs(tmp_path):
+    import mlflow
+
+    from experiments import evaluate as ev
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    try:
+        for name, protocol, top1, n, sources in [
+            ("1 CNN", "ten_crop", 42.0, 1, ["a0"]),
+            ("5 CNNs", "ten_crop", 39.0, 5, ["a0", "a1", "a2", "a3", "a4"]),
+            ("ResNet-18", "ten_crop", 30.0, 1, ["r"]),
+        ]:
+            result = {
+                "top1_error": top1,
+                "top5_error": top1 / 3,
+                "num_models": n,
+                "num_views": 10,
+                "num_images": 50,
+            }
+            family = "ResNet" if name.startswith("ResNet") else "AlexNet"
+            ev.log_evaluation(
+                result,
+                sources,
+                protocol,
+                experiment_name="fake_table",
+                row=name,
+                tags={"table": "imagenet", "scale": "mini", "family": family},
+            )
+        # A full-scale run must not leak into the mini table.
+        ev.log_evaluation(
+            {**result, "top1_error": 1.0},
+            ["x"],
+            "center",
+            experiment_name="other",
+            row="ResNet-152",
+            tags={"table": "imagenet", "scale": "full", "family": "ResNet"},
+        )
+        out = it.report(scale="mini", results_dir=tmp_path / "res")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert [r["row"] for r in out["rows"]] == ["1 CNN", "5 CNNs", "ResNet-18"]
+    assert all(c["holds"] for c in out["checks"])
+    assert (tmp_path / "res" / "mini" / "table.md").exists()
+
+
+def test_report_without_runs_message(tmp_path):
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    try:
+        with pytest.raises(ValueError, match="Received: scale='full'"):
+            it.report(scale="full", results_dir=tmp_path)
+    finally:
+        mlflow.set_tracking_uri(previous)
