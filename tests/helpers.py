@@ -1,0 +1,77 @@
+"""Shared test helpers (STYLE.md Sec. 6): the essentials of keras
+`testing.TestCase.run_layer_test`, for our custom layers."""
+
+import keras
+import numpy as np
+
+
+def check_layer(
+    cls,
+    init_kwargs,
+    input_shape,
+    expected_output_shape,
+    expected_num_weights=None,
+    tmp_path=None,
+    input_data=None,
+    atol=1e-6,
+):
+    """Builds `cls(**init_kwargs)` on random data and checks the basics.
+
+    Asserts:
+    1. The output shape equals `expected_output_shape`, and
+       `compute_output_shape(input_shape)` agrees.
+    2. `cls.from_config(layer.get_config()).get_config() == get_config()`.
+    3. `deserialize_keras_object(serialize_keras_object(layer))` works with
+       no `custom_objects` (the class is registered) and keeps the config.
+    4. With `tmp_path`: a `.keras` save/load round trip of a one-layer model
+       gives the same outputs.
+    5. With `expected_num_weights`: the number of weight variables.
+
+    Args:
+        cls: the layer class.
+        init_kwargs: dict of constructor arguments.
+        input_shape: full input shape including the batch size.
+        expected_output_shape: full output shape.
+        expected_num_weights: int or None (not checked).
+        tmp_path: a `pathlib.Path` for the save/load check, or None.
+        input_data: optional numpy input (default: standard normal).
+        atol: tolerance of the save/load output comparison.
+
+    Returns:
+        `(layer, outputs)` with outputs as numpy.
+    """
+    if input_data is None:
+        rng = np.random.default_rng(0)
+        input_data = rng.standard_normal(input_shape).astype("float32")
+    layer = cls(**init_kwargs)
+    outputs = keras.ops.convert_to_numpy(layer(input_data))
+    assert outputs.shape == tuple(expected_output_shape), (
+        f"{cls.__name__}: output shape {outputs.shape} != "
+        f"{tuple(expected_output_shape)}"
+    )
+    computed = tuple(layer.compute_output_shape(tuple(input_shape)))
+    assert computed == tuple(expected_output_shape), (
+        f"{cls.__name__}: compute_output_shape {computed} != "
+        f"{tuple(expected_output_shape)}"
+    )
+    if expected_num_weights is not None:
+        assert len(layer.weights) == expected_num_weights
+
+    config = layer.get_config()
+    assert cls.from_config(config).get_config() == config
+
+    serialized = keras.saving.serialize_keras_object(layer)
+    revived = keras.saving.deserialize_keras_object(serialized)
+    assert type(revived) is cls
+    assert revived.get_config() == config
+
+    if tmp_path is not None:
+        inputs = keras.Input(shape=tuple(input_shape[1:]))
+        model = keras.Model(inputs, cls(**init_kwargs)(inputs))
+        expected = keras.ops.convert_to_numpy(model(input_data))
+        path = tmp_path / f"{cls.__name__}.keras"
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        got = keras.ops.convert_to_numpy(loaded(input_data))
+        np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
+    return layer, outputs

@@ -1,0 +1,135 @@
+"""TiledConv2D (Le et al. 2010; DL book eq. 9.10)."""
+
+import keras
+import numpy as np
+import pytest
+
+from layers import TiledConv2D
+from layers import UnsharedConv2D
+from tests.helpers import check_layer
+from tests.layers import references as ref
+
+
+def test_basics(tmp_path):
+    layer, _ = check_layer(
+        TiledConv2D,
+        {"filters": 4, "kernel_size": 3, "tile_size": (2, 3)},
+        input_shape=(2, 8, 9, 3),
+        expected_output_shape=(2, 6, 7, 4),
+        expected_num_weights=2,
+        tmp_path=tmp_path,
+    )
+    assert tuple(layer.kernel.shape) == (2, 3, 3, 3, 3, 4)
+    assert tuple(layer.bias.shape) == (2, 3, 4)  # biases tiled like kernels
+
+
+@pytest.mark.parametrize(
+    "tile, strides, padding",
+    [
+        (2, (1, 1), "valid"),
+        (3, (1, 1), "same"),
+        ((2, 3), (2, 1), "valid"),
+        (2, (2, 2), "same"),
+        (4, (1, 1), "valid"),  # t does not divide the output (7)
+    ],
+)
+def test_matches_eq_9_10(tile, strides, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 9, 8, 3)).astype("float32")
+    layer = TiledConv2D(
+        4,
+        (3, 2),
+        strides=strides,
+        padding=padding,
+        tile_size=tile,
+        bias_initializer="random_normal",
+    )
+    y = keras.ops.convert_to_numpy(layer(x))
+    kernel, bias = (w.numpy() for w in layer.weights)
+    # Keras (th, tw, kh, kw, c, f) -> book K[i=f, l=c, m, n, tile_j, tile_k].
+    K = kernel.transpose(5, 4, 2, 3, 0, 1)
+    oh, ow = y.shape[1:3]
+    th, tw = kernel.shape[:2]
+    tiled_bias = np.tile(bias, (-(-oh // th), -(-ow // tw), 1))[:oh, :ow]
+    for b in range(2):
+        V = x[b].transpose(2, 0, 1)
+        if padding == "same":
+            V = ref.pad_same(V, (3, 2), strides)
+        Z = ref.tiled(K, V, oh, ow, strides).transpose(1, 2, 0) + tiled_bias
+        np.testing.assert_allclose(y[b], Z, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding, strides", [("valid", 1), ("same", 2)])
+def test_tile_1_is_conv2d(padding, strides):
+    x = np.random.default_rng(1).standard_normal((2, 9, 9, 3)).astype("f4")
+    conv = keras.layers.Conv2D(4, 3, strides=strides, padding=padding)
+    expected = conv(x)
+    layer = TiledConv2D(4, 3, strides=strides, padding=padding, tile_size=1)
+    layer.build(x.shape)
+    k, b = conv.get_weights()
+    layer.set_weights([k[None, None], b[None, None]])
+    np.testing.assert_allclose(layer(x), expected, atol=1e-6)
+
+
+def test_tile_1_accepts_dynamic_spatial_shape():
+    y = TiledConv2D(2, 3, tile_size=1, padding="same")(
+        keras.Input((None, None, 3))
+    )
+    assert tuple(y.shape) == (None, None, None, 2)
+
+
+@pytest.mark.parametrize("tile", [6, 50])
+def test_tile_at_least_output_is_unshared(tile):
+    x = np.random.default_rng(2).standard_normal((2, 8, 8, 3)).astype("f4")
+    unshared = UnsharedConv2D(4, 3, bias_initializer="random_normal")
+    expected = unshared(x)  # output 6 x 6
+    layer = TiledConv2D(4, 3, tile_size=tile)
+    layer.build(x.shape)
+    # Tiles are clipped to the output: exactly the unshared parameters.
+    assert tuple(layer.kernel.shape) == tuple(unshared.kernel.shape)
+    layer.set_weights(unshared.get_weights())
+    np.testing.assert_allclose(layer(x), expected, atol=1e-5)
+
+
+def test_equal_tiles_is_conv2d():
+    x = np.random.default_rng(3).standard_normal((1, 10, 10, 2)).astype("f4")
+    conv = keras.layers.Conv2D(3, 3, padding="same")
+    expected = conv(x)
+    k, b = conv.get_weights()
+    layer = TiledConv2D(3, 3, padding="same", tile_size=3)
+    layer.build(x.shape)
+    layer.set_weights(
+        [np.broadcast_to(k, (3, 3, *k.shape)), np.broadcast_to(b, (3, 3, 3))]
+    )
+    np.testing.assert_allclose(layer(x), expected, atol=1e-5)
+
+
+def test_gradients_flow_to_every_tile():
+    import tensorflow as tf
+
+    x = np.random.default_rng(4).standard_normal((2, 7, 7, 2)).astype("f4")
+    layer = TiledConv2D(3, 3, tile_size=2)
+    with tf.GradientTape() as tape:
+        loss = keras.ops.sum(keras.ops.square(layer(x)))
+    gk, gb = tape.gradient(loss, [layer.kernel, layer.bias])
+    assert np.all(np.abs(gk.numpy()).sum(axis=(2, 3, 4)) > 0)
+    assert np.all(np.abs(gb.numpy()) > 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"tile_size": 0}, "tile_size"),
+        ({"tile_size": (1, 2, 3)}, "tile_size"),
+        ({"groups": 3}, "groups"),
+        ({"padding": "causal"}, "padding"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=f"(?s){match}.*Received"):
+        TiledConv2D(4, 3, **kwargs)
+
+
+def test_dynamic_shape_with_tiles_is_rejected():
+    with pytest.raises(ValueError, match="static height"):
+        TiledConv2D(2, 3, tile_size=2)(keras.Input((None, None, 3)))
