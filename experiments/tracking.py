@@ -1,0 +1,326 @@
+"""MLflow helpers shared by training, studies and reports.
+
+- `configure(tracking_cfg, experiment_name)`: tracking URI + experiment, after
+  checking that a remote server answers (one-line `TrackingUnavailableError`
+  naming the URI and the fix otherwise, before any training).
+- `log_config(cfg)`: flattened resolved config as params, overrides and the
+  `.hydra/` folder as artifacts, reproducibility tags.
+- `run_key(cfg)` / `find_run(...)`: the deterministic key (a config hash) that
+  lets a restarted command resume the same MLflow run.
+- `MetricBuffer`: batches metrics into `log_batch` calls and drops steps that
+  the run already has (no duplicated steps after a resume).
+
+Default store: an embedded SQLite file `sqlite:///<repo>/mlruns.db` with
+artifacts in `<repo>/mlartifacts`; `make ui` shows both, no server needed.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+from omegaconf import OmegaConf
+
+RUN_KEY_TAG = "repro.run_key"
+PARENT_TAG = "mlflow.parentRunId"
+# Config sections that do not change the numbers a run produces.
+_NOT_IN_RUN_KEY = (
+    "tracking",
+    "paths",
+    "callbacks",
+    "report",
+    "tags",
+    "run_name",
+    "paper",
+    "optimized_metric",
+    "extras",
+)
+_NOT_IN_RUN_KEY_TRAINER = ("verbose", "log_every_steps", "keep_checkpoints")
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking server cannot be reached."""
+
+
+def _get(cfg, key, default=None):
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.select(cfg, key, default=default)
+    return cfg.get(key, default) if cfg else default
+
+
+def check_reachable(uri, timeout_s=5.0):
+    """Raises `TrackingUnavailableError` if an http(s) server does not answer.
+
+    Local stores (`sqlite:`, `file:`, paths) need no server and pass.
+
+    Args:
+        uri: the MLflow tracking URI.
+        timeout_s: seconds to wait.
+    """
+    scheme = urllib.parse.urlparse(str(uri)).scheme
+    if scheme not in ("http", "https"):
+        return
+    url = str(uri).rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as e:
+        reason = f"HTTP {e.code}"
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+    raise TrackingUnavailableError(
+        f"MLflow tracking server {uri} is unreachable ({reason}); start it "
+        f"(mlflow server --host ...) or set tracking.uri to a local store, "
+        f"e.g. tracking.uri=sqlite:///mlruns.db. Received: tracking.uri={uri}"
+    )
+
+
+def configure(tracking_cfg, experiment_name):
+    """Sets the tracking URI and the active experiment.
+
+    Args:
+        tracking_cfg: the `tracking` config (`uri`, `artifact_location`,
+            `connect_timeout_s`).
+        experiment_name: MLflow experiment name (created if missing, with
+            `artifact_location` for local stores).
+
+    Returns:
+        The experiment id.
+
+    Raises:
+        TrackingUnavailableError: a remote server does not answer.
+    """
+    uri = str(_get(tracking_cfg, "uri"))
+    check_reachable(uri, float(_get(tracking_cfg, "connect_timeout_s", 5.0)))
+    if uri.startswith("sqlite:///"):
+        pathlib.Path(uri[len("sqlite:///") :]).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        location = _get(tracking_cfg, "artifact_location")
+        remote = urllib.parse.urlparse(uri).scheme in ("http", "https")
+        if location and not remote:
+            path = pathlib.Path(location).expanduser().resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            location = path.as_uri()
+        else:
+            location = None
+        try:
+            experiment_id = client.create_experiment(
+                experiment_name, artifact_location=location
+            )
+        except mlflow.exceptions.MlflowException:
+            # Created concurrently by another process (multirun, workers).
+            experiment_id = client.get_experiment_by_name(
+                experiment_name
+            ).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def flatten(container, prefix=""):
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}` (lists are kept as values)."""
+    flat = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def resolved_container(cfg):
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def run_key(cfg, extra=""):
+    """A deterministic key of everything that changes a run's numbers.
+
+    Args:
+        cfg: the resolved config of the run.
+        extra: a string mixed into the key (e.g. the child name).
+
+    Returns:
+        A 16-hex-digit key (or `tracking.run_key` when set).
+    """
+    explicit = _get(cfg, "tracking.run_key")
+    if explicit:
+        return f"{explicit}{'-' + extra if extra else ''}"
+    container = resolved_container(cfg)
+    for key in _NOT_IN_RUN_KEY:
+        container.pop(key, None)
+    for key in _NOT_IN_RUN_KEY_TRAINER:
+        container.get("trainer", {}).pop(key, None)
+    text = json.dumps(container, sort_keys=True, default=str) + extra
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def find_run(experiment_id, key, parent_run_id=None):
+    """The newest run of `experiment_id` tagged `RUN_KEY_TAG=key`, or None."""
+    query = f"tags.`{RUN_KEY_TAG}` = '{key}'"
+    if parent_run_id:
+        query += f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=query,
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _git(*args):
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=pathlib.Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def device_description():
+    """`"GPU: <name> x<n>"` or `"CPU: <processor> (<n> cores)"`."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', 'unknown')} x{len(gpus)}"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU: {cpu} ({os.cpu_count()} cores)"
+
+
+def reproducibility_tags(cfg=None):
+    """Tags: git commit + dirty flag, TF/Keras versions, device, paper."""
+    import keras
+    import tensorflow as tf
+
+    tags = {
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "python_version": platform.python_version(),
+        "device": device_description(),
+    }
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_commit"] = commit
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        tags["git_dirty"] = str(bool(status))
+    paper = _get(cfg, "paper") if cfg is not None else None
+    if paper:
+        container = (
+            OmegaConf.to_container(paper, resolve=True)
+            if isinstance(paper, DictConfig)
+            else dict(paper)
+        )
+        for key, value in flatten(container).items():
+            tags[f"paper.{key}"] = str(value)[:5000]
+    for tag in _get(cfg, "tags", None) or []:
+        tags[f"tag.{tag}"] = "true"
+    return tags
+
+
+def _hydra_output_dir():
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return pathlib.Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return None
+
+
+def log_config(cfg, log_params=True):
+    """Logs `cfg` to the active run: params, tags and Hydra artifacts.
+
+    Args:
+        cfg: the resolved config of the run.
+        log_params: False on a resumed run (params are immutable in MLflow
+            and already there).
+    """
+    client = MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    if log_params:
+        params = flatten(resolved_container(cfg))
+        # MLflow caps values at 6000 characters.
+        params = {k: str(v)[:6000] for k, v in params.items()}
+        mlflow.log_params(params)
+    tags = reproducibility_tags(cfg)
+    client.log_batch(
+        run_id,
+        tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()],
+    )
+    out = _hydra_output_dir()
+    if out is not None and (out / ".hydra").is_dir():
+        mlflow.log_artifacts(str(out / ".hydra"), artifact_path="hydra")
+        overrides = out / ".hydra" / "overrides.yaml"
+        if overrides.exists():
+            mlflow.log_artifact(str(overrides))
+    else:
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+
+class MetricBuffer:
+    """Buffers metrics and writes them with few `log_batch` calls.
+
+    Steps that the run already holds for a key (after a resume) are dropped,
+    so a resumed run has every step exactly once.
+
+    Args:
+        run_id: MLflow run id.
+        resume: read the last logged step of every metric of the run.
+        max_buffer: flush automatically when this many values are waiting.
+    """
+
+    def __init__(self, run_id, resume=False, max_buffer=900):
+        self.run_id = run_id
+        self.client = MlflowClient()
+        self.max_buffer = max_buffer
+        self._buffer = []
+        self.last_step = {}
+        if resume:
+            run = self.client.get_run(run_id)
+            for key in run.data.metrics:
+                history = self.client.get_metric_history(run_id, key)
+                if history:
+                    self.last_step[key] = max(m.step for m in history)
+
+    def log(self, metrics, step):
+        """Queues `{key: value}` at `step` (skipping already logged steps)."""
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if step <= self.last_step.get(key, -1):
+                continue
+            self._buffer.append(Metric(key, float(value), now, int(step)))
+            self.last_step[key] = int(step)
+        if len(self._buffer) >= self.max_buffer:
+            self.flush()
+
+    def flush(self):
+        """Writes the queued metrics (MLflow takes <= 1000 per batch)."""
+        while self._buffer:
+            chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
+            self.client.log_batch(self.run_id, metrics=chunk)

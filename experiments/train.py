@@ -1,0 +1,691 @@
+"""Train one experiment: `python -m experiments.train experiment=<name>`.
+
+The engine behind every `make` target. It composes the Hydra config
+(`conf/train.yaml`, schema `experiments.config_schema.TrainConfig`), then:
+
+1. validates the config and every child run's config (before any work);
+2. builds the `tf.distribute` strategy, data, model and optimizer;
+3. trains with `model.fit`, step-based: Keras epochs are the intervals
+   between evaluations/checkpoints, `steps_per_execution` steps per compiled
+   call, `train_ds.skip(step)` to resume the data stream;
+4. logs to MLflow (params, tags, windowed train metrics, eval metrics with
+   top-1/top-5 errors, model, figures) and checkpoints every N steps; the
+   same command restarted after a kill resumes the same MLflow run from the
+   last checkpoint (run key = config hash), with every step logged once;
+5. for `variants:` / `seeds:`, runs one child run per combination under a
+   parent run (finished children are skipped on restart), then calls
+   `report(cfg=..., parent_run_id=...)`.
+
+Example:
+
+    python -m experiments.train experiment=bn_mnist trainer.steps=2000
+    python -m experiments.train -m optimizer.learning_rate=0.1,0.5
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+import hydra  # noqa: E402
+import keras  # noqa: E402
+import mlflow  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+
+from experiments import callbacks as cbs  # noqa: E402
+from experiments import tracking  # noqa: E402
+from experiments.config_schema import ConfigError  # noqa: E402
+from experiments.config_schema import MixedPrecision  # noqa: E402
+from experiments.config_schema import OptimizerName  # noqa: E402
+from experiments.config_schema import ScheduleName  # noqa: E402
+from experiments.config_schema import Strategy  # noqa: E402
+from experiments.config_schema import WeightDecayStyle  # noqa: E402
+from experiments.config_schema import fit_chunk_steps  # noqa: E402
+from experiments.config_schema import optimizer_kwargs  # noqa: E402
+from experiments.config_schema import validate_config  # noqa: E402
+from experiments.config_schema import variant_items  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+_OPTIMIZERS = {
+    OptimizerName.sgd: keras.optimizers.SGD,
+    OptimizerName.adam: keras.optimizers.Adam,
+    OptimizerName.rmsprop: keras.optimizers.RMSprop,
+}
+
+
+@dataclasses.dataclass
+class Child:
+    """One run of a multi-run experiment."""
+
+    name: str
+    cfg: DictConfig
+    variant: str = None
+    seed: int = None
+
+
+# --------------------------------------------------------------------------
+# Config expansion
+# --------------------------------------------------------------------------
+
+
+def expand_children(cfg):
+    """Child configs of `cfg.variants` x `cfg.seeds` (empty for one run).
+
+    Args:
+        cfg: the root config.
+
+    Returns:
+        A list of `Child` whose configs have `variants`/`seeds` cleared.
+    """
+    variants = dict(cfg.variants or {})
+    seeds = list(cfg.seeds or [])
+    if not variants and not seeds:
+        return []
+    combos = itertools.product(list(variants) or [None], seeds or [None])
+    children = []
+    for variant, seed in combos:
+        child = copy.deepcopy(cfg)
+        with open_dict(child):
+            child.variants = None
+            child.seeds = None
+            if variant is not None:
+                for key, value in variant_items(variant, variants[variant]):
+                    OmegaConf.update(child, key, value, merge=True)
+            if seed is not None:
+                child.seed = int(seed)
+        name = "-".join(
+            x for x in (variant, None if seed is None else f"seed{seed}") if x
+        )
+        children.append(Child(name, child, variant, seed))
+    return children
+
+
+# --------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------
+
+
+def _split_cpu(n):
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * n
+        )
+    except RuntimeError:
+        # Already initialized: keep the existing split (same process).
+        pass
+
+
+def make_strategy(trainer):
+    """`tf.distribute` strategy of `trainer.strategy`.
+
+    Args:
+        trainer: the trainer config.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+    """
+    if trainer.logical_cpu_devices:
+        _split_cpu(trainer.logical_cpu_devices)
+    kind = trainer.strategy
+    if kind == Strategy.default:
+        return tf.distribute.get_strategy()
+    if kind == Strategy.mirrored:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if not devices:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if kind == Strategy.multi_worker:
+        # Reads TF_CONFIG; every worker runs the same command.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """True unless this is a non-chief worker of a multi-worker job."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and (not has_chief)
+    )
+
+
+def build_learning_rate(cfg):
+    """Learning rate (float or Keras schedule) and optional LR callback.
+
+    Schedules: constant; step (x `gamma` at each boundary, the papers'
+    "divide by 10"); exponential (`decay_rate ** (step / decay_steps)`,
+    `staircase` for integer powers; BN paper 4.2.1 "decay 6x faster" is
+    `decay_steps / 6`); plateau (`ReduceLROnPlateau` on `monitor`, checked at
+    evaluations; AlexNet/VGG "divide by 10 when val error stops improving").
+    """
+    lr = float(cfg.optimizer.learning_rate)
+    s = cfg.schedule
+    if s.name == ScheduleName.constant:
+        return lr, None
+    if s.name == ScheduleName.step:
+        values = [lr * s.gamma**i for i in range(len(s.boundaries) + 1)]
+        return (
+            keras.optimizers.schedules.PiecewiseConstantDecay(
+                [int(b) for b in s.boundaries], values
+            ),
+            None,
+        )
+    if s.name == ScheduleName.exponential:
+        return (
+            keras.optimizers.schedules.ExponentialDecay(
+                lr, s.decay_steps, s.decay_rate, staircase=s.staircase
+            ),
+            None,
+        )
+    callback = keras.callbacks.ReduceLROnPlateau(
+        monitor=s.monitor,
+        factor=s.factor,
+        patience=s.patience,
+        cooldown=s.cooldown,
+        min_delta=s.min_delta,
+        min_lr=s.min_lr,
+        verbose=0,
+    )
+    return lr, callback
+
+
+def build_optimizer(cfg, learning_rate):
+    o = cfg.optimizer
+    return _OPTIMIZERS[o.name](
+        learning_rate=learning_rate, **optimizer_kwargs(o)
+    )
+
+
+def add_l2_weight_decay(model, weight_decay):
+    """Paper-style weight decay: `weight_decay / 2 * ||W||^2` per kernel.
+
+    Its gradient is `weight_decay * W`, the update of AlexNet Sec. 5 / Caffe.
+    Applied to kernels (conv, dense, depthwise) only, not to biases or BN
+    parameters.
+
+    Returns:
+        The number of regularized variables.
+    """
+    count = 0
+    regularizer = keras.regularizers.L2(weight_decay / 2.0)
+    for variable in model.trainable_variables:
+        if variable.path.split("/")[-1].endswith("kernel"):
+            variable.regularizer = regularizer
+            count += 1
+    return count
+
+
+def _output_names(model):
+    return (
+        [t.name.split("/")[0] for t in model.outputs]
+        if len(model.outputs) > 1
+        else None
+    )
+
+
+def compile_model(model, cfg, optimizer):
+    """Compiles with sparse CE from logits and top-1/top-k accuracy."""
+    t = cfg.trainer
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1_accuracy")]
+    if t.top_k > 1:
+        metrics.append(
+            keras.metrics.SparseTopKCategoricalAccuracy(
+                k=t.top_k, name=f"top{t.top_k}_accuracy"
+            )
+        )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    n_outputs = len(model.outputs)
+    loss_weights = None
+    if n_outputs > 1:
+        if t.loss_weights is None or len(t.loss_weights) != n_outputs:
+            raise ConfigError(
+                f"the model has {n_outputs} outputs; set trainer.loss_weights "
+                f"to {n_outputs} weights (main output first). Received: "
+                f"trainer.loss_weights={t.loss_weights}"
+            )
+        loss = [loss] * n_outputs
+        loss_weights = [float(w) for w in t.loss_weights]
+        metrics = [metrics] + [[] for _ in range(n_outputs - 1)]
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        loss_weights=loss_weights,
+        metrics=metrics,
+        steps_per_execution=t.steps_per_execution,
+        jit_compile="auto" if t.jit_compile is None else t.jit_compile,
+    )
+    return model
+
+
+def _metric_names(model):
+    """Keras log key -> logged name (main-output metrics lose the prefix)."""
+    names = {}
+    if len(model.outputs) > 1:
+        main = model.output_names[0] if hasattr(model, "output_names") else ""
+        for metric in ("top1_accuracy", "top5_accuracy"):
+            names[f"{main}_{metric}"] = metric
+    return names
+
+
+def _labels_for(model, ds):
+    n = len(model.outputs)
+    if n == 1:
+        return ds
+    return ds.map(lambda x, y: (x, tuple([y] * n)))
+
+
+def _distribute_options(ds, strategy_kind):
+    if strategy_kind != Strategy.multi_worker:
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return ds.with_options(options)
+
+
+# --------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------
+
+
+def _final_metrics(run):
+    return {
+        k: v for k, v in run.data.metrics.items() if not k.startswith("train/")
+    }
+
+
+def _checkpoint_dir(cfg, key):
+    return pathlib.Path(cfg.paths.checkpoint_dir) / cfg.experiment_name / key
+
+
+def _log_figures(run_id):
+    """A learning-curve figure (train loss, val top-1 error) from MLflow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    client = MlflowClient()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key in zip(axes, ("train/loss", "val/top1_error")):
+        history = sorted(
+            client.get_metric_history(run_id, key), key=lambda m: m.step
+        )
+        ax.plot([m.step for m in history], [m.value for m in history])
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    mlflow.log_figure(fig, "figures/learning_curves.png")
+    plt.close(fig)
+
+
+def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
+    """Trains one run (or resumes/skips it); returns its final metrics.
+
+    Args:
+        cfg: the run's config (no `variants` / `seeds`).
+        experiment_id: MLflow experiment id (None on non-chief workers).
+        strategy: the `tf.distribute` strategy.
+        parent_run_id: parent run of a child run.
+        child: the `Child` (name, variant, seed) or None.
+
+    Returns:
+        Dict of final metrics (`val/...`), plus `status` and `run_id`.
+    """
+    t = cfg.trainer
+    chief = is_chief(strategy)
+    name = child.name if child else ""
+    key = tracking.run_key(cfg, extra=name)
+    ckpt_dir = _checkpoint_dir(cfg, key)
+    state = cbs.read_checkpoint_state(ckpt_dir) if cfg.tracking.resume else None
+
+    # --- find / create the MLflow run -----------------------------------
+    run_id, resumed = None, False
+    if chief:
+        existing = (
+            tracking.find_run(experiment_id, key, parent_run_id)
+            if cfg.tracking.resume
+            else None
+        )
+        if existing is not None and existing.info.status == "FINISHED":
+            log.info(
+                "Skipping finished run %s (%s)",
+                name or key,
+                existing.info.run_id,
+            )
+            return {
+                **_final_metrics(existing),
+                "status": "FINISHED",
+                "run_id": existing.info.run_id,
+                "skipped": True,
+            }
+        if existing is not None:
+            run_id, resumed = existing.info.run_id, True
+        else:
+            tags = {tracking.RUN_KEY_TAG: key}
+            if parent_run_id:
+                tags[tracking.PARENT_TAG] = parent_run_id
+            if child:
+                tags["repro.child"] = child.name
+                if child.variant is not None:
+                    tags["variant"] = child.variant
+                if child.seed is not None:
+                    tags["seed"] = str(child.seed)
+            run_name = cfg.run_name or name or cfg.experiment_name
+            if parent_run_id and cfg.run_name:
+                run_name = f"{cfg.run_name}-{name}"
+            run_id = (
+                MlflowClient()
+                .create_run(experiment_id, run_name=run_name, tags=tags)
+                .info.run_id
+            )
+        if state is not None and state.get("run_id") != run_id:
+            state = None  # a stale checkpoint of another store/run
+    start_step = int(state["step"]) if state else 0
+    if start_step >= t.steps:
+        start_step = t.steps
+
+    keras.utils.set_random_seed(int(cfg.seed))
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    policy = keras.mixed_precision.dtype_policy().name
+    keras.mixed_precision.set_dtype_policy(
+        "float32"
+        if t.mixed_precision == MixedPrecision.none
+        else t.mixed_precision.value
+    )
+    active = mlflow.start_run(run_id=run_id) if chief else None
+    try:
+        if chief:
+            mlflow.set_tag("status_detail", "running")
+            tracking.log_config(cfg, log_params=not resumed)
+            if start_step:
+                mlflow.set_tag("resumed_from_step", str(start_step))
+        result = _fit(
+            cfg, strategy, chief, run_id, ckpt_dir, start_step, resumed
+        )
+    except BaseException as e:
+        if chief:
+            mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
+            mlflow.end_run("FAILED" if isinstance(e, Exception) else "KILLED")
+        raise
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+    if chief:
+        status = result.pop("status")
+        if status == "FAILED":
+            mlflow.set_tag("failure_reason", result["failure_reason"])
+        mlflow.set_tag("status_detail", status.lower())
+        mlflow.end_run(status)
+        del active
+        result.update(status=status, run_id=run_id)
+    return result
+
+
+def _fit(cfg, strategy, chief, run_id, ckpt_dir, start_step, resumed):
+    t = cfg.trainer
+    chunk = fit_chunk_steps(t)
+    ckpt_every = t.checkpoint_every_steps or t.eval_every_steps
+    train_ds, val_ds = hydra.utils.instantiate(cfg.data, _convert_="all")
+    with strategy.scope():
+        model = hydra.utils.instantiate(cfg.model, _convert_="all")
+        if (
+            cfg.optimizer.weight_decay > 0
+            and cfg.optimizer.weight_decay_style == WeightDecayStyle.l2
+        ):
+            add_l2_weight_decay(model, cfg.optimizer.weight_decay)
+        learning_rate, lr_callback = build_learning_rate(cfg)
+        optimizer = build_optimizer(cfg, learning_rate)
+        compile_model(model, cfg, optimizer)
+        if start_step:
+            optimizer.build(model.trainable_variables)
+            model.load_weights(ckpt_dir / cbs.CHECKPOINT_FILE)
+            got = int(keras.ops.convert_to_numpy(optimizer.iterations))
+            if got != start_step:
+                raise RuntimeError(
+                    f"checkpoint {ckpt_dir} holds step {got}, state.json says "
+                    f"{start_step}; delete the folder to restart the run."
+                )
+    train_ds = _labels_for(model, train_ds)
+    val_ds = _labels_for(model, val_ds)
+    train_ds = _distribute_options(train_ds, t.strategy)
+    val_ds = _distribute_options(val_ds, t.strategy)
+    fit_ds = train_ds.skip(start_step) if start_step else train_ds
+
+    buffer = tracking.MetricBuffer(run_id, resume=resumed) if chief else None
+    logger = cbs.StepLogger(
+        buffer,
+        chunk_steps=chunk,
+        total_steps=t.steps,
+        log_every_steps=t.log_every_steps,
+        verbose=t.verbose if chief else 0,
+        metric_names=_metric_names(model),
+    )
+    callbacks = [
+        logger,
+        cbs.StepCheckpointer(
+            ckpt_dir,
+            chunk_steps=chunk,
+            every_steps=ckpt_every,
+            state={"run_id": run_id},
+            keep=t.keep_checkpoints,
+            is_chief=chief,
+        ),
+    ]
+    if lr_callback is not None:
+        callbacks.append(lr_callback)
+    for cb_cfg in (cfg.callbacks or {}).values():
+        callbacks.append(hydra.utils.instantiate(cb_cfg, _convert_="all"))
+
+    epochs = t.steps // chunk
+    validation_freq = t.eval_every_steps // chunk
+    if start_step < t.steps:
+        model.fit(
+            fit_ds,
+            epochs=epochs,
+            initial_epoch=start_step // chunk,
+            steps_per_epoch=chunk,
+            validation_data=val_ds,
+            validation_freq=validation_freq,
+            validation_steps=t.eval_steps,
+            callbacks=callbacks,
+            shuffle=False,  # the data pipeline shuffles (seeded)
+            verbose=0,
+        )
+    if logger.failure:
+        return {"status": "FAILED", "failure_reason": logger.failure}
+
+    final = {}
+    if t.steps % t.eval_every_steps or start_step >= t.steps:
+        metrics = model.evaluate(
+            val_ds, steps=t.eval_steps, return_dict=True, verbose=0
+        )
+        final = cbs.accuracy_to_error(
+            {logger.metric_names.get(k, k): v for k, v in metrics.items()},
+            prefix="val/",
+        )
+        if buffer is not None:
+            buffer.log(final, t.steps)
+    else:
+        for step, metrics in reversed(logger.history):
+            if any(k.startswith("val/") for k in metrics):
+                final = {k: v for k, v in metrics.items() if k[:4] == "val/"}
+                break
+    if t.bn_population_stats:
+        from layers import recompute_batch_norm_statistics
+
+        recompute_batch_norm_statistics(
+            model, train_ds, num_batches=t.bn_population_batches
+        )
+        metrics = model.evaluate(
+            val_ds, steps=t.eval_steps, return_dict=True, verbose=0
+        )
+        population = cbs.accuracy_to_error(
+            {logger.metric_names.get(k, k): v for k, v in metrics.items()},
+            prefix="val/",
+        )
+        population = {f"{k}_population": v for k, v in population.items()}
+        if buffer is not None:
+            buffer.log(population, t.steps)
+        final.update(population)
+    if buffer is not None:
+        buffer.flush()
+    if chief:
+        if cfg.tracking.log_model:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = pathlib.Path(tmp) / "model.keras"
+                model.save(path)
+                mlflow.log_artifact(str(path), artifact_path="model")
+        if cfg.tracking.log_figures:
+            _log_figures(run_id)
+    return {**{k: float(v) for k, v in final.items()}, "status": "FINISHED"}
+
+
+# --------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------
+
+
+def _mean_metrics(results):
+    keys = {k for r in results for k, v in r.items() if isinstance(v, float)}
+    mean = {}
+    for key in sorted(keys):
+        values = [r[key] for r in results if isinstance(r.get(key), float)]
+        mean[key] = sum(values) / len(values)
+    return mean
+
+
+def train(cfg):
+    """Runs the experiment described by `cfg`; returns its final metrics.
+
+    Args:
+        cfg: the composed root config (`conf/train.yaml`).
+
+    Returns:
+        Dict of final eval metrics (`val/top1_error`, ...; means over the
+        child runs of a multi-run experiment, whose own results are under
+        `"children"`), `"status"` and `"run_id"` (the parent's for multi-run).
+
+    Raises:
+        ConfigError: a config value is wrong (raised before any work).
+        TrackingUnavailableError: the tracking server is unreachable.
+    """
+    validate_config(cfg)
+    children = expand_children(cfg)
+    for child in children:
+        validate_config(child.cfg)
+    strategy = make_strategy(cfg.trainer)
+    chief = is_chief(strategy)
+    experiment_id = (
+        tracking.configure(cfg.tracking, cfg.experiment_name) if chief else None
+    )
+    if not children:
+        result = run_one(cfg, experiment_id, strategy)
+        _call_report(cfg, result.get("run_id"), chief)
+        return result
+
+    parent_id = None
+    if chief:
+        key = tracking.run_key(cfg, extra="parent")
+        parent = (
+            tracking.find_run(experiment_id, key)
+            if cfg.tracking.resume
+            else None
+        )
+        if parent is None:
+            parent_id = (
+                MlflowClient()
+                .create_run(
+                    experiment_id,
+                    run_name=cfg.run_name or cfg.experiment_name,
+                    tags={tracking.RUN_KEY_TAG: key, "repro.role": "parent"},
+                )
+                .info.run_id
+            )
+            with mlflow.start_run(run_id=parent_id):
+                tracking.log_config(cfg)
+        else:
+            parent_id = parent.info.run_id
+            MlflowClient().update_run(parent_id, status="RUNNING")
+    results = {}
+    try:
+        for child in children:
+            results[child.name] = run_one(
+                child.cfg, experiment_id, strategy, parent_id, child
+            )
+    except BaseException:
+        if chief:
+            MlflowClient().set_terminated(parent_id, "FAILED")
+        raise
+    failed = [n for n, r in results.items() if r.get("status") == "FAILED"]
+    summary = _mean_metrics(
+        [r for r in results.values() if r.get("status") != "FAILED"]
+    )
+    if chief:
+        client = MlflowClient()
+        if failed:
+            client.set_tag(parent_id, "failed_children", ",".join(failed))
+        client.log_batch(
+            parent_id,
+            metrics=[
+                mlflow.entities.Metric(f"mean/{k}", v, 0, cfg.trainer.steps)
+                for k, v in summary.items()
+                if math.isfinite(v)
+            ],
+        )
+        _call_report(cfg, parent_id, chief)
+        client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    return {
+        **summary,
+        "children": results,
+        "status": "FAILED" if failed else "FINISHED",
+        "run_id": parent_id,
+    }
+
+
+def _call_report(cfg, parent_run_id, chief):
+    if chief and cfg.report is not None:
+        hydra.utils.call(cfg.report, cfg=cfg, parent_run_id=parent_run_id)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg):
+    """Hydra entry point; returns `optimized_metric` for sweepers."""
+    try:
+        result = train(cfg)
+    except (ConfigError, tracking.TrackingUnavailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    value = result.get(cfg.optimized_metric)
+    print(json.dumps({k: v for k, v in result.items() if k != "children"}))
+    return float("nan") if value is None else float(value)
+
+
+if __name__ == "__main__":
+    main()
