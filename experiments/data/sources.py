@@ -28,7 +28,7 @@ LOCAL_SUBDIRS = {
     "cifar10": "cifar10",
 }
 # Where Debian's `dataset-fashion-mnist` package installs the IDX files.
-DEBIAN_FASHION_MNIST = "/usr/share/dataset-fashion-mnist"
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

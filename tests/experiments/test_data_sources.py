@@ -1,0 +1,221 @@
+"""IDX reader, image-folder listing, offline resolution and missing data."""
+
+import gzip
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments.data import make_datasets
+from experiments.data import sources
+
+DATA_ROOT = pathlib.Path(os.environ.get(sources.ENV_VAR, "/nonexistent"))
+MNIST_DIR = DATA_ROOT / "mnist"
+IMAGENETTE_DIR = DATA_ROOT / "imagenette2-224"
+needs_mnist = pytest.mark.skipif(
+    not sources.is_idx_dir(MNIST_DIR),
+    reason=f"real MNIST IDX files not found in {MNIST_DIR}",
+)
+needs_imagenette = pytest.mark.skipif(
+    not (IMAGENETTE_DIR / "val").is_dir(),
+    reason=f"Imagenette not found in {IMAGENETTE_DIR}",
+)
+
+
+def _write_idx(path, array):
+    """IDX writer straight from the format: 0, 0, dtype code, ndim, dims."""
+    header = bytes([0, 0, 0x08, array.ndim])
+    header += np.asarray(array.shape, ">u4").tobytes()
+    data = header + array.astype(np.uint8).tobytes()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    pathlib.Path(path).write_bytes(data)
+
+
+def _write_tiny_mnist(directory, n_train=6, n_test=4):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        image_stem, label_stem = sources.IDX_FILES[split]
+        _write_idx(directory / (image_stem + ".gz"), images)
+        _write_idx(directory / label_stem, labels)  # raw file also accepted
+        arrays[split] = images, labels
+    return arrays
+
+
+def test_read_idx_roundtrip_and_errors(tmp_path):
+    array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
+    for name in ("a-idx3-ubyte", "a-idx3-ubyte.gz"):
+        _write_idx(tmp_path / name, array)
+        out = sources.read_idx(tmp_path / name)
+        np.testing.assert_array_equal(out, array)
+        assert out.dtype == np.uint8
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01abcd")
+    with pytest.raises(ValueError, match="Not an IDX file"):
+        sources.read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(_idx_bytes_truncated())
+    with pytest.raises(ValueError, match="truncated"):
+        sources.read_idx(tmp_path / "short")
+
+
+def _idx_bytes_truncated():
+    return bytes([0, 0, 8, 1]) + np.asarray([10], ">u4").tobytes() + b"abc"
+
+
+def test_tiny_idx_dir_through_make_datasets(tmp_path):
+    arrays = _write_tiny_mnist(tmp_path)
+    train_ds, val_ds = make_datasets(
+        "mnist",
+        batch_size=3,
+        eval_batch_size=3,
+        source="local",
+        local_dir=str(tmp_path),
+        input_shape=(28, 28, 1),
+        num_classes=10,
+    )
+    x, y = next(iter(val_ds))
+    images, labels = arrays["test"]
+    np.testing.assert_allclose(x[..., 0], images[:3] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y, labels[:3])
+    assert y.dtype == tf.int32
+    assert [int(b[1].shape[0]) for b in val_ds] == [3, 1]
+    # One epoch of 2 batches of 3 visits all 6 training images exactly once.
+    seen = np.concatenate([b[0].numpy() for b in train_ds.take(2)])
+    expected = arrays["train"][0] / 255.0
+    order = [
+        int(np.argmin(((expected - s[..., 0]) ** 2).sum((1, 2)))) for s in seen
+    ]
+    assert sorted(order) == list(range(6))
+
+
+@needs_mnist
+def test_real_mnist_matches_provenance():
+    train_images, train_labels = sources.load_idx_split(MNIST_DIR, "train")
+    test_images, test_labels = sources.load_idx_split(MNIST_DIR, "test")
+    assert train_images.shape == (60000, 28, 28, 1)
+    assert test_images.shape == (10000, 28, 28, 1)
+    assert train_images.dtype == np.uint8 and train_labels.dtype == np.int32
+    assert np.bincount(train_labels).tolist() == [
+        5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
+    ]  # fmt: skip
+    assert np.bincount(test_labels).tolist() == [
+        980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009
+    ]  # fmt: skip
+    assert train_labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert test_labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert train_images.mean() / 255 == pytest.approx(0.1307, abs=1e-4)
+    assert train_images.std() / 255 == pytest.approx(0.3081, abs=1e-4)
+
+
+@pytest.mark.skipif(
+    not sources.is_idx_dir(sources.DEBIAN_FASHION_MNIST),
+    reason="apt package dataset-fashion-mnist not installed",
+)
+def test_debian_fashion_mnist_is_found_and_balanced(monkeypatch):
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    directory = sources.resolve_local_dir("fashion_mnist")
+    assert str(directory) == sources.DEBIAN_FASHION_MNIST
+    _, labels = sources.load_idx_split(directory, "test")
+    assert np.bincount(labels).tolist() == [1000] * 10
+    assert labels[:3].tolist() == [9, 2, 1]
+
+
+def _write_tree(root, sizes=((20, 30), (30, 20), (24, 24))):
+    """root/{train,val}/{cat,dog}/*.png; pixel value encodes the class."""
+    for split in ("train", "val"):
+        for label, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, (h, w) in enumerate(sizes):
+                value = 50 + 100 * label
+                image = np.full((h, w, 3), value, np.uint8)
+                png = tf.io.encode_png(image).numpy()
+                (folder / f"img{i}.png").write_bytes(png)
+            (folder / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_listing_and_pipeline(tmp_path):
+    _write_tree(tmp_path)
+    paths, labels, classes = sources.list_image_folder(tmp_path / "train")
+    assert classes == ["cat", "dog"]
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert all(p.endswith(".png") for p in paths) and paths == sorted(paths)
+    for cache in (True, False):
+        train_ds, val_ds = make_datasets(
+            "imagenette",
+            batch_size=2,
+            eval_batch_size=4,
+            source="local",
+            local_dir=str(tmp_path),
+            decode_size=16,
+            crop_size=12,
+            resize_size=14,
+            augment="resnet",
+            lighting_std=0.0,
+            cache=cache,
+            input_shape=(12, 12, 3),
+            num_classes=2,
+        )
+        x, y = next(iter(train_ds))
+        assert x.shape == (2, 12, 12, 3)
+        # Constant images stay constant under crop/flip/resize.
+        np.testing.assert_allclose(
+            x.numpy(),
+            (50 + 100 * y.numpy()[:, None, None, None]) / 255 * np.ones_like(x),
+            atol=1e-5,
+        )
+        assert [b[1].numpy().tolist() for b in val_ds] == [[0, 0, 0, 1], [1, 1]]
+
+
+def test_missing_data_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    with pytest.raises(sources.MissingDataError) as info:
+        make_datasets(
+            "mnist", batch_size=8, source="local", local_dir=str(tmp_path)
+        )
+    message = str(info.value)
+    assert "\n" not in message
+    assert sources.ENV_VAR in message and "data.local_dir" in message
+    assert "Received: local_dir=" in message
+    # auto: nothing local, tfds not prepared, no download -> same kind of
+    # error naming the tfds fix, before any download is attempted.
+    with pytest.raises(sources.MissingDataError, match="data.download=true"):
+        make_datasets(
+            "imagenette",
+            batch_size=8,
+            local_dir=str(tmp_path),
+            tfds_data_dir=str(tmp_path / "tfds"),
+        )
+
+
+@needs_imagenette
+def test_real_imagenette_listing_and_subset():
+    _, labels, classes = sources.list_image_folder(IMAGENETTE_DIR / "train")
+    assert len(classes) == 10 and classes[0] == "n01440764"
+    assert np.bincount(labels).tolist() == [
+        963, 955, 993, 858, 941, 956, 961, 931, 951, 960
+    ]  # fmt: skip
+    _, val_labels, _ = sources.list_image_folder(IMAGENETTE_DIR / "val")
+    assert len(val_labels) == 3925
+    train_ds, val_ds = make_datasets(
+        "imagenette",
+        batch_size=8,
+        local_dir=str(IMAGENETTE_DIR),
+        decode_size=40,
+        crop_size=32,
+        augment="alexnet",
+        num_train_examples=16,
+        num_val_examples=8,
+        input_shape=(32, 32, 3),
+        num_classes=10,
+    )
+    x, y = next(iter(train_ds))
+    assert x.shape == (8, 32, 32, 3) and x.dtype == tf.float32
+    assert 0 <= int(tf.reduce_min(y)) and int(tf.reduce_max(y)) < 10
+    xv, _ = next(iter(val_ds))
+    assert xv.shape == (8, 32, 32, 3)
+    assert 0.0 <= float(tf.reduce_min(xv)) and float(tf.reduce_max(xv)) <= 1.0
