@@ -90,42 +90,30 @@ def _check_protocol(protocol):
 def resize_shorter_side(image, size):
     """Resizes `image` (H, W, C) so that its shorter side equals `size`.
 
-    Bilinear with antialiasing; the aspect ratio is kept and the longer side
-    rounded to the nearest pixel. Returns float32.
+    Bilinear with antialiasing, aspect ratio kept: the training pipeline's
+    `experiments.data.augment.resize_shorter_side`. Returns float32.
     """
     import tensorflow as tf
 
-    image = tf.convert_to_tensor(image)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = tf.cast(size, tf.float32) / tf.reduce_min(shape)
-    new = tf.cast(tf.round(shape * scale), tf.int32)
-    new = tf.maximum(new, size)  # guard rounding below `size`
-    return tf.image.resize(image, new, antialias=True)
+    from experiments.data import augment
+
+    return augment.resize_shorter_side(tf.cast(image, tf.float32), size)
 
 
 def five_crops(image, crop):
-    """Top-left, top-right, bottom-left, bottom-right and centre crops.
+    """Centre, top-left, top-right, bottom-left and bottom-right crops.
 
     Args:
         image: `(H, W, C)` tensor with `H, W >= crop`.
         crop: int, side of the square crops.
 
     Returns:
-        `(5, crop, crop, C)` tensor.
+        `(5, crop, crop, C)` tensor (`experiments.data.eval_views` order).
     """
-    import tensorflow as tf
+    from experiments.data.eval_views import eval_views
 
-    h, w = tf.shape(image)[0], tf.shape(image)[1]
-    offsets = [
-        (0, 0),
-        (0, w - crop),
-        (h - crop, 0),
-        (h - crop, w - crop),
-        ((h - crop) // 2, (w - crop) // 2),
-    ]
-    return tf.stack(
-        [image[y : y + crop, x : x + crop] for y, x in offsets], axis=0
-    )
+    views = eval_views(image[None], "ten_crop", crop, flip=False)
+    return views[:, 0]
 
 
 def _with_mirrors(views):
@@ -150,8 +138,13 @@ def _squares(image):
 def image_views(image, protocol, crop, resize=None, scales=None):
     """All test views of one image under `protocol`.
 
+    `center` and `ten_crop` resize the shorter side to `resize` and take the
+    views of `experiments.data.eval_views`; `multi_crop` is GoogLeNet's
+    (squares, 5 crops + the whole square, mirrors, per scale).
+
     Args:
-        image: `(H, W, C)` image of any size (uint8 or float).
+        image: `(H, W, C)` image of any size (uint8 or float; values are
+            passed through, so a normalised image stays normalised).
         protocol: `"center"`, `"ten_crop"` or `"multi_crop"`.
         crop: int, the model's input side.
         resize: shorter side before cropping (`center`, `ten_crop`);
@@ -164,20 +157,22 @@ def image_views(image, protocol, crop, resize=None, scales=None):
     """
     import tensorflow as tf
 
+    from experiments.data.eval_views import eval_views
+
     _check_protocol(protocol)
     resize = resize or default_resize(crop)
-    if resize < crop:
+    scales = list(scales or default_scales(crop))
+    if min([resize] + scales) < crop:
         raise ValueError(
-            "The test resize must be >= the crop size; raise `resize`. "
-            f"Received: resize={resize}, crop={crop}"
+            "Test sizes must be >= the crop size; raise `resize`/`scales`. "
+            f"Received: resize={resize}, scales={scales}, crop={crop}"
         )
     image = tf.cast(image, tf.float32)
     if protocol in ("center", "ten_crop"):
         resized = resize_shorter_side(image, resize)
-        views = five_crops(resized, crop)
-        return views[4:] if protocol == "center" else _with_mirrors(views)
+        return eval_views(resized[None], protocol, crop)[:, 0]
     views = []
-    for scale in scales or default_scales(crop):
+    for scale in scales:
         resized = resize_shorter_side(image, scale)
         for square in _squares(resized):
             whole = tf.image.resize(square, (crop, crop), antialias=True)
@@ -246,77 +241,41 @@ def top_k_error(probs, labels, k):
 # ---------------------------------------------------------------------------
 
 
-def _data_root():
-    return os.environ.get("CONVNET_REPRO_DATA_DIR")
+def eval_dataset(data_cfg, num_images=None):
+    """Uncropped, preprocessed validation images of a data config.
 
-
-def local_val_files(val_dir):
-    """Sorted `(paths, labels)` of `val_dir/<class>/*`; label = class index.
-
-    Classes are the sorted sub-folder names (WordNet ids), the order the
-    training data uses.
-    """
-    val_dir = pathlib.Path(val_dir)
-    classes = sorted(p.name for p in val_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(
-            "No class folders found; point `data_dir` at a folder holding "
-            f"<split>/<wnid>/*.JPEG. Received: val_dir={str(val_dir)!r}"
-        )
-    paths, labels = [], []
-    for index, name in enumerate(classes):
-        for path in sorted((val_dir / name).iterdir()):
-            paths.append(str(path))
-            labels.append(index)
-    return paths, np.asarray(labels, dtype=np.int32)
-
-
-def val_dataset(dataset="imagenette", data_dir=None, split="val"):
-    """Unbatched `tf.data` of `(uint8 image (H, W, 3), int32 label)`.
+    Instantiates `data_cfg` (a `conf/data/*.yaml` node) without crop,
+    resize or augmentation, so every image comes at its decoded size
+    (`decode_size`) with the training pipeline's value preprocessing
+    (rescale, mean/std): the views are then cut by `image_views`. Resizing
+    and cropping commute with the per-channel affine normalisation.
 
     Args:
-        dataset: `"imagenette"` (JPEG folders under
-            `data_dir/imagenette2-224/<split>`) or `"imagenet2012"`
-            (tensorflow-datasets, `manual_dir=data_dir`).
-        data_dir: data root; defaults to `$CONVNET_REPRO_DATA_DIR`.
-        split: `"val"`/`"train"` for imagenette, a tfds split otherwise.
+        data_cfg: dict or `DictConfig` with `_target_` (`make_datasets`).
+        num_images: keep only the first `num_images` validation images.
 
     Returns:
-        `(dataset, num_images)`.
+        `(unbatched tf.data of (image (H, W, C), label), num_images or None)`.
     """
-    import tensorflow as tf
+    import hydra
+    from omegaconf import DictConfig
+    from omegaconf import OmegaConf
 
-    data_dir = data_dir or _data_root()
-    if dataset == "imagenette":
-        root = pathlib.Path(data_dir or ".")
-        if (root / "imagenette2-224").is_dir():
-            root = root / "imagenette2-224"
-        paths, labels = local_val_files(root / split)
-
-        def load(path, label):
-            image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-            return image, label
-
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE), len(paths)
-    if dataset == "imagenet2012":
-        import tensorflow_datasets as tfds
-
-        split = "validation" if split == "val" else split
-        config = tfds.download.DownloadConfig(manual_dir=data_dir)
-        ds, info = tfds.load(
-            "imagenet2012",
-            split=split,
-            as_supervised=True,
-            shuffle_files=False,
-            download_and_prepare_kwargs={"download_config": config},
-            with_info=True,
-        )
-        return ds, info.splits[split].num_examples
-    raise ValueError(
-        "Unknown evaluation dataset; use 'imagenette' or 'imagenet2012'. "
-        f"Received: dataset={dataset!r}"
+    if isinstance(data_cfg, DictConfig):
+        data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    data_cfg = dict(data_cfg)
+    data_cfg.update(
+        crop_size=None,
+        resize_size=None,
+        augment=None,
+        input_shape=None,
+        eval_batch_size=1,
+        val_crop=False,
     )
+    if num_images:
+        data_cfg["num_val_examples"] = int(num_images)
+    _, val_ds = hydra.utils.instantiate(data_cfg, _convert_="all")
+    return val_ds.unbatch(), num_images
 
 
 # ---------------------------------------------------------------------------
@@ -395,6 +354,15 @@ def load_model(source, dst_dir=None):
 # ---------------------------------------------------------------------------
 
 
+def _main_logits(outputs):
+    """The main head's logits (GoogLeNet with aux heads outputs a dict)."""
+    if isinstance(outputs, dict):
+        outputs = outputs["logits"]
+    elif isinstance(outputs, (list, tuple)):
+        outputs = outputs[0]
+    return np.asarray(outputs, dtype=np.float32)
+
+
 def predict_logits(
     models,
     dataset,
@@ -409,7 +377,8 @@ def predict_logits(
 
     Args:
         models: list of `keras.Model` with the same square input size.
-        dataset: unbatched `tf.data` of `(image, label)`, any image size.
+        dataset: unbatched `tf.data` of `(image, label)`, any image size
+            (e.g. from `eval_dataset`).
         protocol: one of `PROTOCOLS`.
         resize: test shorter side for `center`/`ten_crop`.
         scales: shorter sides for `multi_crop`.
@@ -456,7 +425,7 @@ def predict_logits(
         b, v = views.shape[0], views.shape[1]
         flat = tf.reshape(views, (b * v,) + tuple(views.shape[2:]))
         for i, model in enumerate(models):
-            out = np.asarray(model(flat, training=False), dtype=np.float32)
+            out = _main_logits(model(flat, training=False))
             per_model[i].append(out.reshape(b, v, -1).transpose(1, 0, 2))
         labels.append(label.numpy())
     logits = np.stack([np.concatenate(p, axis=1) for p in per_model])
@@ -496,34 +465,57 @@ def log_evaluation(
     tags=None,
     params=None,
 ):
-    """Logs one evaluation as an MLflow run and returns its id.
+    """Logs one evaluation as a new MLflow run and returns its id.
+
+    Uses the client API, so it works while another run is active (e.g.
+    inside the engine's `report:` hook).
 
     Params: `sources` (comma-separated run ids / URIs), `protocol`,
     `num_models`, `num_views`, `num_images` plus `params`. Metrics:
-    `top1_error`, `top5_error` (percent). Tags: `row` and `tags` (e.g. the
-    paper's numbers `paper_top1_error`, the `table` and `scale`).
+    `top1_error`, `top5_error` (percent). Tags: `kind=evaluation`, `row` and
+    `tags` (e.g. `table`, `scale`, `family`, the paper's `paper_top1_error`).
     """
     import mlflow
+    from mlflow.entities import Metric
+    from mlflow.entities import Param
 
-    mlflow.set_experiment(experiment_name)
-    name = f"eval-{row or protocol}".replace("/", "-")[:200]
-    with mlflow.start_run(run_name=name) as run:
-        mlflow.log_params(
-            {
-                "sources": ",".join(map(str, sources))[:6000],
-                "protocol": protocol,
-                "num_models": result["num_models"],
-                "num_views": result["num_views"],
-                "num_images": result["num_images"],
-                **(params or {}),
-            }
-        )
-        mlflow.log_metrics({k: result[k] for k in ("top1_error", "top5_error")})
-        all_tags = {"kind": "evaluation", **(tags or {})}
-        if row:
-            all_tags["row"] = row
-        mlflow.set_tags({k: str(v) for k, v in all_tags.items()})
-        return run.info.run_id
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(experiment_name)
+    )
+    all_tags = {"kind": "evaluation", **(tags or {})}
+    if row:
+        all_tags["row"] = row
+    name = f"eval-{row or protocol}-{protocol}".replace("/", "-")[:200]
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={k: str(v) for k, v in all_tags.items()},
+    )
+    run_id = run.info.run_id
+    all_params = {
+        "sources": ",".join(map(str, sources))[:6000],
+        "protocol": protocol,
+        "num_models": result["num_models"],
+        "num_views": result["num_views"],
+        "num_images": result["num_images"],
+        **(params or {}),
+    }
+    now = int(run.info.start_time or 0)
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric(k, float(result[k]), now, 0)
+            for k in ("top1_error", "top5_error")
+        ],
+        params=[Param(k, str(v)) for k, v in all_params.items()],
+        tags=[],
+    )
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 # ---------------------------------------------------------------------------
@@ -532,92 +524,137 @@ def log_evaluation(
 
 
 def _child_runs(parent_run_id):
-    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
-    children = mlflow.search_runs(
-        experiment_ids=[parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
         order_by=["attributes.start_time ASC"],
-        output_format="list",
+        max_results=1000,
     )
     return [r.info.run_id for r in children]
 
 
-def _paper_tags(row):
-    tags = {}
-    for key in ("paper_top1_error", "paper_top5_error"):
-        if row.get(key) is not None:
-            tags[key] = row[key]
-    return tags
+def _as_container(value):
+    from omegaconf import DictConfig
+    from omegaconf import ListConfig
+    from omegaconf import OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
-def evaluate_experiment(cfg, parent_run_id, dataset=None, models_by_run=None):
-    """`report:` hook: evaluates every row listed in `cfg.evaluation.rows`.
+def evaluate_experiment(
+    cfg,
+    parent_run_id,
+    rows,
+    table="imagenet",
+    scale="full",
+    family="",
+    resize=None,
+    scales=None,
+    batch_size=32,
+    max_images=None,
+    experiment_name=DEFAULT_EXPERIMENT,
+    dataset=None,
+    models_by_run=None,
+):
+    """`report:` hook: evaluates the trained models for every table row.
 
     The trained models are the child runs of `parent_run_id` (one per seed or
-    variant) or, without children, the parent run itself. Each row picks
-    `members` of them (`all` or a count, in start order) and a `protocol`,
-    and becomes one MLflow evaluation run tagged with the row name, the table,
-    the scale and the paper's numbers.
+    variant, in start order) or, without children, the run itself. Each row
+    picks `members` of them (`all`, a count, or a list of variant names) and a
+    `protocol`, and becomes one MLflow evaluation run tagged with the row
+    name, table, scale, family and the paper's numbers.
 
     Args:
-        cfg: the experiment's composed config (needs `evaluation`, `data`).
-        parent_run_id: the training run (or parent of the seed runs).
-        dataset: optional `(tf.data, num_images)` overriding `cfg.data`.
+        cfg: the experiment's composed config (its `data` node gives the
+            validation images).
+        parent_run_id: the training run (or the parent of the seed runs).
+        rows: list of dicts `{row, protocol, members=all, order,
+            paper_top1_error, paper_top5_error, family}`.
+        table: table name tag (`imagenet`).
+        scale: `full` (ImageNet) or `mini` (Imagenette).
+        family: default family tag of the rows.
+        resize: test shorter side (default: `data.resize_size` or
+            256/224 of the crop).
+        scales: `multi_crop` shorter sides (default 256-352 scaled).
+        batch_size: images per prediction batch.
+        max_images: evaluate the first `max_images` validation images only.
+        experiment_name: MLflow experiment of the evaluation runs.
+        dataset: optional unbatched `tf.data` overriding `cfg.data`.
         models_by_run: optional `{run_id: keras.Model}` (tests).
 
     Returns:
-        list of dicts (row name, evaluation run id and metrics).
+        list of dicts (row, evaluation run id and metrics).
     """
-    ev = cfg.evaluation
+    from mlflow import MlflowClient
+
+    rows = _as_container(rows)
+    scales = _as_container(scales)
     run_ids = _child_runs(parent_run_id) or [parent_run_id]
+    variants = {
+        rid: MlflowClient().get_run(rid).data.tags.get("variant")
+        for rid in run_ids
+    }
     models_by_run = dict(models_by_run or {})
     if dataset is None:
-        dataset = val_dataset(
-            ev.get("dataset", "imagenette"), ev.get("data_dir")
-        )
-    ds, _ = dataset
+        dataset, _ = eval_dataset(cfg.data, max_images)
+    if resize is None and cfg is not None and "data" in cfg:
+        resize = cfg.data.get("resize_size")
     results = []
-    for row in ev.rows:
+    for row in rows:
         members = row.get("members", "all")
-        chosen = run_ids if members == "all" else run_ids[: int(members)]
+        if members == "all":
+            chosen = run_ids
+        elif isinstance(members, (list, tuple)):
+            chosen = [r for r in run_ids if variants[r] in members]
+        else:
+            chosen = run_ids[: int(members)]
+        if not chosen:
+            raise ValueError(
+                "A table row selects no trained run; check its `members`. "
+                f"Received: members={members!r}, runs={run_ids}"
+            )
         for rid in chosen:
             if rid not in models_by_run:
                 models_by_run[rid] = load_model(rid)
         result = evaluate(
             [models_by_run[r] for r in chosen],
-            ds,
-            row.protocol,
-            resize=ev.get("resize"),
-            scales=list(ev.scales) if ev.get("scales") else None,
-            batch_size=ev.get("batch_size", 32),
-            max_images=ev.get("max_images"),
+            dataset,
+            row["protocol"],
+            resize=resize,
+            scales=scales,
+            batch_size=batch_size,
+            max_images=max_images,
         )
         tags = {
-            "table": ev.get("table", "imagenet"),
-            "scale": ev.get("scale", "full"),
-            "family": row.get("family", ev.get("family", "")),
-            "order": row.get("order", 0),
-            "parent_run_id": parent_run_id,
-            **_paper_tags(row),
+            "table": table,
+            "scale": scale,
+            "family": row.get("family", family),
+            "order": row.get("order", len(results)),
+            "source_parent_run_id": parent_run_id,
         }
+        for key in ("paper_top1_error", "paper_top5_error", "paper_source"):
+            if row.get(key) is not None:
+                tags[key] = row[key]
         eval_id = log_evaluation(
             result,
             chosen,
-            row.protocol,
-            experiment_name=ev.get("experiment_name", DEFAULT_EXPERIMENT),
-            row=row.row,
+            row["protocol"],
+            experiment_name=experiment_name,
+            row=row["row"],
             tags=tags,
-            params={"resize": ev.get("resize"), "scales": ev.get("scales")},
+            params={"resize": resize, "scales": scales},
         )
-        results.append({"row": row.row, "run_id": eval_id, **result})
+        results.append({"row": row["row"], "run_id": eval_id, **result})
         print(
-            f"[evaluate] {row.row} ({row.protocol}, {len(chosen)} model(s)):"
-            f" top-1 {result['top1_error']:.2f}%"
-            f" top-5 {result['top5_error']:.2f}%"
+            f"[evaluate] {row['row']} ({row['protocol']}, {len(chosen)} "
+            f"model(s), {result['num_images']} images): top-1 "
+            f"{result['top1_error']:.2f}% top-5 {result['top5_error']:.2f}%"
         )
     return results
 
@@ -642,28 +679,45 @@ def _parser():
     )
     p.add_argument("--protocol", default="center", choices=PROTOCOLS)
     p.add_argument(
-        "--dataset",
-        default="imagenette",
-        choices=("imagenette", "imagenet2012"),
+        "--experiment",
+        default=None,
+        help="conf/experiment name whose data config gives the val images",
     )
     p.add_argument(
-        "--data-dir", default=None, help="default: $CONVNET_REPRO_DATA_DIR"
+        "--data",
+        default=None,
+        help="conf/data name (instead of --experiment), e.g. imagenette",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra Hydra override (repeatable), e.g. data.decode_size=72",
     )
     p.add_argument("--resize", type=int, default=None)
     p.add_argument("--scales", type=int, nargs="+", default=None)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--row", default=None, help="table row name (tag)")
+    p.add_argument("--family", default="")
     p.add_argument("--table", default="imagenet")
     p.add_argument("--scale", default="mini", choices=("mini", "full"))
     p.add_argument("--paper-top1-error", type=float, default=None)
     p.add_argument("--paper-top5-error", type=float, default=None)
     p.add_argument("--experiment-name", default=DEFAULT_EXPERIMENT)
     p.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns.db"),
+        "--tracking-uri", default=None, help="default: the config's tracking"
     )
     return p
+
+
+def compose(overrides):
+    """Composes `conf/train.yaml` with `overrides` (a list of strings)."""
+    import hydra
+
+    conf_dir = pathlib.Path(__file__).resolve().parents[1] / "conf"
+    with hydra.initialize_config_dir(str(conf_dir), version_base="1.3"):
+        return hydra.compose("train", overrides=list(overrides))
 
 
 def main(argv=None):
@@ -671,19 +725,36 @@ def main(argv=None):
     import mlflow
 
     args = _parser().parse_args(argv)
-    mlflow.set_tracking_uri(args.tracking_uri)
+    overrides = list(args.override)
+    if args.experiment:
+        overrides.insert(0, f"experiment={args.experiment}")
+    elif args.data:
+        overrides.insert(0, f"data={args.data}")
+    else:
+        raise ValueError(
+            "Say where the validation images come from: --experiment NAME "
+            "or --data NAME. Received: experiment=None, data=None"
+        )
+    cfg = compose(overrides)
+    if args.tracking_uri:
+        mlflow.set_tracking_uri(args.tracking_uri)
+    else:
+        from experiments import tracking
+
+        tracking.configure(cfg.tracking, args.experiment_name)
     models = [load_model(s) for s in args.sources]
-    ds, _ = val_dataset(args.dataset, args.data_dir)
+    ds, _ = eval_dataset(cfg.data, args.max_images)
+    resize = args.resize or cfg.data.get("resize_size")
     result = evaluate(
         models,
         ds,
         args.protocol,
-        resize=args.resize,
+        resize=resize,
         scales=args.scales,
         batch_size=args.batch_size,
         max_images=args.max_images,
     )
-    tags = {"table": args.table, "scale": args.scale}
+    tags = {"table": args.table, "scale": args.scale, "family": args.family}
     if args.paper_top1_error is not None:
         tags["paper_top1_error"] = args.paper_top1_error
     if args.paper_top5_error is not None:
@@ -695,7 +766,7 @@ def main(argv=None):
         experiment_name=args.experiment_name,
         row=args.row,
         tags=tags,
-        params={"resize": args.resize, "scales": args.scales},
+        params={"resize": resize, "scales": args.scales},
     )
     print(result)
     return result

@@ -15,16 +15,16 @@ from experiments import evaluate as ev
 
 
 def np_five_crops(image, crop):
-    """TL, TR, BL, BR, centre crops of an (H, W, C) array."""
+    """Centre, TL, TR, BL, BR crops of an (H, W, C) array."""
     h, w = image.shape[:2]
     cy, cx = (h - crop) // 2, (w - crop) // 2
     return np.stack(
         [
+            image[cy : cy + crop, cx : cx + crop],
             image[:crop, :crop],
             image[:crop, w - crop :],
             image[h - crop :, :crop],
             image[h - crop :, w - crop :],
-            image[cy : cy + crop, cx : cx + crop],
         ]
     )
 
@@ -54,7 +54,7 @@ def test_ten_crop_matches_numpy_on_a_rectangle():
     assert views.shape == (10, 4, 4, 3)
     np.testing.assert_allclose(views, np_ten_crops(image, 4), atol=1e-3)
     centre = ev.image_views(image, "center", crop=4, resize=6).numpy()
-    np.testing.assert_allclose(centre[0], np_five_crops(image, 4)[4], atol=1e-3)
+    np.testing.assert_allclose(centre[0], np_five_crops(image, 4)[0], atol=1e-3)
 
 
 def test_ten_crop_resizes_shorter_side_first():
@@ -87,7 +87,7 @@ def test_multi_crop_views_numpy():
 
 
 def test_resize_smaller_than_crop_message():
-    with pytest.raises(ValueError, match="Received: resize=4, crop=6"):
+    with pytest.raises(ValueError, match="Received: resize=4"):
         ev.image_views(np.zeros((8, 8, 3)), "center", crop=6, resize=4)
 
 
@@ -227,34 +227,63 @@ def test_evaluate_experiment_logs_rows(mlflow_store):
     import mlflow
 
     parent = _fake_training_runs(mlflow_store, 3)
-    cfg = OmegaConf.create(
+    rows = [
         {
-            "evaluation": {
-                "table": "imagenet",
-                "scale": "mini",
-                "family": "AlexNet",
-                "resize": 6,
-                "experiment_name": "fake_table",
-                "rows": [
-                    {
-                        "row": "1 CNN",
-                        "members": 1,
-                        "protocol": "center",
-                        "paper_top1_error": 40.7,
-                    },
-                    {"row": "3 CNNs", "members": "all", "protocol": "ten_crop"},
-                ],
-            }
-        }
-    )
+            "row": "1 CNN",
+            "members": 1,
+            "protocol": "center",
+            "paper_top1_error": 40.7,
+        },
+        {"row": "3 CNNs", "members": "all", "protocol": "ten_crop"},
+    ]
     ds, images, labels = _tiny_dataset()
-    out = ev.evaluate_experiment(cfg, parent, dataset=(ds, len(images)))
+    out = ev.evaluate_experiment(
+        None,
+        parent,
+        OmegaConf.create(rows),  # as Hydra passes them
+        scale="mini",
+        family="AlexNet",
+        resize=6,
+        experiment_name="fake_table",
+        dataset=ds,
+    )
     assert [o["num_models"] for o in out] == [1, 3]
     assert [o["num_views"] for o in out] == [1, 10]
     run = mlflow.get_run(out[0]["run_id"])
     assert run.data.tags["row"] == "1 CNN"
+    assert run.data.tags["family"] == "AlexNet"
     assert run.data.tags["paper_top1_error"] == "40.7"
     assert run.data.params["protocol"] == "center"
     assert run.data.metrics["top1_error"] == pytest.approx(out[0]["top1_error"])
     ens = mlflow.get_run(out[1]["run_id"])
     assert len(ens.data.params["sources"].split(",")) == 3
+    # Single (childless) run: the run itself is the model.
+    child = ev._child_runs(parent)[0]
+    one = ev.evaluate_experiment(
+        None, child, rows[:1], resize=6, dataset=ds, experiment_name="t"
+    )
+    assert one[0]["num_models"] == 1
+    with pytest.raises(ValueError, match="selects no trained run"):
+        ev.evaluate_experiment(
+            None,
+            parent,
+            [{"row": "x", "members": ["nope"], "protocol": "center"}],
+            dataset=ds,
+        )
+
+
+def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
+    data_cfg = {
+        "_target_": "experiments.data.make_datasets",
+        "name": "synthetic",
+        "batch_size": 8,
+        "input_shape": [16, 16, 1],
+        "num_classes": 4,
+        "crop_size": 12,
+        "num_val_examples": 10,
+        "rescale": 1 / 255,
+    }
+    ds, _ = ev.eval_dataset(data_cfg)
+    images = [x.numpy() for x, _ in ds]
+    assert len(images) == 10 and images[0].shape == (16, 16, 1)
+    assert 0.0 <= min(i.min() for i in images) <= 1.0
