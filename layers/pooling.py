@@ -42,12 +42,12 @@ class LpPooling2D(keras.layers.Layer):
 
     p = 1 gives the average of |x| (average pooling for x >= 0), p = 2 the
     root-mean-square (the book's L2 pooling up to the constant sqrt(window
-    size)), and p = inf the max of |x|. For numerical stability the power
-    mean is computed in float32 after dividing by the per-image, per-channel
-    max of |x| (equal in exact arithmetic); windows far below that max
-    underflow for very large p (> ~100), where `p="inf"` is the intent.
-    With `padding="same"` border windows average over the input pixels they
-    cover only (as `AveragePooling2D`).
+    size)), and p = inf the max of |x|. For numerical stability with any p
+    the power mean is computed in float32 on the stacked window pixels
+    divided by each window's max m: `m * mean((|x| / m)^p)^(1/p)`, equal in
+    exact arithmetic (p = 1 and inf use the pooling ops directly). With
+    `padding="same"` border windows average over the input pixels they cover
+    only (as `AveragePooling2D`).
 
     Args:
         p: float >= 1 or `float("inf")` / `"inf"`. Defaults to 2.
@@ -92,7 +92,15 @@ class LpPooling2D(keras.layers.Layer):
             pool_size, strides, padding
         )
         self.input_spec = keras.layers.InputSpec(ndim=4)
-        self.built = True
+
+    def build(self, input_shape):
+        dynamic = input_shape[1] is None or input_shape[2] is None
+        if dynamic and self.padding == "same" and self.p not in (1.0, np.inf):
+            raise ValueError(
+                "LpPooling2D with 1 < p < inf and padding='same' needs static "
+                "height and width; use padding='valid' or a fixed Input "
+                f"shape. Received: input_shape={tuple(input_shape)}"
+            )
 
     def call(self, inputs):
         a = ops.abs(inputs)
@@ -102,25 +110,52 @@ class LpPooling2D(keras.layers.Layer):
             return ops.average_pool(
                 a, self.pool_size, self.strides, self.padding
             )
-        # float32 inside (float16 |x|^p overflows for p >= 4 or so). Any
-        # constant c > 0 gives c * mean((|x|/c)^p)^(1/p) = the power mean;
-        # c = max |x| per image and channel keeps (|x|/c)^p <= 1.
+        # Exact power mean per window, stable for any p: stack the k*k
+        # window pixels on a new axis, divide by the window max m, and
+        # average (|x| / m)^p over the pixels inside the image. float32
+        # inside (float16 |x|^p overflows for moderate p).
         a = ops.cast(a, "float32")
-        c = ops.max(a, axis=(1, 2), keepdims=True)
-        c = ops.where(c > 0, c, ops.ones_like(c))
-        mean = ops.average_pool(
-            ops.power(a / c, self.p),
-            self.pool_size,
-            self.strides,
-            self.padding,
-        )
+        views, valid = self._window_pixels(a)
+        m = ops.max(views, axis=3, keepdims=True)
+        safe_m = ops.where(m > 0, m, ops.ones_like(m))
+        total = ops.sum(ops.power(views / safe_m, self.p) * valid, axis=3)
+        mean = total / ops.sum(valid, axis=3)
         # All-zero windows: output 0 with a finite (zero) gradient.
         positive = mean > 0
         safe = ops.where(positive, mean, ops.ones_like(mean))
         out = ops.where(
-            positive, c * ops.power(safe, 1.0 / self.p), ops.zeros_like(mean)
+            positive,
+            safe_m[:, :, :, 0] * ops.power(safe, 1.0 / self.p),
+            ops.zeros_like(mean),
         )
         return ops.cast(out, self.compute_dtype)
+
+    def _window_pixels(self, a):
+        """(B, oh, ow, kh*kw, C) window pixels and their 0/1 validity."""
+        h, w = a.shape[1], a.shape[2]
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+        if h is None or w is None:
+            h, w = ops.shape(a)[1], ops.shape(a)[2]
+        if self.padding == "same":
+            pads = [
+                _utils.same_padding(h, kh, sh),
+                _utils.same_padding(w, kw, sw),
+            ]
+            oh, ow = -(-h // sh), -(-w // sw)
+        else:
+            pads = [(0, 0), (0, 0)]
+            oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        ones = ops.ones_like(a[:1, :, :, :1])
+        a = ops.pad(a, [(0, 0), *pads, (0, 0)])
+        ones = ops.pad(ones, [(0, 0), *pads, (0, 0)])
+        views, valid = [], []
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i, i + (oh - 1) * sh + 1, sh)
+                cols = slice(j, j + (ow - 1) * sw + 1, sw)
+                views.append(a[:, rows, cols, :])
+                valid.append(ones[:, rows, cols, :])
+        return ops.stack(views, axis=3), ops.stack(valid, axis=3)
 
     def compute_output_shape(self, input_shape):
         return _pool_output_shape(

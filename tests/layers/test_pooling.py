@@ -1,0 +1,163 @@
+"""LpPooling2D, WeightedAveragePooling2D, QuadrantPooling2D (DL book 9.3)."""
+
+import keras
+import numpy as np
+import pytest
+
+from layers import LpPooling2D
+from layers import QuadrantPooling2D
+from layers import WeightedAveragePooling2D
+from tests.helpers import check_layer
+
+RNG = np.random.default_rng(0)
+
+
+def _windows(x, k, s):
+    """(B, oh, ow, k*k, C) valid windows of x (B, H, W, C)."""
+    b, h, w, c = x.shape
+    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    out = np.zeros((b, oh, ow, k * k, c))
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, i * s : i * s + k, j * s : j * s + k]
+            out[:, i, j] = patch.reshape(b, k * k, c)
+    return out
+
+
+def test_lp_basics(tmp_path):
+    check_layer(
+        LpPooling2D,
+        {"p": 3, "pool_size": 3, "strides": 2},
+        input_shape=(2, 9, 9, 3),
+        expected_output_shape=(2, 4, 4, 3),
+        expected_num_weights=0,
+        tmp_path=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.5])
+def test_lp_is_the_power_mean(p):
+    x = RNG.standard_normal((2, 7, 7, 3)).astype("float32")
+    y = LpPooling2D(p, pool_size=3, strides=2)(x)
+    expected = np.mean(np.abs(_windows(x, 3, 2)) ** p, axis=3) ** (1 / p)
+    np.testing.assert_allclose(y, expected, rtol=1e-5)
+
+
+def test_lp_limits():
+    x = RNG.standard_normal((2, 8, 8, 3)).astype("float32")
+    w = np.abs(_windows(x, 2, 2))
+    # p = 1: mean |x|, i.e. average pooling of |x|.
+    np.testing.assert_allclose(LpPooling2D(1)(x), w.mean(axis=3), rtol=1e-6)
+    avg = keras.layers.AveragePooling2D(2)(np.abs(x))
+    np.testing.assert_allclose(LpPooling2D(1)(x), avg, rtol=1e-6)
+    # p -> inf: max |x|; the power mean increases with p towards it.
+    np.testing.assert_allclose(LpPooling2D("inf")(x), w.max(axis=3))
+    previous = w.mean(axis=3)
+    for p in (2, 8, 32, 64):
+        y = keras.ops.convert_to_numpy(LpPooling2D(p)(x))
+        assert np.all(y >= previous - 1e-5)
+        previous = y
+    # mean^(1/p) >= (1/4)^(1/64) * max for 4 values.
+    assert np.all(previous >= 0.97 * w.max(axis=3))
+
+
+def test_lp_zero_windows_have_finite_gradients():
+    import tensorflow as tf
+
+    x = tf.Variable(np.zeros((1, 4, 4, 1), "float32"))
+    with tf.GradientTape() as tape:
+        y = keras.ops.sum(LpPooling2D(2)(x))
+    assert float(y) == 0.0
+    assert np.all(np.isfinite(tape.gradient(y, x).numpy()))
+
+
+def test_weighted_average_matches_formula(tmp_path):
+    layer, y = check_layer(
+        WeightedAveragePooling2D,
+        {"pool_size": 3, "strides": 2, "sigma": 0.8},
+        input_shape=(2, 7, 7, 2),
+        expected_output_shape=(2, 3, 3, 2),
+        expected_num_weights=0,
+        tmp_path=tmp_path,
+    )
+    x = np.random.default_rng(0).standard_normal((2, 7, 7, 2)).astype("float32")
+    d2 = np.add.outer((np.arange(3) - 1.0) ** 2, (np.arange(3) - 1.0) ** 2)
+    w = np.exp(-d2 / (2 * 0.8**2)).reshape(9)
+    w /= w.sum()
+    expected = np.einsum("bijkc,k->bijc", _windows(x, 3, 2), w)
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    assert w[4] == w.max()  # the centre pixel weighs most
+
+
+def test_weighted_average_same_keeps_constants():
+    x = np.full((1, 5, 6, 2), 3.0, "float32")
+    for weighting in ("gaussian", "linear"):
+        layer = WeightedAveragePooling2D(3, 1, "same", weighting=weighting)
+        np.testing.assert_allclose(layer(x), x, rtol=1e-6)
+
+
+def _adaptive_reference(x, level, reduce):
+    b, h, w, c = x.shape
+    out = np.zeros((b, level, level, c))
+    for i in range(level):
+        r0, r1 = (i * h) // level, -(-((i + 1) * h) // level)
+        for j in range(level):
+            c0, c1 = (j * w) // level, -(-((j + 1) * w) // level)
+            out[:, i, j] = reduce(x[:, r0:r1, c0:c1], axis=(1, 2))
+    return out.reshape(b, -1)
+
+
+@pytest.mark.parametrize("mode, reduce", [("max", np.max), ("avg", np.mean)])
+def test_quadrant_pooling_any_size(mode, reduce):
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, QuadrantPooling2D((1, 2, 3), mode)(inputs))
+    for h, w in ((4, 4), (7, 5), (2, 9), (13, 11)):
+        x = np.random.default_rng(h).standard_normal((2, h, w, 3)).astype("f4")
+        y = keras.ops.convert_to_numpy(model(x))
+        assert y.shape == (2, 3 * (1 + 4 + 9))
+        expected = np.concatenate(
+            [_adaptive_reference(x, lv, reduce) for lv in (1, 2, 3)], axis=1
+        )
+        np.testing.assert_allclose(y, expected, atol=1e-6)
+
+
+def test_quadrant_pooling_basics(tmp_path):
+    check_layer(
+        QuadrantPooling2D,
+        {"levels": (2,), "mode": "avg"},
+        input_shape=(2, 6, 6, 4),
+        expected_output_shape=(2, 16),
+        tmp_path=tmp_path,
+    )
+
+
+def test_max_pooling_is_approximately_translation_invariant():
+    """DL book Fig. 9.8: after a one-pixel shift every detector value
+    changes, but about half of the 3x3 max-pool outputs do not."""
+    x = RNG.standard_normal((4, 20, 20, 1)).astype("float32")
+    shifted = np.roll(x, 1, axis=2)
+    pool = keras.layers.MaxPooling2D(3, strides=1)
+    a, b = (
+        keras.ops.convert_to_numpy(pool(v))[:, :, 1:-1] for v in (x, shifted)
+    )
+    unchanged_pool = np.mean(a[:, :, 1:] == b[:, :, 1:])
+    unchanged_input = np.mean(x[:, :, 1:] == shifted[:, :, 1:])
+    assert unchanged_input < 0.01
+    assert 0.4 < unchanged_pool < 0.6  # window union 3x4, overlap 3x2
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: LpPooling2D(0.5), "`p`"),
+        (lambda: LpPooling2D("two"), "`p`"),
+        (lambda: LpPooling2D(2, pool_size=0), "pool_size"),
+        (lambda: WeightedAveragePooling2D(weighting="cosine"), "weighting"),
+        (lambda: WeightedAveragePooling2D(sigma=0), "sigma"),
+        (lambda: QuadrantPooling2D(levels=(0,)), "levels"),
+        (lambda: QuadrantPooling2D(mode="median"), "mode"),
+    ],
+)
+def test_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=f"{match}.*Received"):
+        make()
