@@ -1,0 +1,93 @@
+"""Cross-cutting checks for every layer: .keras save/load round trip of a
+model holding all of them, jit_compile training step, mixed precision."""
+
+import keras
+import numpy as np
+import pytest
+
+import layers
+
+# (factory, input shape without batch)
+LAYERS = {
+    "unshared2d": (lambda **kw: layers.UnsharedConv2D(4, 3, **kw), (6, 6, 3)),
+    "unshared1d": (lambda **kw: layers.UnsharedConv1D(4, 3, **kw), (8, 3)),
+    "tiled": (
+        lambda **kw: layers.TiledConv2D(
+            4, 3, tile_size=2, padding="same", **kw
+        ),
+        (6, 6, 3),
+    ),
+    "lrn": (lambda **kw: layers.LocalResponseNormalization(**kw), (4, 4, 6)),
+    "lp": (lambda **kw: layers.LpPooling2D(3, 3, 1, "same", **kw), (6, 6, 3)),
+    "weighted": (
+        lambda **kw: layers.WeightedAveragePooling2D(3, 2, "same", **kw),
+        (6, 6, 3),
+    ),
+    "quadrant": (
+        lambda **kw: layers.QuadrantPooling2D((1, 2), **kw),
+        (6, 6, 3),
+    ),
+}
+
+
+def _all_layers_model():
+    inputs = keras.Input((12, 12, 3))
+    x = layers.UnsharedConv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = layers.TiledConv2D(6, 3, tile_size=(2, 3), strides=1)(x)
+    x = layers.LocalResponseNormalization(alpha=1e-2)(x)
+    x = layers.LpPooling2D(2.5, 2)(x)
+    x = keras.layers.Conv2D(
+        2,
+        3,
+        kernel_initializer=layers.FilterBankInitializer(["sobel_h", "sharpen"]),
+    )(x)
+    x = layers.WeightedAveragePooling2D(3, 1, "same", weighting="linear")(x)
+    a = layers.QuadrantPooling2D((1, 2, 3), mode="avg")(x)
+    seq = keras.layers.Reshape((9, 2))(x)
+    b = keras.layers.Flatten()(layers.UnsharedConv1D(2, 3, strides=2)(seq))
+    outputs = keras.layers.Dense(3)(keras.layers.Concatenate()([a, b]))
+    return keras.Model(inputs, outputs)
+
+
+def test_save_load_model_with_every_layer(tmp_path):
+    model = _all_layers_model()
+    x = np.random.default_rng(0).standard_normal((2, 12, 12, 3)).astype("f4")
+    expected = keras.ops.convert_to_numpy(model(x))
+    model.save(tmp_path / "all.keras")
+    loaded = keras.saving.load_model(tmp_path / "all.keras")
+    np.testing.assert_allclose(loaded(x), expected, atol=1e-6)
+    assert [type(layer).__name__ for layer in loaded.layers] == [
+        type(layer).__name__ for layer in model.layers
+    ]
+
+
+def _train_step(layer, shape, jit):
+    inputs = keras.Input(shape)
+    x = layer(inputs)
+    x = keras.layers.Flatten()(x) if len(x.shape) > 2 else x
+    model = keras.Model(inputs, keras.layers.Dense(1, dtype="float32")(x))
+    model.compile(optimizer="sgd", loss="mse", jit_compile=jit)
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((4, *shape)).astype("float32")
+    loss = model.train_on_batch(data, np.ones((4, 1), "float32"))
+    assert np.isfinite(loss)
+    return model
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_jit_compile_train_step(name):
+    factory, shape = LAYERS[name]
+    _train_step(factory(), shape, jit=True)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_mixed_precision(name):
+    """float16 compute and outputs, float32 variables, finite training."""
+    factory, shape = LAYERS[name]
+    layer = factory(dtype="mixed_float16")
+    x = np.random.default_rng(1).standard_normal((2, *shape)).astype("f4")
+    y = layer(x)
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(y)))
+    assert all(v.dtype == "float32" for v in layer.weights)
+    _train_step(factory(dtype="mixed_float16"), shape, jit=False)
