@@ -90,6 +90,10 @@ def test_tiny_idx_dir_through_make_datasets(tmp_path):
         int(np.argmin(((expected - s[..., 0]) ** 2).sum((1, 2)))) for s in seen
     ]
     assert sorted(order) == list(range(6))
+    with pytest.raises(ValueError, match="fix data.num_classes"):
+        make_datasets(
+            "mnist", batch_size=3, local_dir=str(tmp_path), num_classes=100
+        )
 
 
 @needs_mnist

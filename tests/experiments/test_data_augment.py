@@ -1,0 +1,121 @@
+"""Augmentation policies and evaluation views."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments.data import augment as aug
+from experiments.data import eval_views
+from experiments.data.eval_views import merge_views
+
+SEED = tf.constant([3, 4], tf.int64)
+
+
+def _image(h=80, w=96, c=3):
+    return tf.constant(np.random.default_rng(0).random((h, w, c)), tf.float32)
+
+
+@pytest.mark.parametrize("policy", aug.POLICIES)
+def test_policy_shapes_ranges_and_determinism(policy):
+    fn = aug.build_policy(policy, crop_size=64, lighting_std=0.0)
+    image = _image()
+    out = fn(image, SEED)
+    expected = (80, 96, 3) if policy in ("none", "flip") else (64, 64, 3)
+    assert tuple(out.shape) == expected and out.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1
+    np.testing.assert_array_equal(out, fn(image, SEED))
+    if policy != "none":
+        outs = [fn(image, tf.constant([s, 0])).numpy() for s in range(8)]
+        assert any(not np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_alexnet_crop_is_a_window_of_the_image_or_its_flip():
+    image = _image(73, 73)  # already at resize_size: no resampling
+    fn = aug.build_policy("alexnet", crop_size=64, lighting_std=0.0)
+    x = image.numpy()
+    for s in range(5):
+        out = fn(image, tf.constant([s, 1])).numpy()
+        windows = [
+            src[i : i + 64, j : j + 64]
+            for src in (x, x[:, ::-1])
+            for i in range(10)
+            for j in range(10)
+        ]
+        assert any(np.array_equal(out, w) for w in windows)
+
+
+def test_pca_lighting_matches_formula():
+    image = _image(8, 8)
+    out = aug.pca_lighting(image, SEED, alpha_std=0.1).numpy()
+    alpha = tf.random.stateless_normal((3,), seed=SEED, stddev=0.1).numpy()
+    eigvec = np.array(aug.IMAGENET_EIGVEC)
+    eigval = np.array(aug.IMAGENET_EIGVAL)
+    shift = eigvec @ (alpha * eigval)  # AlexNet Sec. 4.1
+    np.testing.assert_allclose(
+        out - image.numpy(), np.broadcast_to(shift, out.shape), atol=1e-6
+    )
+
+
+def test_scale_jitter_size_range_and_resize():
+    image = _image(100, 200)
+    out = aug.resize_shorter_side(image, 50)
+    assert tuple(out.shape) == (50, 100, 3)
+    with pytest.raises(ValueError, match="scale_range"):
+        aug.build_policy("vgg", crop_size=64, scale_range=[32, 100])
+    fn = aug.build_policy(
+        "vgg", crop_size=64, scale_range=[64, 64], lighting_std=0.0
+    )
+    # S = 64 = crop: the crop is the whole resized image (or its flip).
+    full = aug.resize_shorter_side(_image(64, 64), 64).numpy()
+    out = fn(_image(64, 64), SEED).numpy()
+    assert np.allclose(out, full) or np.allclose(out, full[:, ::-1])
+
+
+def test_ten_crop_views():
+    images = tf.constant(
+        np.random.default_rng(1).random((2, 9, 11, 3)), tf.float32
+    )
+    views = eval_views(images, "ten_crop", crop_size=5)
+    assert tuple(views.shape) == (10, 2, 5, 5, 3)
+    x = images.numpy()
+    expected = [
+        x[:, 2:7, 3:8],  # centre
+        x[:, :5, :5], x[:, :5, -5:], x[:, -5:, :5], x[:, -5:, -5:],
+    ]  # fmt: skip
+    expected += [e[:, :, ::-1] for e in expected]
+    np.testing.assert_array_equal(views.numpy(), np.stack(expected))
+    np.testing.assert_array_equal(views[0], aug.center_crop(images, 5))
+    flat = eval_views(images, "ten_crop", crop_size=5, output="flat")
+    assert tuple(flat.shape) == (20, 5, 5, 3)
+    np.testing.assert_array_equal(tf.reshape(flat, views.shape), views)
+
+
+def test_center_and_multi_scale_views():
+    images = tf.zeros((2, 40, 60, 3))
+    assert tuple(eval_views(images, "center", 32).shape) == (1, 2, 32, 32, 3)
+    ms = eval_views(images, "multi_scale", 32, scales=[32, 48])
+    assert tuple(ms.shape) == (2, 2, 32, 32, 3)
+    ms10 = eval_views(
+        images, "multi_scale", 32, scales=[32, 48], per_scale="ten_crop"
+    )
+    assert ms10.shape[0] == 20
+    dense = eval_views(
+        images, "multi_scale", 32, scales=[32, 48], per_scale="dense"
+    )
+    assert [tuple(v.shape) for v in dense] == [
+        (2, 32, 48, 3), (2, 48, 72, 3), (2, 32, 48, 3), (2, 48, 72, 3)
+    ]  # fmt: skip
+    for kwargs, match in [
+        (dict(protocol="twelve_crop"), "Unknown eval protocol"),
+        (dict(protocol="center", crop_size=64), "smaller than crop_size"),
+        (dict(protocol="multi_scale"), "scales"),
+    ]:
+        kwargs.setdefault("crop_size", 32)
+        with pytest.raises(ValueError, match=match):
+            eval_views(images, **kwargs)
+
+
+def test_merge_views_averages_view_major_predictions():
+    preds = np.arange(3 * 2 * 4, dtype=np.float32).reshape(6, 4)
+    merged = merge_views(preds, num_views=3).numpy()
+    np.testing.assert_allclose(merged, preds.reshape(3, 2, 4).mean(0))
