@@ -109,7 +109,10 @@ def make_datasets(
             binary image"): `x > 0.5 -> 1.0 else 0.0`.
         flatten: reshape each example to a vector.
         mean: per-channel mean to subtract (list, in rescaled units), or
-            `"channel"` to compute it on the training set, or None.
+            `"channel"` to compute it on the training set, or `"pixel"`
+            for the training set's mean image (AlexNet Sec. 2, ResNet Sec.
+            3.4; in-memory data only; subtracted before augmentation at the
+            stored resolution), or None.
         std: per-channel std to divide by (list or `"channel"`), or None.
         augment: training policy name(s) of `augment.POLICIES`, or None.
         crop_size: train and val crop side (None: no crop).
@@ -200,6 +203,18 @@ def make_datasets(
                 f"{num_classes}; fix data.num_classes. Received: "
                 f"num_classes={num_classes}"
             )
+    mean_image = None
+    if isinstance(mean, str) and mean == "pixel":
+        if train.kind != "array":
+            raise ValueError(
+                "mean='pixel' needs an in-memory dataset (data.cache=true and "
+                "data.decode_size); otherwise use 'channel' or a list. "
+                f"Received: mean={mean!r}"
+            )
+        mean_image = tf.constant(
+            train.images.mean(axis=0, dtype=np.float64) * rescale, tf.float32
+        )
+        mean = None
     mean = _statistic(mean, "mean", train, rescale)
     std = _statistic(std, "std", train, rescale)
 
@@ -215,7 +230,8 @@ def make_datasets(
         return x
 
     def to_float(x):
-        return tf.cast(x, tf.float32) * rescale
+        x = tf.cast(x, tf.float32) * rescale
+        return x if mean_image is None else x - mean_image
 
     def train_example(x, seed_pair):
         x = augment_fn(to_float(x), seed_pair)
@@ -439,18 +455,29 @@ def _statistic(value, what, split, rescale):
     if value is None:
         return None
     if isinstance(value, str):
-        if value != "channel" or split.kind != "array":
+        if value != "channel":
+            raise ValueError(
+                f"data.{what} must be a list, 'channel'"
+                + (", 'pixel'" if what == "mean" else "")
+                + f" or null. Received: {what}={value!r}"
+            )
+        if split.kind != "array":
             raise ValueError(
                 f"{what}='channel' (computed on the training set) needs an "
                 "in-memory dataset (set data.cache=true and data.decode_size)"
                 f"; otherwise give a list. Received: {what}={value!r}"
             )
-        x = split.images.reshape(-1, split.images.shape[-1])
-        stat = (
-            x.mean(axis=0, dtype=np.float64)
-            if what == "mean"
-            else x.std(axis=0, dtype=np.float64)
-        )
+        # Chunked float64 sums: no full-size float copy of the images.
+        total = np.zeros(split.images.shape[-1])
+        total_sq = np.zeros_like(total)
+        for start in range(0, split.size, 1024):
+            chunk = split.images[start : start + 1024]
+            chunk = chunk.reshape(-1, chunk.shape[-1]).astype(np.float64)
+            total += chunk.sum(0)
+            total_sq += (chunk**2).sum(0)
+        count = split.images.size // split.images.shape[-1]
+        mean = total / count
+        stat = mean if what == "mean" else np.sqrt(total_sq / count - mean**2)
         return tf.constant(stat * rescale, tf.float32)
     return tf.constant(np.asarray(value, np.float32))
 

@@ -96,6 +96,11 @@ def test_binarize_flatten_and_channel_normalization():
     mean = train_images.mean() / 255.0
     std = train_images.std() / 255.0
     np.testing.assert_allclose(x.numpy(), (grey - mean) / std, atol=1e-5)
+    _, val_ds = make_datasets("synthetic", mean="pixel", **SYN)
+    mean_image = train_images.mean(0) / 255.0
+    np.testing.assert_allclose(
+        next(iter(val_ds))[0].numpy(), grey - mean_image, atol=1e-5
+    )
     _, val_ds = make_datasets("synthetic", mean=[0.5], std=[0.25], **SYN)
     np.testing.assert_allclose(
         next(iter(val_ds))[0].numpy(), (grey - 0.5) / 0.25, atol=1e-5
@@ -113,7 +118,7 @@ def test_binarize_flatten_and_channel_normalization():
         (dict(augment="cifar", crop_size=12), "input_shape"),
         (dict(augment="autoaugment"), "Unknown augmentation policy"),
         (dict(augment="vgg"), "crop size"),
-        (dict(mean="pixel"), "mean="),
+        (dict(mean="median"), "mean="),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, match):
