@@ -1,16 +1,36 @@
 """Functional model builders that output logits; `MODELS` is the registry.
 
 `build(name, **kwargs)` calls `MODELS[name](**kwargs)`. Every builder takes
-`input_shape`, `num_classes` and `conv` (see `models._common`).
+`input_shape`, `num_classes` and `conv` (see `models._common`). Family
+names map to the generic builders; variant names (`vgg16`, `resnet50`,
+...) are the same builders with `variant` bound.
 """
 
+import functools
+
+from models.alexnet import build_alexnet
+from models.bn_inception import build_bn_inception
+from models.googlenet import build_googlenet
 from models.mlp import build_bn_mnist_mlp
+from models.resnet import VARIANTS as RESNET_VARIANTS
+from models.resnet import build_resnet
 from models.tiny import build_tiny_cnn
+from models.vgg import ALIASES as VGG_ALIASES
+from models.vgg import build_vgg
 
 MODELS = {
     "bn_mnist_mlp": build_bn_mnist_mlp,
     "tiny_cnn": build_tiny_cnn,
+    "alexnet": build_alexnet,
+    "vgg": build_vgg,
+    "googlenet": build_googlenet,
+    "resnet": build_resnet,
+    "bn_inception": build_bn_inception,
 }
+MODELS.update({v: functools.partial(build_vgg, variant=v) for v in VGG_ALIASES})
+MODELS.update(
+    {v: functools.partial(build_resnet, variant=v) for v in RESNET_VARIANTS}
+)
 
 
 def build(name, **kwargs):

@@ -101,15 +101,18 @@ def is_plain(conv_layer):
     return getattr(conv_layer, "func", None) is keras.layers.Conv2D
 
 
-def grouped_conv(x, conv_layer, filters, kernel_size, groups, name, **kw):
+def grouped_conv(
+    x, conv_layer, filters, kernel_size, groups, name, native=False, **kw
+):
     """Applies a grouped convolution (AlexNet's two-GPU split).
 
-    Plain `Conv2D` uses its `groups` argument (one layer, weights of shape
-    `(kh, kw, c/groups, filters)`). Unshared/tiled layers have no `groups`
-    argument, so the channels are split into `groups` slices, each slice
-    gets its own layer (`{name}_g{i}`) with `filters/groups` outputs, and
-    the results are concatenated: the same connectivity and parameter
-    count per position.
+    By default the channels are split into `groups` slices, each slice gets
+    its own layer (`{name}_g{i}`) with `filters/groups` outputs, and the
+    results are concatenated (`{name}`): the paper's two towers literally,
+    for every conv kind. With `native=True` a plain conv uses one
+    `Conv2D(groups=...)` layer instead (same function and parameter count;
+    fast on GPU, but TF's grouped-conv gradient on CPU is ~10x slower than
+    the split, measured on the small AlexNet).
     """
     if groups == 1:
         return conv_layer(filters, kernel_size, name=name, **kw)(x)
@@ -120,7 +123,7 @@ def grouped_conv(x, conv_layer, filters, kernel_size, groups, name, **kw):
             f"Received: channels={channels}, filters={filters}, "
             f"groups={groups}"
         )
-    if is_plain(conv_layer):
+    if native and is_plain(conv_layer):
         return conv_layer(filters, kernel_size, groups=groups, name=name, **kw)(
             x
         )
@@ -234,3 +237,53 @@ def check_inputs(input_shape, num_classes, min_size=None):
                 f"Received: input_shape={input_shape!r}"
             )
     return shape
+
+
+def scaled(channels, width_multiplier, divisor=1):
+    """`channels * width_multiplier`, rounded to a multiple of `divisor`."""
+    if width_multiplier <= 0:
+        raise ValueError(
+            "width_multiplier must be > 0. "
+            f"Received: width_multiplier={width_multiplier!r}"
+        )
+    c = int(round(channels * width_multiplier / divisor)) * divisor
+    return max(divisor, c)
+
+
+def lrn(name):
+    """AlexNet LRN (n=5, k=2, alpha=1e-4, beta=0.75) from `layers`."""
+    from layers import LocalResponseNormalization
+
+    return LocalResponseNormalization(
+        depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, name=name
+    )
+
+
+def apply_conv(
+    x,
+    conv_layer,
+    filters,
+    kernel_size,
+    strides=1,
+    batch_norm=False,
+    activation="relu",
+    name=None,
+    **kwargs,
+):
+    """Conv (+ BN before the nonlinearity) + activation, `padding="same"`.
+
+    With `batch_norm=True` the conv has no bias (BN's beta subsumes it; BN
+    paper Sec. 3.2). Layers: `{name}_conv`, `{name}_bn`, `{name}_{act}`.
+    """
+    x = conv_layer(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=not batch_norm,
+        name=f"{name}_conv",
+        **kwargs,
+    )(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+    return keras.layers.Activation(activation, name=f"{name}_{activation}")(x)

@@ -1,0 +1,222 @@
+"""GoogLeNet (Inception v1). Szegedy et al., "Going Deeper with
+Convolutions", CVPR 2015, arXiv:1409.4842.
+
+Table 1 (layer widths of inception modules 3a-5b), Figure 2(b) (module:
+1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1, all with ReLU),
+Figure 3 (LRN after pool1 and after conv2), Sec. 5 (auxiliary classifiers
+on 4a and 4d: 5x5/3 avg pool, 1x1 conv 128, FC 1024, dropout 0.7, linear;
+their losses are weighted by 0.3 and they are discarded at inference;
+dropout 0.4 before the final linear layer). See PAPERS.md 5.
+
+Exact parameter count (dense conv1, no aux heads, 1000 classes):
+6,998,552; the aux heads add 3,188,840 (on 4a) and 3,190,888 (on 4d).
+
+Deliberate deviations:
+- The paper gives no init; we use Glorot uniform weights and zero biases.
+- `separable_conv1=True` makes conv1 a depthwise-separable 7x7 with depth
+  multiplier 8, which matches Table 1's "2.7K" params for conv1 (a dense
+  7x7x3x64 conv has 9.4K); the dense conv is the default because the text
+  describes a plain convolution.
+- `small_input=True` (CPU-scale, 32-64 px): conv1 is 3x3 stride 1 and the
+  stem has one 3x3/2 max pool (after conv2) instead of two, so a 32 px
+  input reaches inception3 at 16x16, inception4 at 8x8, inception5 at 4x4.
+"""
+
+import keras
+
+from models._common import apply_conv
+from models._common import check_inputs
+from models._common import lrn as make_lrn
+from models._common import scaled
+from models._common import stage_conv
+
+STAGES = ("conv1", "conv2", "inception3", "inception4", "inception5")
+
+# Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
+MODULES = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+AUX_AFTER = ("4a", "4d")
+# Sec. 5: "their loss is added to the total loss of the network with a
+# discount weight (the losses of the auxiliary classifiers were weighted by
+# 0.3)". Use as `model.compile(loss_weights=AUX_LOSS_WEIGHTS, ...)`.
+AUX_LOSS_WEIGHTS = {"logits": 1.0, "aux1": 0.3, "aux2": 0.3}
+
+
+def apply_inception_module(x, widths, conv_layer, name, width_multiplier=1.0):
+    """One inception module (Figure 2(b)): four branches concatenated.
+
+    Args:
+        x: input tensor.
+        widths: `(#1x1, #3x3 red, #3x3, #5x5 red, #5x5, pool proj)`.
+        conv_layer: Conv2D-signature factory.
+        name: e.g. `"inception4a"`.
+        width_multiplier: float, scales every width.
+
+    Returns:
+        The concatenated tensor (`name` is the Concatenate layer).
+    """
+    c1, c3r, c3, c5r, c5, cp = (scaled(c, width_multiplier) for c in widths)
+
+    def unit(t, filters, kernel, suffix):
+        return apply_conv(
+            t, conv_layer, filters, kernel, name=f"{name}_{suffix}"
+        )
+
+    b1 = unit(x, c1, 1, "1x1")
+    b3 = unit(unit(x, c3r, 1, "3x3_reduce"), c3, 3, "3x3")
+    b5 = unit(unit(x, c5r, 1, "5x5_reduce"), c5, 5, "5x5")
+    bp = keras.layers.MaxPooling2D(
+        3, strides=1, padding="same", name=f"{name}_pool"
+    )(x)
+    bp = unit(bp, cp, 1, "pool_proj")
+    return keras.layers.Concatenate(name=name)([b1, b3, b5, bp])
+
+
+def apply_aux_head(x, num_classes, conv_layer, dropout, width_multiplier, name):
+    """Auxiliary classifier (Sec. 5): avg pool 5/3, 1x1 conv 128, FC 1024,
+    dropout 0.7, linear. Returns logits."""
+    pool = min(5, x.shape[1], x.shape[2])
+    x = keras.layers.AveragePooling2D(pool, strides=3, name=f"{name}_pool")(x)
+    x = apply_conv(
+        x, conv_layer, scaled(128, width_multiplier), 1, name=f"{name}_proj"
+    )
+    x = keras.layers.Flatten(name=f"{name}_flatten")(x)
+    x = keras.layers.Dense(scaled(1024, width_multiplier), name=f"{name}_fc")(x)
+    x = keras.layers.ReLU(name=f"{name}_fc_relu")(x)
+    x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return keras.layers.Dense(num_classes, name=name)(x)
+
+
+def build_googlenet(
+    input_shape=(224, 224, 3),
+    num_classes=1000,
+    aux_logits=False,
+    dropout=0.4,
+    aux_dropout=0.7,
+    lrn=True,
+    separable_conv1=False,
+    small_input=False,
+    width_multiplier=1.0,
+    conv=None,
+    name=None,
+):
+    """Builds GoogLeNet (Szegedy et al. 2015, Table 1); outputs logits.
+
+    Args:
+        input_shape: `(H, W, C)`. Defaults to `(224, 224, 3)`.
+        num_classes: int, size of the final linear layer.
+        aux_logits: bool. If True the model outputs a dict
+            `{"logits": main, "aux1": on 4a, "aux2": on 4d}`; compile with
+            `loss_weights=AUX_LOSS_WEIGHTS` (0.3 per aux head, Sec. 5).
+        dropout: float, dropout before the final linear layer (0.4).
+        aux_dropout: float, dropout in the aux heads (0.7).
+        lrn: bool, LRN after pool1 and after conv2 (Figure 3).
+        separable_conv1: bool, depthwise-separable conv1 (multiplier 8).
+            An unshared/tiled conv1 (via `conv`) takes precedence.
+        small_input: bool, CPU-scale stem for 32-64 px inputs.
+        width_multiplier: float, scales every width.
+        conv: conv spec `{"kind", "tile_size", "stages"}`; stages are
+            `"conv1", "conv2", "inception3", "inception4", "inception5"`
+            (the aux heads' 1x1 conv follows `"inception4"`).
+        name: model name. Defaults to `"googlenet"`.
+
+    Returns:
+        A `keras.Model`.
+
+    Input shape:
+        `(batch, H, W, C)`.
+
+    Output shape:
+        `(batch, num_classes)` logits, or a dict of three such tensors.
+
+    Example:
+
+    >>> build_googlenet().count_params()
+    6998552
+
+    Reference:
+    - Szegedy et al., CVPR 2015, Table 1, Figures 2-3, Sec. 5.
+    """
+    shape = check_inputs(input_shape, num_classes)
+
+    def conv_for(stage):
+        return stage_conv(conv, stage, STAGES)
+
+    def maybe_lrn(t, lrn_name):
+        return make_lrn(name=lrn_name)(t) if lrn else t
+
+    def pool(t, pool_name):
+        return keras.layers.MaxPooling2D(
+            3, strides=2, padding="same", name=pool_name
+        )(t)
+
+    inputs = keras.Input(shape=shape, name="image")
+    c64, c192 = scaled(64, width_multiplier), scaled(192, width_multiplier)
+    conv1 = conv_for("conv1")
+    if separable_conv1 and getattr(conv1, "func", None) is keras.layers.Conv2D:
+
+        def conv1(*args, **kwargs):
+            return keras.layers.SeparableConv2D(
+                *args, depth_multiplier=8, **kwargs
+            )
+
+    x = apply_conv(
+        inputs,
+        conv1,
+        c64,
+        3 if small_input else 7,
+        strides=1 if small_input else 2,
+        name="conv1",
+    )
+    if not small_input:
+        x = pool(x, "pool1")
+    x = maybe_lrn(x, "pool1_lrn")
+    x = apply_conv(x, conv_for("conv2"), c64, 1, name="conv2_reduce")
+    x = apply_conv(x, conv_for("conv2"), c192, 3, name="conv2")
+    x = maybe_lrn(x, "conv2_lrn")
+    x = pool(x, "pool2")
+
+    aux = []
+    for stage, modules in (
+        ("inception3", ("3a", "3b")),
+        ("inception4", ("4a", "4b", "4c", "4d", "4e")),
+        ("inception5", ("5a", "5b")),
+    ):
+        conv_layer = conv_for(stage)
+        for module in modules:
+            x = apply_inception_module(
+                x,
+                MODULES[module],
+                conv_layer,
+                name=f"inception{module}",
+                width_multiplier=width_multiplier,
+            )
+            if aux_logits and module in AUX_AFTER:
+                aux.append(
+                    apply_aux_head(
+                        x,
+                        num_classes,
+                        conv_layer,
+                        aux_dropout,
+                        width_multiplier,
+                        name=f"aux{len(aux) + 1}",
+                    )
+                )
+        if stage != "inception5":
+            x = pool(x, f"pool{stage[-1]}")
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = logits
+    if aux_logits:
+        outputs = {"logits": logits, "aux1": aux[0], "aux2": aux[1]}
+    return keras.Model(inputs, outputs, name=name or "googlenet")
