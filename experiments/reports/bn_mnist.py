@@ -627,6 +627,8 @@ def main(argv=None):
     import mlflow
     from omegaconf import OmegaConf
 
+    import experiments.config_schema  # noqa: F401 (registers train_schema)
+
     with hydra.initialize_config_dir(
         str(REPO_ROOT / "conf"), version_base="1.3"
     ):
@@ -638,7 +640,7 @@ def main(argv=None):
 
         tracking.configure(cfg.tracking, cfg.experiment_name)
     kwargs = OmegaConf.to_container(cfg.report, resolve=True)
-    kwargs.pop("_target_", None)
+    kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
     if args.results_dir:
         kwargs["results_dir"] = args.results_dir
     out = report(cfg, args.parent_run_id, **kwargs)
