@@ -423,11 +423,22 @@ def decode_image(path, decode_size=None):
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
-    if decode_size:
-        image = aug.resize_shorter_side(tf.cast(image, tf.float32), decode_size)
-        image = aug.center_crop(image, decode_size)
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        image.set_shape((decode_size, decode_size, 3))
+    return square_image(image, decode_size)
+
+
+def square_image(image, decode_size=None):
+    """uint8 image -> central `decode_size` square after a shorter-side resize.
+
+    Rounded back to uint8, so cached and streamed pixels are identical.
+    Returns `image` unchanged when `decode_size` is None.
+    """
+    if not decode_size:
+        return image
+    channels = image.shape[-1]
+    image = aug.resize_shorter_side(tf.cast(image, tf.float32), decode_size)
+    image = aug.center_crop(image, decode_size)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    image.set_shape((decode_size, decode_size, channels))
     return image
 
 
@@ -572,13 +583,7 @@ def _stream_train(
 
     def one(pos, example):
         image, label = example
-        if decode_size:
-            image = aug.center_crop(
-                aug.resize_shorter_side(
-                    tf.cast(image, tf.float32), decode_size
-                ),
-                decode_size,
-            )
+        image = square_image(image, decode_size)
         return (
             example_fn(image, tf.stack([seed, pos])),
             tf.cast(label, tf.int32),
@@ -601,16 +606,16 @@ def _val_stream(split, batch_size, batch_fn, example_fn, decode_size):
         )
     else:
         if split.kind == "files":
-            ds = tf.data.Dataset.from_tensor_slices(
-                (split.paths, split.labels)
-            ).map(lambda p, y: (decode_image(p, decode_size), y))
+            ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
+            load = decode_image
         else:
             ds = split.stream
-        ds = ds.map(
-            lambda x, y: (example_fn(x), tf.cast(y, tf.int32)),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True,
-        )
+            load = square_image
+
+        def one(x, y):
+            return example_fn(load(x, decode_size)), tf.cast(y, tf.int32)
+
+        ds = ds.map(one, num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = ds.batch(batch_size)
     return ds.prefetch(AUTOTUNE).with_options(_options())
 

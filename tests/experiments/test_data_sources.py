@@ -3,6 +3,7 @@
 import gzip
 import os
 import pathlib
+import types
 
 import numpy as np
 import pytest
@@ -223,3 +224,90 @@ def test_real_imagenette_listing_and_subset():
     xv, _ = next(iter(val_ds))
     assert xv.shape == (8, 32, 32, 3)
     assert 0.0 <= float(tf.reduce_min(xv)) and float(tf.reduce_max(xv)) <= 1.0
+
+
+class _FakeBuilder:
+    """Stands in for `tfds.builder(...)`: prepared, tiny, in memory."""
+
+    prepared = True
+
+    def __init__(self, name, data_dir=None):
+        self.name = name
+        sizes = {"train": 12, "test": 6, "validation": 6}
+        self.info = types.SimpleNamespace(
+            features={"label": types.SimpleNamespace(num_classes=3)},
+            splits={
+                k: types.SimpleNamespace(num_examples=v)
+                for k, v in sizes.items()
+            },
+        )
+        shape = (28, 28, 1) if "mnist" in name else (20, 24, 3)
+        rng = np.random.default_rng(0)
+        self.data = {
+            k: (
+                rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+                (np.arange(n) % 3).astype(np.int64),
+            )
+            for k, n in sizes.items()
+        }
+
+    def is_prepared(self):
+        return self.prepared
+
+    def as_dataset(self, split, batch_size=None, as_supervised=True, **kw):
+        images, labels = self.data[split]
+        if batch_size == -1:
+            return tf.constant(images), tf.constant(labels)
+        return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+def test_tfds_sources_with_a_fake_builder(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(tfds, "builder", _FakeBuilder)
+    fake = _FakeBuilder("mnist")
+    _, val_ds = make_datasets("mnist", batch_size=4, source="tfds")
+    x, y = next(iter(val_ds))
+    np.testing.assert_allclose(x, fake.data["test"][0][:4] / 255, rtol=1e-6)
+    assert y.dtype == tf.int32
+    # Large datasets stream from tfds: seeded, resumable, ordered val.
+    kw = dict(
+        batch_size=4,
+        source="tfds",
+        decode_size=16,
+        crop_size=12,
+        augment="googlenet",
+        input_shape=(12, 12, 3),
+        num_classes=3,
+        seed=5,
+    )
+    train_ds, val_ds = make_datasets("imagenette", **kw)
+    resumed, _ = make_datasets("imagenette", skip_batches=4, **kw)
+    a = [b[0].numpy() for b in train_ds.skip(4).take(2)]
+    b = [b[0].numpy() for b in resumed.take(2)]
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    assert [b[1].numpy().tolist() for b in val_ds] == [[0, 1, 2, 0], [1, 2]]
+    monkeypatch.setattr(_FakeBuilder, "prepared", False)
+    with pytest.raises(sources.MissingDataError, match="data.manual_dir"):
+        make_datasets(
+            "imagenet2012", batch_size=4, source="tfds", download=True
+        )
+
+
+def test_data_configs_compose_with_the_root_config():
+    import hydra
+    from omegaconf import OmegaConf
+
+    from experiments.config_schema import register_configs
+
+    register_configs()
+    conf_dir = pathlib.Path(__file__).resolve().parents[2] / "conf"
+    with hydra.initialize_config_dir(
+        version_base="1.3", config_dir=str(conf_dir)
+    ):
+        for path in sorted((conf_dir / "data").glob("*.yaml")):
+            cfg = hydra.compose(
+                "train", overrides=[f"data={path.stem}", "seed=3"]
+            )
+            data = OmegaConf.to_container(cfg.data, resolve=True)
+            assert data["seed"] == 3 and data["name"], path.name
