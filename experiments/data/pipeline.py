@@ -162,6 +162,11 @@ def make_datasets(
             f"batch_size must be a positive int. Received: "
             f"batch_size={batch_size!r}"
         )
+    if not isinstance(seed, int):
+        raise ValueError(
+            f"data.seed must be an int (it fixes the training order). "
+            f"Received: seed={seed!r}"
+        )
     if not isinstance(skip_batches, int) or skip_batches < 0:
         raise ValueError(
             "skip_batches must be an int >= 0. Received: "
@@ -233,20 +238,23 @@ def make_datasets(
         x = tf.cast(x, tf.float32) * rescale
         return x if mean_image is None else x - mean_image
 
+    def view(x, crop):
+        # Deterministic view: shorter side to `resize_size`, centre crop.
+        if crop or resize_size:
+            x = aug.eval_transform(x, crop, resize_size)
+        return x
+
+    def train_batch(x):  # no augmentation: whole batches at once
+        return finish(view(to_float(x), crop_size))
+
     def train_example(x, seed_pair):
-        x = augment_fn(to_float(x), seed_pair)
-        if not needs_augment and (crop_size or resize_size):
-            x = aug.eval_transform(x, crop_size, resize_size)
-        return finish(x)
+        if not needs_augment:
+            return train_batch(x)
+        return finish(augment_fn(to_float(x), seed_pair))
 
     def val_example(x):
-        x = to_float(x)
-        if crop_size or resize_size:
-            crop = crop_size if val_crop else None
-            x = aug.eval_transform(x, crop, resize_size)
-        return finish(x)
+        return finish(view(to_float(x), crop_size if val_crop else None))
 
-    train_batch = val_example if val_crop else None
     train_ds = _train_stream(
         train,
         batch_size,
@@ -254,7 +262,7 @@ def make_datasets(
         skip_batches,
         train_example,
         train_batch,
-        per_example=needs_augment or train.kind != "array" or not val_crop,
+        per_example=needs_augment or train.kind != "array",
         decode_size=decode_size,
     )
     val_ds = _val_stream(

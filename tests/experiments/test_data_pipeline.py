@@ -115,6 +115,7 @@ def test_binarize_flatten_and_channel_normalization():
         (dict(batch_size=0), "batch_size"),
         (dict(batch_size=4096), "larger than the training set"),
         (dict(skip_batches=-1), "skip_batches"),
+        (dict(seed=None), "seed"),
         (dict(augment="cifar", crop_size=12), "input_shape"),
         (dict(augment="autoaugment"), "Unknown augmentation policy"),
         (dict(augment="vgg"), "crop size"),
