@@ -183,9 +183,11 @@ class TrainConfig:
     tags: List[str] = dataclasses.field(default_factory=list)
     seed: int = 0
     # A child run per seed (x variant) under one parent run.
-    seeds: Optional[List[int]] = None
+    # (Typed `Any`: OmegaConf cannot merge a dict into a None typed dict;
+    # `validate_config` checks them.)
+    seeds: Any = None
     # name -> {dotted.key: value} overrides; a child run per variant.
-    variants: Optional[Dict[str, Any]] = None
+    variants: Any = None
     # Reference numbers of the paper (logged as `paper.*` tags).
     paper: Dict[str, Any] = dataclasses.field(default_factory=dict)
     optimized_metric: str = "val/top1_error"
@@ -223,6 +225,7 @@ def register_configs():
             "num_val": 64,
             "seed": "${seed}",
             "noise": 3.0,
+            "nan_after_batches": None,
             "source": "local",
             "local_dir": None,
         },
@@ -339,8 +342,18 @@ def validate_config(cfg):
             )
     if cfg.report is not None and not _is_target_node(cfg.report):
         _fail("report must be null or have a `_target_`.", report=cfg.report)
-    if cfg.seeds is not None and len(set(cfg.seeds)) != len(cfg.seeds):
-        _fail("seeds must be distinct.", seeds=list(cfg.seeds))
+    if cfg.seeds is not None:
+        if not isinstance(cfg.seeds, ListConfig) or not all(
+            isinstance(s, int) for s in cfg.seeds
+        ):
+            _fail("seeds must be null or a list of ints.", seeds=cfg.seeds)
+        if len(set(cfg.seeds)) != len(cfg.seeds):
+            _fail("seeds must be distinct.", seeds=list(cfg.seeds))
+    if cfg.variants is not None and not isinstance(cfg.variants, DictConfig):
+        _fail(
+            "variants must be null or a dict name -> overrides.",
+            variants=cfg.variants,
+        )
     for name, overrides in (cfg.variants or {}).items():
         for key, value in variant_items(name, overrides):
             if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":

@@ -5,9 +5,13 @@ Registered in the Hydra ConfigStore as `data=engine_synthetic` and
 not depend on the real data pipelines or model families. No paper.
 """
 
+import pathlib
+
 import keras
 import numpy as np
 import tensorflow as tf
+
+CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "conf"
 
 
 def make_synthetic_datasets(
@@ -18,6 +22,7 @@ def make_synthetic_datasets(
     num_val=64,
     seed=0,
     noise=3.0,
+    nan_after_batches=None,
     source="local",
     local_dir=None,
 ):
@@ -32,6 +37,9 @@ def make_synthetic_datasets(
         seed: seed of the examples and of the shuffle order.
         noise: std of the Gaussian noise around the class means (which
             have std 1 per pixel); larger is harder.
+        nan_after_batches: if set, training batches after this many get
+            NaN sample weights, hence a NaN loss (tests of the engine's
+            divergence handling).
         source: unused (contract of `experiments.data.make_datasets`).
         local_dir: unused.
 
@@ -60,8 +68,21 @@ def make_synthetic_datasets(
         .shuffle(num_train, seed=seed, reshuffle_each_iteration=True)
         .repeat()
         .batch(batch_size, drop_remainder=True)
-        .prefetch(tf.data.AUTOTUNE)
     )
+    if nan_after_batches is not None:
+        # NaN sample weights make the loss NaN exactly from that batch on
+        # (NaN *inputs* can be swallowed by ReLU on CPU).
+        train_ds = train_ds.enumerate().map(
+            lambda i, xy: (
+                xy[0],
+                xy[1],
+                tf.fill(
+                    [batch_size],
+                    tf.where(i < nan_after_batches, 1.0, float("nan")),
+                ),
+            )
+        )
+    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(
         batch_size
     )
@@ -104,3 +125,74 @@ def build_engine_mlp(
         aux = keras.layers.Dense(num_classes, name="aux_logits")(x)
         outputs = [outputs, aux]
     return keras.Model(inputs, outputs, name=name or "engine_mlp")
+
+
+def fresh_sqlite_store(path):
+    """Creates an empty MLflow SQLite store at `path` by copying a template.
+
+    Creating the tables runs MLflow's database migrations (5-15 s on a busy
+    2-core machine); the template is built once per MLflow version and
+    copied, which takes milliseconds. An existing `path` is left alone.
+
+    Args:
+        path: the `.db` file to create.
+
+    Returns:
+        `path`.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    path = pathlib.Path(path)
+    if path.exists():
+        return path
+    template = pathlib.Path(tempfile.gettempdir()) / (
+        f"convnet-repro-mlflow-{mlflow.__version__}-template.db"
+    )
+    if not template.exists():
+        tmp = template.with_suffix(f".{os.getpid()}.tmp")
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()
+        os.replace(tmp, template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return path
+
+
+def compose(overrides=(), tmp_path=None, return_hydra_config=False):
+    """Composes `conf/train.yaml` with `overrides` (for tests and notebooks).
+
+    Args:
+        overrides: Hydra override strings, e.g. `["experiment=smoke"]`.
+        tmp_path: if set, the MLflow store, artifacts and checkpoints go
+            under this folder.
+        return_hydra_config: keep the `hydra` node (to check launcher and
+            sweeper configs).
+
+    Returns:
+        The composed `DictConfig`.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import experiments.config_schema  # noqa: F401  (schemas, resolvers)
+
+    overrides = list(overrides)
+    if tmp_path is not None:
+        tmp = pathlib.Path(tmp_path)
+        fresh_sqlite_store(tmp / "mlruns.db")
+        overrides += [
+            f"tracking.uri=sqlite:///{tmp}/mlruns.db",
+            f"tracking.artifact_location={tmp}/mlartifacts",
+            f"paths.checkpoint_dir={tmp}/checkpoints",
+            f"paths.output_dir={tmp}/outputs",
+        ]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(
+            "train",
+            overrides=overrides,
+            return_hydra_config=return_hydra_config,
+        )

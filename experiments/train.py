@@ -671,7 +671,13 @@ def train(cfg):
 
 def _call_report(cfg, parent_run_id, chief):
     if chief and cfg.report is not None:
-        hydra.utils.call(cfg.report, cfg=cfg, parent_run_id=parent_run_id)
+        # Not recursive: `cfg` itself holds `_target_` nodes.
+        hydra.utils.call(
+            cfg.report,
+            cfg=cfg,
+            parent_run_id=parent_run_id,
+            _recursive_=False,
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -1,0 +1,267 @@
+"""End-to-end tests of `experiments.train.train` on tiny generated data.
+
+Every run logs to a temporary SQLite MLflow store (no server).
+"""
+
+import math
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from experiments import train as train_lib
+from experiments.engine_fixtures import compose
+
+SMOKE = ["experiment=smoke"]
+REPORT_CALLS = []
+
+
+def record_report(cfg, parent_run_id):
+    """A `report:` target that records its call."""
+    REPORT_CALLS.append((cfg.experiment_name, parent_run_id))
+
+
+def _history(client, run_id, key):
+    return sorted(
+        (m.step, m.value) for m in client.get_metric_history(run_id, key)
+    )
+
+
+def _run(tmp_path, *overrides):
+    cfg = compose(SMOKE + list(overrides), tmp_path=tmp_path)
+    result = train_lib.train(cfg)
+    return cfg, result, MlflowClient()
+
+
+def test_smoke_run_logs_params_metrics_and_artifacts(tmp_path):
+    cfg, result, client = _run(tmp_path)
+    assert result["status"] == "FINISHED"
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    # Flattened resolved config as params.
+    params = run.data.params
+    assert params["trainer.steps"] == "40"
+    assert params["optimizer.name"] == "sgd"
+    assert params["optimizer.learning_rate"] == "0.05"
+    assert params["data.input_shape"] == "[8, 8, 1]"
+    assert params["model.num_classes"] == "4"  # interpolation resolved
+    # Tags.
+    tags = run.data.tags
+    for key in ("keras_version", "tensorflow_version", "device", "git_dirty"):
+        assert tags[key]
+    assert tags["paper.reference"] == "none (engine smoke test)"
+    assert len(tags["repro.run_key"]) == 16
+    # Train metrics every log_every_steps=5, eval every 20, global steps.
+    steps = [s for s, _ in _history(client, run.info.run_id, "train/loss")]
+    assert steps == [5, 10, 15, 20, 25, 30, 35, 40]
+    for key in ("val/loss", "val/top1_error", "val/top5_error"):
+        assert [s for s, _ in _history(client, run.info.run_id, key)] == [
+            20,
+            40,
+        ]
+    acc = _history(client, run.info.run_id, "val/top1_accuracy")
+    err = _history(client, run.info.run_id, "val/top1_error")
+    np.testing.assert_allclose([1 - v for _, v in acc], [v for _, v in err])
+    assert result["val/top1_error"] == pytest.approx(err[-1][1])
+    lr = _history(client, run.info.run_id, "lr")
+    assert [v for _, v in lr] == pytest.approx([0.05] * 8)
+    # Artifacts: model, figure, resolved config.
+    paths = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "figures", "config.yaml"} <= paths
+    model_files = [
+        a.path for a in client.list_artifacts(run.info.run_id, "model")
+    ]
+    assert model_files == ["model/model.keras"]
+    # A checkpoint at the last step.
+    ckpt = tmp_path / "checkpoints" / "smoke" / tags["repro.run_key"]
+    assert (ckpt / "checkpoint.keras").exists()
+    assert '"step": 40' in (ckpt / "state.json").read_text()
+
+
+def test_windowed_train_loss_matches_keras_running_means(tmp_path):
+    # log every 5 steps within epochs of 10: the windowed means of the two
+    # halves must average to Keras' running mean over the epoch.
+    cfg, result, client = _run(tmp_path, "trainer.checkpoint_every_steps=20")
+    hist = dict(_history(client, result["run_id"], "train/top1_accuracy"))
+    for value in hist.values():
+        # 16 examples per step x 5 steps: multiples of 1/80.
+        assert value * 80 == pytest.approx(round(value * 80), abs=1e-3)
+
+
+def test_rerun_of_finished_run_is_skipped(tmp_path):
+    _, first, client = _run(tmp_path)
+    _, second, _ = _run(tmp_path)
+    assert second["run_id"] == first["run_id"]
+    assert second.get("skipped") is True
+    assert second["val/top1_error"] == pytest.approx(first["val/top1_error"])
+    assert len(_history(client, first["run_id"], "train/loss")) == 8
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    _, a, client = _run(tmp_path)
+    _, b, _ = _run(tmp_path, "tracking.resume=false")
+    assert a["run_id"] != b["run_id"]
+    for key in ("train/loss", "val/loss"):
+        assert _history(client, a["run_id"], key) == _history(
+            client, b["run_id"], key
+        )
+    _, c, _ = _run(tmp_path, "seed=1")
+    assert _history(client, c["run_id"], "val/loss") != _history(
+        client, a["run_id"], "val/loss"
+    )
+
+
+def test_variants_and_seeds_make_child_runs_and_call_report(tmp_path):
+    REPORT_CALLS.clear()
+    cfg, result, client = _run(
+        tmp_path,
+        "variants={bn: {model.batch_norm: true}, plain: "
+        "{model.batch_norm: false}}",
+        "seeds=[0,1]",
+        "trainer.steps=20",
+        "+report._target_=tests.experiments.test_train.record_report",
+    )
+    parent = client.get_run(result["run_id"])
+    assert parent.info.status == "FINISHED"
+    assert REPORT_CALLS == [("smoke", parent.info.run_id)]
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    names = sorted(r.data.tags["repro.child"] for r in children)
+    assert names == ["bn-seed0", "bn-seed1", "plain-seed0", "plain-seed1"]
+    by_name = {r.data.tags["repro.child"]: r for r in children}
+    assert by_name["bn-seed1"].data.params["model.batch_norm"] == "True"
+    assert by_name["plain-seed1"].data.params["model.batch_norm"] == "False"
+    assert by_name["plain-seed1"].data.params["seed"] == "1"
+    assert by_name["plain-seed1"].data.tags["variant"] == "plain"
+    assert set(result["children"]) == set(names)
+    # The parent holds the mean over children.
+    values = [r.data.metrics["val/top1_error"] for r in children]
+    assert parent.data.metrics["mean/val/top1_error"] == pytest.approx(
+        np.mean(values)
+    )
+    assert result["val/top1_error"] == pytest.approx(np.mean(values))
+
+
+def test_nan_loss_marks_run_failed_and_keeps_last_good_checkpoint(tmp_path):
+    # Batches after 22 are NaN: the checkpoint at step 20 stays the last.
+    _, result, client = _run(tmp_path, "data.nan_after_batches=22")
+    assert result["status"] == "FAILED"
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FAILED"
+    assert "non-finite loss" in run.data.tags["failure_reason"]
+    assert "step 25" in run.data.tags["failure_reason"]
+    steps = [s for s, _ in _history(client, run.info.run_id, "train/loss")]
+    assert steps == [5, 10, 15, 20]
+    ckpt = tmp_path / "checkpoints" / "smoke" / run.data.tags["repro.run_key"]
+    assert '"step": 20' in (ckpt / "state.json").read_text()
+
+
+def test_aux_outputs_use_loss_weights(tmp_path):
+    _, result, client = _run(
+        tmp_path, "model.aux_head=true", "trainer.loss_weights=[1.0,0.3]"
+    )
+    assert result["status"] == "FINISHED"
+    run = client.get_run(result["run_id"])
+    assert "val/top1_error" in run.data.metrics
+    assert "train/top1_error" in run.data.metrics
+
+
+def test_aux_outputs_without_loss_weights_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="trainer.loss_weights"):
+        _run(tmp_path, "model.aux_head=true")
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            [
+                "schedule=step",
+                "schedule.boundaries=[10,30]",
+                "schedule.gamma=0.5",
+            ],
+            lambda s: 0.05 * 0.5 ** ((s > 10) + (s > 30)),
+        ),
+        (
+            [
+                "schedule=exponential",
+                "schedule.decay_steps=10",
+                "schedule.decay_rate=0.5",
+                "schedule.staircase=false",
+            ],
+            lambda s: 0.05 * 0.5 ** (s / 10),
+        ),
+    ],
+)
+def test_schedules_follow_their_formulas(tmp_path, overrides, expected):
+    _, result, client = _run(tmp_path, "trainer.steps=40", *overrides)
+    lr = _history(client, result["run_id"], "lr")
+    # Logged after `s` updates, i.e. the lr of the next update (step s).
+    for step, value in lr:
+        assert value == pytest.approx(expected(step), rel=1e-5), step
+
+
+def test_plateau_schedule_reduces_lr(tmp_path):
+    _, result, client = _run(
+        tmp_path,
+        "schedule=plateau",
+        "schedule.patience=0",
+        "schedule.min_delta=1000",  # never counts as improving
+        "trainer.eval_every_steps=10",
+        "trainer.checkpoint_every_steps=10",
+    )
+    lr = dict(_history(client, result["run_id"], "lr"))
+    # Eval at 10 sets the best loss; at 20 no "improvement" -> x0.1 (wait 1
+    # >= patience 0), again at 30 and 40.
+    assert lr[15] == pytest.approx(0.05)
+    assert lr[25] == pytest.approx(0.005)
+    assert lr[35] == pytest.approx(0.0005)
+
+
+def test_l2_weight_decay_adds_half_wd_squared_norm_of_kernels():
+    from experiments.engine_fixtures import build_engine_mlp
+
+    model = build_engine_mlp(batch_norm=True)
+    n = train_lib.add_l2_weight_decay(model, 0.01)
+    assert n == 2  # hidden + logits kernels; not biases, not BN
+    kernels = [
+        v.numpy() for v in model.trainable_variables if "kernel" in v.path
+    ]
+    expected = 0.01 / 2 * sum(float(np.sum(k**2)) for k in kernels)
+    got = float(sum(keras.ops.convert_to_numpy(x) for x in model.losses))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_bn_population_stats_are_logged_beside_moving_averages(tmp_path):
+    _, result, client = _run(
+        tmp_path,
+        "model.batch_norm=true",
+        "trainer.bn_population_stats=true",
+        "trainer.bn_population_batches=8",
+    )
+    run = client.get_run(result["run_id"])
+    for key in ("val/top1_error", "val/top1_error_population"):
+        assert key in run.data.metrics
+        assert math.isfinite(run.data.metrics[key])
+    assert "val/top1_error_population" in result
+
+
+def test_mlflow_run_is_active_during_fit_for_user_callbacks(tmp_path):
+    _, result, client = _run(
+        tmp_path,
+        "+callbacks.probe._target_=tests.experiments.test_train.ProbeCallback",
+    )
+    hist = _history(client, result["run_id"], "probe/step")
+    assert hist == [(10, 10.0), (20, 20.0), (30, 30.0), (40, 40.0)]
+
+
+class ProbeCallback(keras.callbacks.Callback):
+    """Logs the global step at every epoch end (chunk = 10 steps)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        mlflow.log_metric("probe/step", step, step=step)
