@@ -138,9 +138,9 @@ def markdown_table(rows, columns, floatfmt=".4g"):
             return format(float(v), floatfmt)
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
             return f"{int(v):,}"
-        return str(v)
+        return str(v).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(columns) + " |"]
+    lines = ["| " + " | ".join(fmt(c) for c in columns) + " |"]
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
         lines.append("| " + " | ".join(fmt(row[c]) for c in columns) + " |")
@@ -192,36 +192,18 @@ def save_figure(fig, path):
     return pathlib.Path(path)
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _configure_tracking(cfg, experiment_name):
-    import mlflow
+    """`experiments.tracking.configure` with the default store."""
+    from omegaconf import OmegaConf
 
-    tcfg = cfg.get("tracking") or {}
-    try:  # the engine's helper, when present (docs/ARCHITECTURE.md)
-        from experiments import tracking
+    from experiments import tracking
 
-        tracking.configure(tcfg, experiment_name)
-        return
-    except ImportError:
-        pass
-    uri = tcfg.get("tracking_uri") or f"sqlite:///{REPO_ROOT / 'mlruns.db'}"
-    artifacts = tcfg.get("artifact_location") or str(REPO_ROOT / "mlartifacts")
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment_name) is None:
-        mlflow.create_experiment(
-            experiment_name, artifact_location=pathlib.Path(artifacts).as_uri()
-        )
-    mlflow.set_experiment(experiment_name)
+    tcfg = OmegaConf.to_container(cfg.get("tracking") or {}, resolve=True)
+    tcfg["uri"] = tcfg.get("uri") or f"sqlite:///{REPO_ROOT / 'mlruns.db'}"
+    tcfg["artifact_location"] = tcfg.get("artifact_location") or str(
+        REPO_ROOT / "mlartifacts"
+    )
+    tracking.configure(tcfg, experiment_name)
 
 
 @contextlib.contextmanager
@@ -231,8 +213,6 @@ def tracked_run(cfg, name):
     With `cfg.tracking.enabled=false` nothing is logged (tests use a
     temporary store instead, so they exercise this path too).
     """
-    from omegaconf import OmegaConf
-
     enabled = bool((cfg.get("tracking") or {}).get("enabled", True))
     if not enabled:
         yield _NullLogger()
@@ -241,14 +221,9 @@ def tracked_run(cfg, name):
 
     _configure_tracking(cfg, f"study-{name}")
     with mlflow.start_run(run_name=cfg.get("run_name") or name) as run:
-        try:
-            from experiments import tracking
+        from experiments import tracking
 
-            tracking.log_config(cfg)
-        except (ImportError, AttributeError):
-            container = OmegaConf.to_container(cfg, resolve=True)
-            params = {k: str(v)[:500] for k, v in _flatten(container).items()}
-            mlflow.log_params(params)
+        tracking.log_config(cfg)
         mlflow.set_tag("study", name)
         yield _MlflowLogger(run)
 

@@ -58,7 +58,7 @@ def test_tracked_run_logs_to_a_temporary_store(tmp_path):
         "edge_efficiency",
         tmp_path,
         "tracking.enabled=true",
-        f"tracking.tracking_uri=sqlite:///{tmp_path}/mlruns.db",
+        f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
         f"tracking.artifact_location={tmp_path}/artifacts",
     )
     (tmp_path / "a.txt").write_text("hi")
@@ -126,3 +126,114 @@ def test_edge_efficiency_run_writes_table(tmp_path):
     assert result["metrics"]["sparse_max_abs_error"] == 0.0
     assert (tmp_path / "edge_efficiency.md").exists()
     assert (tmp_path / "edge_efficiency.png").stat().st_size > 0
+
+
+# ----------------------------------------------------- conv_vs_correlation
+
+
+def _np_full_convolve(image, kernel):
+    """Eq. 9.4 in full mode: S(i, j) = sum_{m,n} I(i - m, j - n) K(m, n)."""
+    h, w = image.shape
+    kh, kw = kernel.shape
+    out = np.zeros((h + kh - 1, w + kw - 1))
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            for m in range(kh):
+                for n in range(kw):
+                    if 0 <= i - m < h and 0 <= j - n < w:
+                        out[i, j] += image[i - m, j - n] * kernel[m, n]
+    return out
+
+
+def test_conv_vs_correlation_matches_numpy_formula():
+    from experiments.studies import conv_vs_correlation as cvc
+    from layers import filter_bank
+
+    rng = np.random.default_rng(0)
+    img = rng.random((6, 7))
+    k = filter_bank.get_filter("sobel_h", 3).astype(np.float64)
+    np.testing.assert_allclose(
+        cvc.conv(img, k, "full"), _np_full_convolve(img, k), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        cvc.corr(img, k, "full"),
+        _np_full_convolve(img, k[::-1, ::-1]),
+        atol=1e-5,
+    )
+    assert cvc.flip_relation(k) == "-K"
+    assert cvc.flip_relation(np.arange(4.0).reshape(2, 2)) == "other"
+
+
+def test_conv_vs_correlation_run(tmp_path):
+    from experiments.studies import conv_vs_correlation as cvc
+
+    cfg = compose_study("conv_vs_correlation", tmp_path, "crop=32")
+    result = cvc.run(cfg)
+    rows = {r["kernel"]: r for r in result["rows"]}
+    assert list(result["rows"][0]) == cvc.COLUMNS
+    for name in ("average", "gaussian", "high_pass", "sharpen"):
+        assert rows[name]["flip(K)"] == "K"
+        assert rows[name]["max |conv - corr|"] <= 1e-6
+    for name in ("sobel_h", "sobel_v", "prewitt_h", "prewitt_v"):
+        assert rows[name]["max |conv - corr|"] > 0.1
+        assert rows[name]["max |conv + corr|"] <= 1e-5  # flip(K) = -K
+    conv_assoc, _, corr_assoc, corr_rule = result["associativity"]
+    assert conv_assoc["max |left - right|"] < 1e-4
+    assert corr_assoc["relative"] > 0.5
+    assert corr_rule["max |left - right|"] < 1e-4
+    text = (tmp_path / "conv_vs_correlation.md").read_text()
+    assert "max \\|conv - corr\\|" in text
+
+
+# ------------------------------------------------------------ equivariance
+
+
+def test_equivariance_shift_is_zero_filled():
+    from experiments.studies import equivariance as eq
+
+    x = np.arange(12.0).reshape(1, 3, 4, 1)
+    y = eq.shift(x, 1, 2)
+    expected = np.zeros_like(x)
+    for i in range(3):
+        for j in range(4):
+            if i >= 1 and j >= 2:
+                expected[0, i, j, 0] = x[0, i - 1, j - 2, 0]
+    np.testing.assert_array_equal(y, expected)
+    with pytest.raises(ValueError, match="Received: dy="):
+        eq.shift(x, -1, 0)
+
+
+def test_equivariance_run(tmp_path):
+    from experiments.studies import equivariance as eq
+
+    cfg = compose_study(
+        "equivariance",
+        tmp_path,
+        "num_images=2",
+        "size=24",
+        "filters=4",
+        "max_shift=3",
+        "pool_sizes=[1,3]",
+        "kinds=[conv,tiled2,unshared]",
+        "shifts_table=[[1,2],[2,2]]",
+    )
+    result = eq.run(cfg)
+    assert list(result["rows"][0]) == eq.COLUMNS
+    err = {
+        (r["layer"], r["transform"]): r["rel. error (interior)"]
+        for r in result["rows"]
+    }
+    whole = {
+        (r["layer"], r["transform"]): r["rel. error (whole map)"]
+        for r in result["rows"]
+    }
+    assert err["conv", "shift (1, 2)"] < 1e-5
+    assert whole["conv", "shift (1, 2)"] > 1e-3  # the border differs
+    assert err["unshared", "shift (2, 2)"] > 0.5
+    assert err["tiled2", "shift (2, 2)"] < 1e-5  # multiple of t
+    assert err["tiled2", "shift (1, 2)"] > 0.5
+    assert whole["conv", "rotate 90 deg"] > 0.05
+    assert whole["conv", "scale x2 (nearest)"] > 0.05
+    pooling = result["pooling"]
+    assert pooling[1][0] == pooling[3][0] == 1.0
+    assert pooling[3][1] > pooling[1][1] + 0.1
