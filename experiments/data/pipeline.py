@@ -338,7 +338,9 @@ def _load(
         directory = sources.resolve_local_dir(name, local_dir)
     if directory is None and source == "local":
         raise sources.MissingDataError(
-            sources.missing_data_message(name, local_dir)
+            sources.missing_data_message(
+                name, local_dir, tfds_name, local_reader=kind != "none"
+            )
         )
     if directory is None:
         return _load_tfds(
@@ -377,7 +379,12 @@ def _load_tfds(
     if not builder.is_prepared():
         if not download:
             raise sources.MissingDataError(
-                sources.missing_data_message(name, local_dir, tfds_name)
+                sources.missing_data_message(
+                    name,
+                    local_dir,
+                    tfds_name,
+                    local_reader=DATASETS[name][0] != "none",
+                )
             )
         if name == "imagenet2012" and not (
             manual_dir and os.path.isdir(os.path.expanduser(manual_dir))

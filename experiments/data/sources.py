@@ -240,19 +240,28 @@ def _looks_like(name, directory):
     return (directory / "train").is_dir() and (directory / "val").is_dir()
 
 
-def missing_data_message(name, local_dir, tfds_name=None):
+def missing_data_message(name, local_dir, tfds_name=None, local_reader=True):
     """One line saying where `name` was looked for and how to provide it."""
     subdir = LOCAL_SUBDIRS.get(name, name)
-    how = (
-        f"set {ENV_VAR} to a folder holding {subdir}/, or pass "
-        f"data.local_dir=<dir>"
-    )
+    fixes = []
+    if local_reader:
+        fixes.append(
+            f"set {ENV_VAR} to a folder holding {subdir}/ or pass "
+            "data.local_dir=<dir>"
+        )
     if tfds_name:
-        how += (
-            f", or use data.source=tfds data.download=true to let "
-            f"tensorflow-datasets fetch {tfds_name!r}"
+        fixes.append(
+            "use data.source=auto data.download=true so tensorflow-datasets "
+            "fetches "
+            f"{tfds_name!r} (into data.tfds_data_dir)"
+            + (
+                " from the ILSVRC2012 tar files in data.manual_dir"
+                if tfds_name == "imagenet2012"
+                else ""
+            )
         )
     return (
-        f"Dataset {name!r} not found offline ({how}). Received: "
-        f"local_dir={local_dir!r}, {ENV_VAR}={os.environ.get(ENV_VAR)!r}"
+        f"Dataset {name!r} not found offline; {', or '.join(fixes)}. "
+        f"Received: local_dir={local_dir!r}, "
+        f"{ENV_VAR}={os.environ.get(ENV_VAR)!r}"
     )

@@ -186,6 +186,7 @@ def test_missing_data_is_one_clear_line(tmp_path, monkeypatch):
     assert "\n" not in message
     assert sources.ENV_VAR in message and "data.local_dir" in message
     assert "Received: local_dir=" in message
+    assert "data.download=true" in message  # mnist is also on tfds
     # auto: nothing local, tfds not prepared, no download -> same kind of
     # error naming the tfds fix, before any download is attempted.
     with pytest.raises(sources.MissingDataError, match="data.download=true"):
