@@ -44,4 +44,7 @@ ui:  ## MLflow UI on the local tracking store
 bn-mnist:  ## BN paper Fig. 1: MNIST MLP with/without BN, 50k steps, 3 seeds
 	$(RUN) experiment=bn_mnist $(ARGS)
 
-.PHONY: help install test test-slow lint bench ui bn-mnist
+data-check:  ## Build every conf/data config; print shapes, ranges, speed
+	$(PY) -m experiments.data $(ARGS)
+
+.PHONY: help install test test-slow lint bench ui bn-mnist data-check
