@@ -70,6 +70,8 @@ def test_short_run_has_the_shape_of_fig1(tmp_path):
         [
             "experiment=bn_mnist",
             "trainer.steps=3000",
+            "trainer.eval_every_steps=500",  # a finer early curve
+            "trainer.log_every_steps=500",
             "seeds=[0]",
             f"report.results_dir={results}",
             "tracking.log_model=false",
