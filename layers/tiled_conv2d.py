@@ -7,20 +7,46 @@ A set of t x t kernels is cycled through as one moves across the output:
 units t steps apart share weights. t = 1 is ordinary convolution; t >= the
 output size gives a locally connected layer. Biases are tiled like kernels.
 
-Implementation (exact, and about the cost of one convolution): output rows
-`a, a + t, a + 2t, ...` all use kernel row `a`, so for each of the t_h * t_w
-tile offsets `(a, b)` one strided convolution (stride `s * t`) of the input
-shifted by `(a * s, b * s)` computes exactly the outputs that use kernel
-`(a, b)`. The t^2 partial outputs are interleaved back with a reshape (a
-depth-to-space). Each output is computed once, so the FLOPs equal Conv2D's.
+Two exact implementations, chosen at build time (see `_plan`):
+
+- "space_to_depth" (default when it costs <= 4x the FLOPs, i.e. t <= 3 for
+  3x3 kernels): the input is cut into s*t x s*t blocks moved to channels and
+  one dense stride-1 convolution with a block kernel (assembled from the
+  tiled kernels by constant 0/1 selections) computes all t x t tile phases
+  at once; a depth-to-space puts the outputs back. One large convolution is
+  what oneDNN/XLA run fastest.
+- "strided": output rows a, a + t, ... all use tile row a, so for each of
+  the t_h * t_w tile offsets one convolution with stride s*t of the input
+  shifted by s*a computes exactly those outputs (Conv2D's FLOPs, t^2 ops).
+
+t = 1 is a plain `ops.conv`.
 """
 
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from layers import _utils
+
+
+def _phase_selection(t, s, k):
+    """0/1 array S[q, r, a, m] = [s * a + m == s * t * q + r], and q's size.
+
+    Output row `t * u + a` (tile a) reads input row `s * (t * u + a) + m`
+    = `T * (u + q) + r` with block size `T = s * t`: block `u + q`, phase r.
+    """
+    block = s * t
+    taps = (s * (t - 1) + k - 1) // block + 1
+    sel = np.zeros((taps, block, t, k), "float32")
+    for q in range(taps):
+        for r in range(block):
+            for a in range(t):
+                m = block * q + r - s * a
+                if 0 <= m < k:
+                    sel[q, r, a, m] = 1.0
+    return sel, taps
 
 
 @keras.saving.register_keras_serializable(package="repro")
@@ -156,6 +182,7 @@ class TiledConv2D(keras.layers.Layer):
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
+        self._plan(h, w)
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
@@ -166,6 +193,31 @@ class TiledConv2D(keras.layers.Layer):
             )
         else:
             self.bias = None
+
+    def _plan(self, h, w):
+        """Picks the implementation and precomputes its constants."""
+        th, tw = self._tiles
+        if th == 1 and tw == 1:
+            self._implementation = "conv"
+            return
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        self._out = self._spatial_out((h, w))
+        self._nh = math.ceil(self._out[0] / th)
+        self._nw = math.ceil(self._out[1] / tw)
+        self._same_pads = [
+            _utils.same_padding(h, kh, sh),
+            _utils.same_padding(w, kw, sw),
+        ]
+        sel_h, kph = _phase_selection(th, sh, kh)
+        sel_w, kpw = _phase_selection(tw, sw, kw)
+        # Space-to-depth multiplies the FLOPs by the block kernel's taps over
+        # the real taps (16/9 for t=2, k=3; 4 for t=3) but runs one dense
+        # stride-1 convolution, which measured faster than t^2 strided
+        # convolutions up to a factor of 4 (benchmarks/bench_layers.py).
+        self._select = (sel_h, sel_w)
+        self._block_kernel = (kph, kpw)
+        factor = (kph * kpw * sh * th * sw * tw) / (kh * kw)
+        self._implementation = "space_to_depth" if factor <= 4.0 else "strided"
 
     def _spatial_out(self, spatial):
         return tuple(
@@ -186,52 +238,88 @@ class TiledConv2D(keras.layers.Layer):
                 outputs = outputs + self.bias[0, 0]
             return self.activation(outputs)
 
-        h, w = inputs.shape[1], inputs.shape[2]
-        oh, ow = self._spatial_out((h, w))
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        nh, nw = math.ceil(oh / th), math.ceil(ow / tw)
-        # Pad to the "same" borders, then pad/crop the bottom/right so that
-        # every tile offset yields exactly (nh, nw) outputs.
-        pads = [(0, 0), (0, 0)]
-        if self.padding == "same":
-            pads = [
-                _utils.same_padding(h, kh, sh),
-                _utils.same_padding(w, kw, sw),
-            ]
-        need_h = sh * (th * nh - 1) + kh
-        need_w = sw * (tw * nw - 1) + kw
-        extra_h = need_h - (h + sum(pads[0]))
-        extra_w = need_w - (w + sum(pads[1]))
-        pads = [
-            (pads[0][0], pads[0][1] + max(extra_h, 0)),
-            (pads[1][0], pads[1][1] + max(extra_w, 0)),
-        ]
         x = inputs
-        if any(p for pair in pads for p in pair):
-            x = ops.pad(x, [(0, 0), *pads, (0, 0)])
-        x = x[:, :need_h, :need_w, :]
+        if self.padding == "same":
+            x = ops.pad(x, [(0, 0), *self._same_pads, (0, 0)])
+        if self._implementation == "space_to_depth":
+            y = self._call_space_to_depth(x)
+        else:
+            y = self._call_strided(x)
+        if self.use_bias:
+            y = y + ops.tile(self.bias, (self._nh, self._nw, 1))
+        oh, ow = self._out
+        if self._nh * self._tiles[0] != oh or self._nw * self._tiles[1] != ow:
+            y = y[:, :oh, :ow, :]
+        return self.activation(y)
 
+    def _fit(self, x, height, width):
+        """Zero-pads (bottom/right) or crops x to (height, width)."""
+        h, w = x.shape[1], x.shape[2]
+        if height > h or width > w:
+            x = ops.pad(
+                x,
+                [
+                    (0, 0),
+                    (0, max(height - h, 0)),
+                    (0, max(width - w, 0)),
+                    (0, 0),
+                ],
+            )
+        if height < h or width < w:
+            x = x[:, :height, :width, :]
+        return x
+
+    def _interleave(self, y):
+        """(B, nh, nw, th, tw, F) tile outputs -> (B, nh*th, nw*tw, F)."""
+        th, tw = self._tiles
+        y = ops.reshape(y, (-1, self._nh, self._nw, th, tw, self.filters))
+        y = ops.transpose(y, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(y, (-1, self._nh * th, self._nw * tw, self.filters))
+
+    def _call_space_to_depth(self, x):
+        # One stride-1 convolution over the input's space-to-depth blocks of
+        # T = s * t pixels: block row u + q, phase r feeds output row
+        # t * u + a through kernel row m = T * q + r - s * a of tile a.
+        # The block kernel is assembled from `self.kernel` with constant 0/1
+        # selection tensors, so gradients reach the tiled kernel directly.
+        (th, tw), (sh, sw) = self._tiles, self.strides
+        bh, bw = sh * th, sw * tw
+        (kph, kpw), c = self._block_kernel, x.shape[-1]
+        hb, wb = self._nh + kph - 1, self._nw + kpw - 1
+        x = self._fit(x, hb * bh, wb * bw)
+        x = ops.reshape(x, (-1, hb, bh, wb, bw, c))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        x = ops.reshape(x, (-1, hb, wb, bh * bw * c))
+        sel_h = ops.convert_to_tensor(self._select[0], self.compute_dtype)
+        sel_w = ops.convert_to_tensor(self._select[1], self.compute_dtype)
+        kernel = ops.einsum(
+            "qram,spbn,abmncf->qsrpcabf", sel_h, sel_w, self.kernel
+        )
+        kernel = ops.reshape(
+            kernel, (kph, kpw, bh * bw * c, th * tw * self.filters)
+        )
+        return self._interleave(ops.conv(x, kernel, padding="valid"))
+
+    def _call_strided(self, x):
+        # Outputs a, a + t, a + 2t, ... use tile a: one convolution with
+        # stride s * t of the input shifted by s * a per tile offset.
+        (th, tw), (sh, sw) = self._tiles, self.strides
+        (kh, kw) = self.kernel_size
+        need_h = sh * (th * self._nh - 1) + kh
+        need_w = sw * (tw * self._nw - 1) + kw
+        x = self._fit(x, need_h, need_w)
         parts = []
         for a in range(th):
             for b in range(tw):
-                xs = x[:, a * sh : need_h, b * sw : need_w, :]
-                y = ops.conv(
-                    xs,
-                    self.kernel[a, b],
-                    strides=(sh * th, sw * tw),
-                    padding="valid",
+                parts.append(
+                    ops.conv(
+                        x[:, a * sh :, b * sw :, :],
+                        self.kernel[a, b],
+                        strides=(sh * th, sw * tw),
+                        padding="valid",
+                    )
                 )
-                if self.use_bias:
-                    y = y + self.bias[a, b]
-                parts.append(y)
-        # (B, nh, nw, th*tw, F) -> (B, nh, th, nw, tw, F) -> (B, H', W', F).
-        y = ops.stack(parts, axis=3)
-        y = ops.reshape(y, (-1, nh, nw, th, tw, self.filters))
-        y = ops.transpose(y, (0, 1, 3, 2, 4, 5))
-        y = ops.reshape(y, (-1, nh * th, nw * tw, self.filters))
-        if nh * th != oh or nw * tw != ow:
-            y = y[:, :oh, :ow, :]
-        return self.activation(y)
+        return self._interleave(ops.stack(parts, axis=3))
 
     def compute_output_shape(self, input_shape):
         oh, ow = self._spatial_out(tuple(input_shape[1:3]))

@@ -10,7 +10,8 @@ offered up to Keras 2 (DeepFace, Taigman et al. 2014).
 
 Implementation: the kh*kw shifted (strided) views of the input are
 concatenated into patches `(B, oh*ow, kh*kw*c)` and one batched matrix product
-`einsum("bpk,pkf->bpf")` applies the per-position kernels. See
+`einsum("bpk,pkf->bpf")` (a position-major batched matmul) applies the
+per-position kernels. See
 `benchmarks/bench_layers.py` for the comparison with tf_keras.
 """
 
@@ -147,7 +148,10 @@ class _UnsharedConv(keras.layers.Layer):
         num_pos = math.prod(self._out)
         patches = ops.reshape(patches, (-1, num_pos, patches.shape[-1]))
         kernel = ops.reshape(self.kernel, (num_pos, -1, self.filters))
-        outputs = ops.einsum("bpk,pkf->bpf", patches, kernel)
+        # einsum("bpk,pkf->bpf") as an explicit position-major batched
+        # matmul: TF's einsum picks a slower path without XLA (see bench).
+        outputs = ops.matmul(ops.transpose(patches, (1, 0, 2)), kernel)
+        outputs = ops.transpose(outputs, (1, 0, 2))
         outputs = ops.reshape(outputs, (-1, *self._out, self.filters))
         if self.use_bias:
             outputs = outputs + self.bias

@@ -23,6 +23,7 @@ def test_basics(tmp_path):
     assert tuple(layer.bias.shape) == (2, 3, 4)  # biases tiled like kernels
 
 
+@pytest.mark.parametrize("implementation", ["space_to_depth", "strided"])
 @pytest.mark.parametrize(
     "tile, strides, padding",
     [
@@ -33,7 +34,7 @@ def test_basics(tmp_path):
         (4, (1, 1), "valid"),  # t does not divide the output (7)
     ],
 )
-def test_matches_eq_9_10(tile, strides, padding):
+def test_matches_eq_9_10(tile, strides, padding, implementation):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 9, 8, 3)).astype("float32")
     layer = TiledConv2D(
@@ -44,6 +45,8 @@ def test_matches_eq_9_10(tile, strides, padding):
         tile_size=tile,
         bias_initializer="random_normal",
     )
+    layer.build(x.shape)
+    layer._implementation = implementation  # both exact paths, every case
     y = keras.ops.convert_to_numpy(layer(x))
     kernel, bias = (w.numpy() for w in layer.weights)
     # Keras (th, tw, kh, kw, c, f) -> book K[i=f, l=c, m, n, tile_j, tile_k].
@@ -102,6 +105,17 @@ def test_equal_tiles_is_conv2d():
         [np.broadcast_to(k, (3, 3, *k.shape)), np.broadcast_to(b, (3, 3, 3))]
     )
     np.testing.assert_allclose(layer(x), expected, atol=1e-5)
+
+
+def test_plan_picks_space_to_depth_for_small_tiles():
+    small, large = (
+        TiledConv2D(2, 3, tile_size=3),
+        TiledConv2D(2, 3, tile_size=4),
+    )
+    small.build((None, 12, 12, 1))
+    large.build((None, 12, 12, 1))
+    assert small._implementation == "space_to_depth"
+    assert large._implementation == "strided"
 
 
 def test_gradients_flow_to_every_tile():
