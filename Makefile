@@ -44,7 +44,10 @@ ui:  ## MLflow UI on the local tracking store
 bn-mnist:  ## BN paper Fig. 1: MNIST MLP with/without BN, 50k steps, 3 seeds
 	$(RUN) experiment=bn_mnist $(ARGS)
 
+bn-mnist-short:  ## BN Fig. 1 shortened: 3k steps, 1 seed (outputs/bn_mnist_short)
+	$(RUN) experiment=bn_mnist_short $(ARGS)
+
 data-check:  ## Build every conf/data config; print shapes, ranges, speed
 	$(PY) -m experiments.data $(ARGS)
 
-.PHONY: help install test test-slow lint bench ui bn-mnist data-check
+.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check

@@ -50,6 +50,16 @@ def test_greyscale_switch(tmp_path):
     assert cfg.callbacks.sigmoid_percentiles.data.binarize is False
 
 
+def test_short_config_is_the_full_one_shortened(tmp_path):
+    full = compose(["experiment=bn_mnist"], tmp_path=tmp_path)
+    short = compose(["experiment=bn_mnist_short"], tmp_path=tmp_path)
+    assert short.trainer.steps == 3000 and list(short.seeds) == [0]
+    assert short.experiment_name != full.experiment_name
+    for key in ("data", "model", "optimizer", "variants"):
+        assert short[key] == full[key], key
+    assert short.report.results_dir != full.report.results_dir
+
+
 def _history(client, run_id, key):
     return sorted(
         (m.step, m.value) for m in client.get_metric_history(run_id, key)
@@ -68,11 +78,7 @@ def test_short_run_has_the_shape_of_fig1(tmp_path):
     results = tmp_path / "results"
     cfg = compose(
         [
-            "experiment=bn_mnist",
-            "trainer.steps=3000",
-            "trainer.eval_every_steps=500",  # a finer early curve
-            "trainer.log_every_steps=500",
-            "seeds=[0]",
+            "experiment=bn_mnist_short",  # 3,000 steps, 1 seed, eval / 500
             f"report.results_dir={results}",
             "tracking.log_model=false",
         ],
