@@ -23,6 +23,7 @@ Value pipeline per example: uint8 -> float32 * `rescale` -> augmentation
 -> `flatten`.
 """
 
+import hashlib
 import os
 
 import numpy as np
@@ -127,7 +128,8 @@ def make_datasets(
         val_crop: if False the val images are resized to `resize_size` but
             not cropped, for `eval_views` (10-crop, multi-scale).
         cache: image folders: keep all decoded images in memory (needs
-            `decode_size`; decoded once per process).
+            `decode_size`; decoded once per process). A folder path also
+            stores the decoded arrays there as `.npy` for later processes.
         num_train_examples: keep only the first `n` training examples (in a
             fixed, seed-independent order; the synthetic set size).
         num_val_examples: same for validation.
@@ -458,10 +460,24 @@ def square_image(image, decode_size=None):
 
 
 def _materialize(split, decode_size, cache):
-    """Decodes an image-folder split into memory once per process."""
+    """Decodes an image-folder split into memory once per process.
+
+    With `cache` a folder path, the decoded uint8 array is also saved there
+    as `.npy` (named by a hash of the file list and `decode_size`) and
+    loaded by later processes instead of decoding again.
+    """
     if split.kind != "files" or not (cache and decode_size):
         return split
     key = (tuple(split.paths), decode_size)
+    npy = None
+    if isinstance(cache, str):
+        digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+        npy = os.path.join(
+            os.path.expanduser(cache),
+            f"decoded_{decode_size}px_{len(split.paths)}_{digest}.npy",
+        )
+    if key not in _DECODE_CACHE and npy and os.path.isfile(npy):
+        _DECODE_CACHE[key] = np.load(npy)
     if key not in _DECODE_CACHE:
         ds = tf.data.Dataset.from_tensor_slices(split.paths).map(
             lambda p: decode_image(p, decode_size),
@@ -471,6 +487,11 @@ def _materialize(split, decode_size, cache):
         _DECODE_CACHE[key] = np.concatenate(
             list(ds.batch(256).as_numpy_iterator())
         )
+    if npy and not os.path.isfile(npy):
+        os.makedirs(os.path.dirname(npy), exist_ok=True)
+        tmp = f"{npy}.{os.getpid()}.tmp.npy"
+        np.save(tmp, _DECODE_CACHE[key])
+        os.replace(tmp, npy)  # atomic: concurrent runs never read half
     return _Split(
         split.labels, _DECODE_CACHE[key], num_classes=split.num_classes
     )

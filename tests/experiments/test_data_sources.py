@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from experiments.data import make_datasets
+from experiments.data import pipeline
 from experiments.data import sources
 
 DATA_ROOT = pathlib.Path(os.environ.get(sources.ENV_VAR, "/nonexistent"))
@@ -149,7 +150,7 @@ def test_image_folder_listing_and_pipeline(tmp_path):
     assert classes == ["cat", "dog"]
     assert labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert all(p.endswith(".png") for p in paths) and paths == sorted(paths)
-    for cache in (True, False):
+    for cache in (True, False, str(tmp_path / "cache")):
         train_ds, val_ds = make_datasets(
             "imagenette",
             batch_size=2,
@@ -174,6 +175,23 @@ def test_image_folder_listing_and_pipeline(tmp_path):
             atol=1e-5,
         )
         assert [b[1].numpy().tolist() for b in val_ds] == [[0, 0, 0, 1], [1, 1]]
+    saved = sorted((tmp_path / "cache").glob("decoded_16px_6_*.npy"))
+    assert len(saved) == 2
+    # A later process (empty in-memory cache) reads the .npy files back.
+    pipeline._DECODE_CACHE.clear()
+    for path in saved:  # halve the stored pixels: visible if read back
+        np.save(path, np.load(path) // 2)
+    _, val_ds = make_datasets(
+        "imagenette",
+        batch_size=2,
+        source="local",
+        local_dir=str(tmp_path),
+        decode_size=16,
+        cache=str(tmp_path / "cache"),
+    )
+    first = next(iter(val_ds))[0].numpy()
+    np.testing.assert_allclose(first, 25 / 255 * np.ones_like(first))
+    pipeline._DECODE_CACHE.clear()
 
 
 def test_missing_data_is_one_clear_line(tmp_path, monkeypatch):
