@@ -50,4 +50,7 @@ bn-mnist-short:  ## BN Fig. 1 shortened: 3k steps, 1 seed (outputs/bn_mnist_shor
 data-check:  ## Build every conf/data config; print shapes, ranges, speed
 	$(PY) -m experiments.data $(ARGS)
 
-.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check
+bn-inception:  ## BN Fig. 2-3: Inception vs BN-x5/x30 steps (SCALE=full: ImageNet)
+	$(RUN) experiment=$(if $(filter full,$(SCALE)),bn_inception_full,bn_inception) $(ARGS)
+
+.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception
