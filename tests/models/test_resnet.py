@@ -48,14 +48,14 @@ def test_paper_counts_deep(variant):
 
 
 def test_shortcut_options_count_by_formula():
-    counts = {s: trainable_count(build_resnet("resnet34", shortcut=s))
+    counts = {s: trainable_count(build_resnet("resnet18", shortcut=s))
               for s in "ABC"}  # fmt: skip
     # B adds a 1x1 projection + BN (gamma, beta) where dimensions grow.
     grow = [(64, 128), (128, 256), (256, 512)]
     assert counts["B"] - counts["A"] == sum(i * o + 2 * o for i, o in grow)
-    # C also projects every identity shortcut: all 3 blocks of conv2 (64 ->
-    # 64 at stride 1), then 4-1, 6-1, 3-1 blocks.
-    same = [64] * 3 + [128] * 3 + [256] * 5 + [512] * 2
+    # C also projects every identity shortcut: both blocks of conv2 (64 ->
+    # 64 at stride 1), then the second block of conv3, conv4, conv5.
+    same = [64, 64, 128, 256, 512]
     assert counts["C"] - counts["B"] == sum(c * c + 2 * c for c in same)
 
 

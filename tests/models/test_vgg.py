@@ -25,7 +25,7 @@ COUNTS = {
 }
 
 
-def test_vgg_d_count_shapes_and_keras_applications():
+def test_vgg_d_count_and_shapes():
     model = build_vgg("D")
     assert model.count_params() == COUNTS["D"]
     assert model.get_layer("block5_pool").output.shape[1:] == (7, 7, 512)
@@ -34,8 +34,12 @@ def test_vgg_d_count_shapes_and_keras_applications():
         if isinstance(layer, keras.layers.Conv2D)
     ]  # fmt: skip
     assert len(convs) == 13  # 16 weight layers - 3 FC
-    ref = keras.applications.VGG16(weights=None)
-    assert ref.count_params() == model.count_params()
+
+
+@pytest.mark.slow
+def test_d_and_e_equal_keras_applications():
+    assert keras.applications.VGG16(weights=None).count_params() == COUNTS["D"]
+    assert keras.applications.VGG19(weights=None).count_params() == COUNTS["E"]
 
 
 @pytest.mark.slow
