@@ -237,3 +237,184 @@ def test_equivariance_run(tmp_path):
     pooling = result["pooling"]
     assert pooling[1][0] == pooling[3][0] == 1.0
     assert pooling[3][1] > pooling[1][1] + 0.1
+
+
+# ------------------------------------------------------- parameter_sharing
+
+
+def test_parameter_sharing_quadrant_canvas():
+    from experiments.studies import parameter_sharing as ps
+
+    digits = np.arange(2 * 10 * 10, dtype=np.float32).reshape(2, 10, 10)
+    x = ps.quadrant_canvas(digits, np.array([0, 3]), canvas=36)
+    np.testing.assert_array_equal(x[0, 8:18, 8:18, 0], digits[0])
+    np.testing.assert_array_equal(x[1, 18:28, 18:28, 0], digits[1])
+    assert x[0].sum() == digits[0].sum() and x[1].sum() == digits[1].sum()
+    with pytest.raises(ValueError, match="Received: canvas="):
+        ps.quadrant_canvas(digits, np.array([0, 1]), canvas=20)
+
+
+def test_parameter_sharing_conv_with_global_pool_cannot_see_quadrant():
+    from experiments.studies import parameter_sharing as ps
+
+    rng = np.random.default_rng(0)
+    digits = rng.random((4, 10, 10)).astype(np.float32)
+    sens = {
+        kind: ps.position_sensitivity(
+            ps.build_net(kind, (36, 36, 1), 4), digits
+        )
+        for kind in ("conv", "unshared", "dense")
+    }
+    assert sens["conv"] < 1e-5  # exact invariance (8-pixel margins)
+    assert sens["unshared"] > 1e-3
+    assert sens["dense"] > 1e-3
+
+
+def test_parameter_sharing_run(tmp_path):
+    from experiments.studies import parameter_sharing as ps
+
+    cfg = compose_study(
+        "parameter_sharing",
+        tmp_path,
+        "kinds=[unshared,conv]",
+        "steps.mnist=2",
+        "steps.quadrant=2",
+        "n_train=128",
+        "n_test=64",
+        "n_sensitivity=4",
+    )
+    result = ps.run(cfg)
+    rows = {(r["task"], r["layer"]): r for r in result["rows"]}
+    assert list(result["rows"][0]) == ps.COLUMNS
+    # conv: 5*5*1*8+8 + 3*3*8*16+16 + 16*10+10; unshared: per position
+    # (24*24 and 10*10 output positions) kernels and biases.
+    conv_params = (25 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 10 + 10)
+    unshared_params = (
+        24 * 24 * (25 * 8 + 8) + 10 * 10 * (9 * 8 * 16 + 16) + 16 * 10 + 10
+    )
+    assert rows["mnist", "conv"]["parameters"] == conv_params == 1546
+    assert rows["mnist", "unshared"]["parameters"] == unshared_params
+    assert rows["mnist", "conv"]["storage (bytes)"] == 4 * conv_params
+    assert rows["quadrant", "conv"]["position sensitivity"] < 1e-5
+    assert rows["quadrant", "unshared"]["position sensitivity"] > 1e-4
+    assert (tmp_path / "parameter_sharing.md").exists()
+
+
+# --------------------------------------------------- variable_size_pooling
+
+
+def test_variable_size_pooling_net_takes_any_size():
+    from experiments.studies import variable_size_pooling as vsp
+
+    model = vsp.build_net(filters=(4, 4, 8))
+    for size in (16, 21, 40):
+        x = np.zeros((2, size, size, 1), np.float32)
+        assert tuple(model(x).shape) == (2, 10)
+
+
+def test_variable_size_pooling_run(tmp_path):
+    from experiments.studies import variable_size_pooling as vsp
+
+    cfg = compose_study(
+        "variable_size_pooling",
+        tmp_path,
+        "n_train=128",
+        "n_test=32",
+        "steps=3",
+        "train_sizes=[20,28]",
+        "eval_sizes=[16,28]",
+        "filters=[4,4,8]",
+    )
+    result = vsp.run(cfg)
+    assert [r["size (px)"] for r in result["rows"]] == [16, 28]
+    assert set(result["rows"][0]) == {
+        "size (px)",
+        "seen in mixed training",
+        "acc mixed-size training",
+        "acc 28-px training",
+    }
+    assert all(0 <= r["acc mixed-size training"] <= 1 for r in result["rows"])
+    assert result["rows"][0]["seen in mixed training"] == "no"
+
+
+# ------------------------------------------------------- structured_output
+
+
+def test_structured_output_composite_labels():
+    from experiments.studies import structured_output as so
+
+    images, labels = common.load_mnist("test", 50)
+    x, y = so.make_composites(images, labels, 8, 56, (2, 3), 0, 0.5)
+    assert x.shape == (8, 56, 56, 1) and y.shape == (8, 56, 56)
+    assert set(np.unique(y)) <= set(range(11)) and y.max() > 0
+    # Labelled pixels are bright; bright pixels are labelled.
+    assert np.all(x[..., 0][y > 0] > 0.5)
+    assert np.all(y[x[..., 0] > 0.5] > 0)
+    # Every composite holds 2 or 3 labelled digit regions' classes.
+    assert all(1 <= len(set(np.unique(m)) - {0}) <= 3 for m in y)
+
+
+def test_structured_output_metrics_match_hand_count():
+    from experiments.studies import structured_output as so
+
+    t = np.array([0, 0, 1, 1, 2])
+    p = np.array([0, 1, 1, 1, 0])
+    m = so.segmentation_metrics(t, p, num_classes=3)
+    assert m["pixel_accuracy"] == 3 / 5
+    assert m["foreground_accuracy"] == 2 / 3
+    # IoU: class0 1/3, class1 2/3, class2 0/1.
+    np.testing.assert_allclose(m["iou"], [1 / 3, 2 / 3, 0.0])
+    assert np.isclose(m["mean_iou"], 1 / 3)
+
+
+def test_structured_output_run(tmp_path):
+    from experiments.studies import structured_output as so
+
+    cfg = compose_study(
+        "structured_output",
+        tmp_path,
+        "n_train_digits=200",
+        "n_test_digits=100",
+        "n_train=32",
+        "n_test=8",
+        "steps=1",
+        "filters=[4,4,8]",
+    )
+    result = so.run(cfg)
+    assert len(result["rows"]) == so.NUM_CLASSES
+    assert set(result["rows"][0]) == {"class", "test pixels", "IoU"}
+    assert 0 <= result["metrics"]["mean_iou"] <= 1
+    assert (tmp_path / "structured_output.png").exists()
+
+
+# ----------------------------------------------------- first_layer_filters
+
+
+def test_low_frequency_fraction_extremes():
+    from experiments.studies import first_layer_filters as flf
+
+    i, j = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    smooth = np.cos(2 * np.pi * i / 8)  # lowest non-DC frequency
+    checker = (-1.0) ** (i + j)  # highest frequency
+    k = np.stack([smooth, checker], -1)[:, :, None, :]
+    frac = flf.low_frequency_fraction(k)
+    np.testing.assert_allclose(frac, [1.0, 0.0], atol=1e-12)
+
+
+def test_first_layer_filters_run(tmp_path):
+    from experiments.studies import first_layer_filters as flf
+
+    cfg = compose_study(
+        "first_layer_filters",
+        tmp_path,
+        "train_per_class=3",
+        "val_per_class=1",
+        "size=32",
+        "steps=1",
+        "filters=8",
+    )
+    result = flf.run(cfg)
+    assert result["trained"].shape == (7, 7, 3, 8)
+    assert not np.allclose(result["trained"], result["init"])
+    assert [r["filters"] for r in result["rows"]] == ["random init", "trained"]
+    assert (tmp_path / "first_layer_filters.png").exists()
