@@ -53,4 +53,31 @@ data-check:  ## Build every conf/data config; print shapes, ranges, speed
 bn-inception:  ## BN Fig. 2-3: Inception vs BN-x5/x30 steps (SCALE=full: ImageNet)
 	$(RUN) experiment=$(if $(filter full,$(SCALE)),bn_inception_full,bn_inception) $(ARGS)
 
-.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception
+# Concept studies (issue #8): experiments/studies/, conf/study/, results/studies/.
+STUDY := $(PY) -m experiments.studies
+STUDIES := conv_vs_correlation edge_efficiency parameter_sharing equivariance variable_size_pooling structured_output first_layer_filters
+
+studies: $(addprefix study-,$(STUDIES))  ## All concept studies (issue #8), minutes each
+
+study-conv_vs_correlation:  ## DL book 9.1: true conv vs cross-correlation, associativity
+	$(STUDY).conv_vs_correlation $(ARGS)
+
+study-edge_efficiency:  ## DL book 9.2: edge detection, conv vs dense/sparse matrix
+	$(STUDY).edge_efficiency $(ARGS)
+
+study-parameter_sharing:  ## DL book 9.2-9.5: dense/unshared/tiled/conv on MNIST
+	$(STUDY).parameter_sharing $(ARGS)
+
+study-equivariance:  ## DL book 9.2-9.3: shift equivariance, pooling invariance
+	$(STUDY).equivariance $(ARGS)
+
+study-variable_size_pooling:  ## DL book 9.3: QuadrantPooling2D on mixed input sizes
+	$(STUDY).variable_size_pooling $(ARGS)
+
+study-structured_output:  ## DL book 9.6: FCN labels every pixel of MNIST composites
+	$(STUDY).structured_output $(ARGS)
+
+study-first_layer_filters:  ## DL book 9.10: learned first-layer filters (Imagenette)
+	$(STUDY).first_layer_filters $(ARGS)
+
+.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters
