@@ -81,6 +81,7 @@ def build_alexnet(
 
     Input shape:
         `(batch, H, W, C)`; 227x227 gives the paper's 55-27-13-6 maps.
+        H, W >= 67 (>= 15 with `small_input=True`).
 
     Output shape:
         `(batch, num_classes)` logits.
@@ -93,7 +94,11 @@ def build_alexnet(
     Reference:
     - Krizhevsky et al., NIPS 2012, Sec. 3-5 and Figure 2.
     """
-    shape = check_inputs(input_shape, num_classes, min_size=None)
+    # Smallest input whose conv5 pool is still >= 1x1: 67 px with the
+    # 11x11/4 conv1, 15 px with the small-input stem.
+    shape = check_inputs(
+        input_shape, num_classes, min_size=15 if small_input else 67
+    )
     if groups not in (1, 2):
         raise ValueError(f"groups must be 1 or 2. Received: groups={groups!r}")
     if not 0.0 <= dropout < 1.0:

@@ -108,3 +108,6 @@ def test_bad_arguments():
         build_alexnet(conv={"stages": ["block1"]})
     with pytest.raises(ValueError, match="Received: kind"):
         build_alexnet(conv={"kind": "dense"})
+    with pytest.raises(ValueError, match="small_input=True"):
+        build_alexnet(input_shape=(64, 64, 3))
+    assert build_alexnet(input_shape=(67, 67, 3)).output_shape == (None, 1000)
