@@ -80,4 +80,10 @@ study-structured_output:  ## DL book 9.6: FCN labels every pixel of MNIST compos
 study-first_layer_filters:  ## DL book 9.10: learned first-layer filters (Imagenette)
 	$(STUDY).first_layer_filters $(ARGS)
 
-.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters
+imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~1 h CPU; FRACTION=0.25 shortens
+	$(PY) -m experiments.reports.imagenet_table --run --fraction $(or $(FRACTION),1.0) $(ARGS)
+
+imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|full)
+	$(PY) -m experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(ARGS)
+
+.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report

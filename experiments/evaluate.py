@@ -715,6 +715,8 @@ def compose(overrides):
     """Composes `conf/train.yaml` with `overrides` (a list of strings)."""
     import hydra
 
+    from experiments import config_schema  # noqa: F401  (train_schema)
+
     conf_dir = pathlib.Path(__file__).resolve().parents[1] / "conf"
     with hydra.initialize_config_dir(str(conf_dir), version_base="1.3"):
         return hydra.compose("train", overrides=list(overrides))

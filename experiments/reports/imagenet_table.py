@@ -17,8 +17,11 @@ error, or top-5 where the row has no top-1):
 3. deeper families beat AlexNet (single models, same protocol).
 
 Usage:
-    python -m experiments.reports.imagenet_table --scale mini \
-        [--tracking-uri sqlite:///mlruns.db] [--results-dir DIR]
+    # table from the runs already in the store
+    python -m experiments.reports.imagenet_table --scale mini
+    # train + evaluate every mini experiment first (`make imagenet-table`),
+    # optionally shortened to a fraction of the steps
+    python -m experiments.reports.imagenet_table --run [--fraction 0.25]
 
 Reference:
 - Krizhevsky et al., NIPS 2012, Table 2; Simonyan & Zisserman, ICLR 2015,
@@ -33,6 +36,13 @@ import math
 import pathlib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The mini table (`make imagenet-table`): conf/experiment/<name>.yaml.
+MINI_EXPERIMENTS = (
+    "imagenette_alexnet_5cnns",
+    "imagenette_vgg_a",
+    "imagenette_googlenet",
+    "imagenette_resnet18",
+)
 FAMILIES = ("AlexNet", "VGG", "GoogLeNet", "ResNet", "Conv kind")
 TABLE_COLUMNS = (
     "family",
@@ -387,17 +397,130 @@ def report(
     return {"rows": [dataclasses.asdict(r) for r in rows], "checks": checks}
 
 
+def _round_to(value, multiple):
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def shortened_overrides(cfg, fraction, max_images=None):
+    """Hydra overrides that shorten one experiment to `fraction` of its steps.
+
+    Steps and the step-schedule boundaries are scaled (steps rounded to a
+    multiple of `trainer.steps_per_execution`); evaluation and checkpoints
+    happen once, at the end.
+
+    Args:
+        cfg: the composed experiment config.
+        fraction: float in (0, 1].
+        max_images: evaluate the table rows on the first `max_images` val
+            images (None keeps the config's setting).
+
+    Returns:
+        list of `key=value` strings.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(
+            f"fraction must be in (0, 1]. Received: fraction={fraction}"
+        )
+    out = []
+    if fraction < 1:
+        spe = int(cfg.trainer.steps_per_execution)
+        steps = _round_to(cfg.trainer.steps * fraction, spe)
+        out += [
+            f"trainer.steps={steps}",
+            f"trainer.eval_every_steps={steps}",
+            f"trainer.checkpoint_every_steps={steps}",
+        ]
+        if str(cfg.schedule.name).endswith("step"):
+            bounds = [
+                min(steps - 1, max(1, int(round(b * fraction))))
+                for b in cfg.schedule.boundaries
+            ]
+            out.append(f"schedule.boundaries=[{','.join(map(str, bounds))}]")
+    if max_images:
+        current = cfg.report.get("max_images")
+        n = min(max_images, current) if current else max_images
+        out.append(f"report.max_images={n}")
+    return out
+
+
+def run_mini_table(
+    experiments=MINI_EXPERIMENTS, fraction=1.0, max_images=None, overrides=()
+):
+    """Trains and evaluates every mini experiment (then call `report`).
+
+    Each experiment goes through `experiments.train.train`, whose `report:`
+    hook (`experiments.evaluate.evaluate_experiment`) logs the evaluation
+    runs; finished runs are skipped on a re-run (the engine's run keys).
+
+    Args:
+        experiments: conf/experiment names.
+        fraction: train each for this fraction of its steps.
+        max_images: evaluate on the first `max_images` val images.
+        overrides: extra Hydra overrides for every experiment.
+
+    Returns:
+        dict `{experiment: wall seconds}`.
+    """
+    import time
+
+    from experiments import train as engine
+    from experiments.evaluate import compose
+
+    seconds = {}
+    for name in experiments:
+        base = [f"experiment={name}", *overrides]
+        cfg = compose(base)
+        extra = shortened_overrides(cfg, fraction, max_images)
+        cfg = compose(base + extra)
+        start = time.time()
+        engine.train(cfg)
+        seconds[name] = time.time() - start
+        print(f"[imagenet_table] {name} {extra}: {seconds[name]:.0f} s")
+    return seconds
+
+
 def main(argv=None):
-    """CLI: rebuild the table from the tracking store."""
+    """CLI: (optionally train and evaluate, then) rebuild the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="mini", choices=("mini", "full"))
-    parser.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
+    parser.add_argument(
+        "--run",
+        action="store_true",
+        help="train + evaluate the mini experiments first",
+    )
+    parser.add_argument("--fraction", type=float, default=1.0)
+    parser.add_argument("--max-images", type=int, default=None)
+    parser.add_argument(
+        "--experiments", nargs="+", default=list(MINI_EXPERIMENTS)
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="Hydra override for every experiment (repeatable)",
+    )
+    parser.add_argument(
+        "--tracking-uri", default=None, help="default: the config's tracking"
+    )
     parser.add_argument("--results-dir", default="results/imagenet_table")
     args = parser.parse_args(argv)
 
     import mlflow
 
-    mlflow.set_tracking_uri(args.tracking_uri)
+    from experiments.evaluate import compose
+
+    if args.tracking_uri:
+        mlflow.set_tracking_uri(args.tracking_uri)
+        args.override.append(f"tracking.uri={args.tracking_uri}")
+    else:
+        from experiments import tracking
+
+        cfg = compose([f"experiment={args.experiments[0]}", *args.override])
+        tracking.configure(cfg.tracking, "imagenet_table")
+    if args.run:
+        run_mini_table(
+            args.experiments, args.fraction, args.max_images, args.override
+        )
     out = report(scale=args.scale, results_dir=args.results_dir)
     held = sum(c["holds"] for c in out["checks"])
     print(
