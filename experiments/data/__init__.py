@@ -1,12 +1,14 @@
 """Data pipelines: `make_datasets` (train/val `tf.data`) and `eval_views`.
 
-`conf/data/<name>.yaml` instantiates `experiments.data.make_datasets`.
+`conf/data/<name>.yaml` instantiates `experiments.data.make_datasets`;
+`python -m experiments.data [name ...]` (`make data-check`) checks them.
 """
 
 from experiments.data.augment import POLICIES
 from experiments.data.augment import build_policy
 from experiments.data.eval_views import PROTOCOLS
 from experiments.data.eval_views import eval_views
+from experiments.data.eval_views import merge_views
 from experiments.data.pipeline import DATASETS
 from experiments.data.pipeline import make_datasets
 from experiments.data.sources import MissingDataError
@@ -20,5 +22,6 @@ __all__ = [
     "build_policy",
     "eval_views",
     "make_datasets",
+    "merge_views",
     "read_idx",
 ]
