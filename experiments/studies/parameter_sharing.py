@@ -290,7 +290,11 @@ def _figure(rows, out_dir):
                 textcoords="offset points",
                 xytext=(5, 5),
             )
+        if task == "quadrant":
+            ax.axhline(0.25, color="grey", ls=":", label="chance")
+            ax.legend(fontsize=8)
         ax.set_xscale("log")
+        ax.margins(x=0.2)
         ax.set_xlabel("parameters (log)")
         ax.set_ylabel("test accuracy")
         ax.set_title(f"task: {task}")

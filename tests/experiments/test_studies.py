@@ -418,3 +418,50 @@ def test_first_layer_filters_run(tmp_path):
     assert not np.allclose(result["trained"], result["init"])
     assert [r["filters"] for r in result["rows"]] == ["random init", "trained"]
     assert (tmp_path / "first_layer_filters.png").exists()
+
+
+# ------------------------------------------------------------ entry points
+
+
+def test_every_study_has_a_config_and_a_make_target():
+    from experiments import studies
+
+    makefile = (CONF_DIR.parents[1] / "Makefile").read_text()
+    for name in studies.STUDIES:
+        assert (CONF_DIR / f"{name}.yaml").exists(), name
+        assert f"study-{name}:" in makefile, name
+
+
+@pytest.mark.slow
+def test_study_entry_point_logs_an_mlflow_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.studies.edge_efficiency",
+            f"out_dir={tmp_path}/out",
+            f"tracking.uri={uri}",
+            f"tracking.artifact_location={tmp_path}/artifacts",
+            "dense_sizes=[[14,16],[28,32]]",
+            "repeats=1",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        check=True,
+        cwd=CONF_DIR.parents[1],
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+    )
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["study-edge_efficiency"])
+    assert len(runs) == 1
+    assert runs["metrics.conv_flops"][0] == 267_960
+    artifacts = mlflow.artifacts.list_artifacts(run_id=runs["run_id"][0])
+    assert {"edge_efficiency.md", "edge_efficiency.png"} <= {
+        a.path for a in artifacts
+    }
