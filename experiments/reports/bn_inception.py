@@ -327,7 +327,7 @@ def write_outputs(
     return [md, csv_path, summary, png]
 
 
-def fetch_histories(client, parent_run_id, metric="val_accuracy"):
+def fetch_histories(client, parent_run_id, metric="val_accuracy", status=None):
     """Reads `metric`'s history of every child run of `parent_run_id`.
 
     A child's variant name is its `variant` tag if set, else its run name.
@@ -336,6 +336,8 @@ def fetch_histories(client, parent_run_id, metric="val_accuracy"):
         client: an `mlflow.MlflowClient`.
         parent_run_id: str, the parent run of the variants.
         metric: the logged validation-accuracy key.
+        status: optional dict, filled with `{variant: run status}` (the
+            status with the engine's `failure_reason` tag when set).
 
     Returns:
         dict `{variant: [(step, value), ...]}`.
@@ -359,6 +361,9 @@ def fetch_histories(client, parent_run_id, metric="val_accuracy"):
         name = run.data.tags.get("variant") or run.info.run_name
         history = client.get_metric_history(run.info.run_id, metric)
         histories[name] = [(m.step, m.value) for m in history]
+        if status is not None:
+            reason = run.data.tags.get("failure_reason")
+            status[name] = run.info.status + (f": {reason}" if reason else "")
     return histories
 
 
@@ -402,7 +407,8 @@ def report(
     cfg = cfg or {}
     paper = cfg.get("paper") or {}
     client = mlflow.MlflowClient()
-    histories = fetch_histories(client, parent_run_id, metric)
+    status = {}
+    histories = fetch_histories(client, parent_run_id, metric, status)
     thr, results = summarize(histories, baseline, threshold)
     notes = [
         f"Metric `{metric}` from the child runs of MLflow run "
@@ -410,6 +416,15 @@ def report(
         f"accuracy >= the {VARIANT_LABELS.get(baseline, baseline)} maximum; "
         "speed-up = baseline steps / variant steps.",
     ]
+    evaluated = [r for r in results if r.steps]
+    if evaluated:
+        last = max(r.steps[-1] for r in evaluated)
+        gaps = [b - a for r in evaluated for a, b in zip(r.steps, r.steps[1:])]
+        every = f", every {min(gaps):,} steps" if gaps else ""
+        notes.append(f"Evaluations up to step {last:,}{every}.")
+    unfinished = [f"{n} ({s})" for n, s in status.items() if s != "FINISHED"]
+    if unfinished:
+        notes.append("Runs not finished: " + "; ".join(unfinished) + ".")
     if paper.get("source"):
         notes.append(f"Paper column: {paper['source']}.")
     if cfg.get("experiment_name"):
@@ -436,6 +451,8 @@ def main(argv=None):
     import hydra
     import mlflow
     from omegaconf import OmegaConf
+
+    import experiments.config_schema  # noqa: F401  (registers train_schema)
 
     with hydra.initialize_config_dir(
         str(REPO_ROOT / "conf"), version_base="1.3"

@@ -193,10 +193,14 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
     threshold, expected = _numpy_reference(curves)
     with mlflow.start_run(run_name="bn_inception") as parent:
         for name, acc in curves.items():
-            with mlflow.start_run(run_name=name, nested=True):
+            with mlflow.start_run(run_name=name, nested=True) as child:
                 for step, value in zip(STEPS, acc):
                     mlflow.log_metric("val_accuracy", value, step=int(step))
                 mlflow.log_metric("val_loss", 1.0, step=100)  # ignored
+            if name == "bn_x30":
+                mlflow.MlflowClient().set_terminated(
+                    child.info.run_id, "FAILED"
+                )
     out_dir = tmp_path / "results"
     cfg = {"experiment_name": "bn_inception", "paper": PAPER}
     out = bn_inception.report(cfg, parent.info.run_id, results_dir=out_dir)
@@ -218,9 +222,10 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
     assert [r["variant"] for r in csv_rows] == list(bn_inception.VARIANT_LABELS)
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["curves"]["bn_x5"][0] == STEPS.tolist()
-    assert "bn_inception (cf. BN paper Fig. 3)" in (
-        (out_dir / "table.md").read_text()
-    )
+    table_md = (out_dir / "table.md").read_text()
+    assert "bn_inception (cf. BN paper Fig. 3)" in table_md
+    assert "Evaluations up to step 2,000, every 100 steps." in table_md
+    assert "Runs not finished: bn_x30 (FAILED)." in table_md
     artifacts = mlflow.MlflowClient().list_artifacts(
         parent.info.run_id, "report"
     )
