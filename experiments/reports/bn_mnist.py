@@ -544,7 +544,7 @@ def report(
 
     Args:
         cfg: the experiment's config (a `DictConfig` or dict, may be `None`);
-            only `experiment_name` is read (for the title).
+            `experiment_name` (title) and `paper.note` are read.
         parent_run_id: str, MLflow id of the parent run. The tracking URI
             must already be set (the engine does so).
         metric: test-accuracy key logged every evaluation (moving-average BN
@@ -584,10 +584,15 @@ def report(
         "seeds. Moving averages: Keras BN moving mean/variance; population "
         "stats: Alg. 2 (`layers.recompute_batch_norm_statistics`, "
         f"`{population_metric}`); both equal for the network without BN.",
-        "Steps to baseline: first evaluated step at which the BN accuracy "
-        "reaches the mean final accuracy of the network without BN "
-        "(resolution = the evaluation interval).",
+        "Steps to baseline: first evaluated step at which the accuracy "
+        "(seed-mean curve, or each seed's curve) reaches the mean final "
+        "accuracy of the network without BN (resolution = the evaluation "
+        "interval); in the baseline's row, when the baseline itself first "
+        "got there.",
     ]
+    paper = cfg.get("paper") or {}
+    if paper.get("note"):
+        notes.append(f"Paper: {paper['note']}")
     if wall is not None:
         notes.append(
             f"Wall time of the {len(runs)} runs (first start to last end): "
