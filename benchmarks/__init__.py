@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `make bench` runs `benchmarks.bench_layers`."""

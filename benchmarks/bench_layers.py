@@ -1,0 +1,280 @@
+"""Benchmark of the custom convolutions against their peers.
+
+    python -m benchmarks.bench_layers [--quick] [--output PATH]
+
+Measures, in one process, the forward+backward time of one step (gradients
+with respect to the weights and the input of `sum(y^2)`) and the compile
+time (first call: tracing, XLA compilation when on, and one run) of
+
+- `UnsharedConv2D` vs `tf_keras.layers.LocallyConnected2D` with
+  `implementation=1` (a loop of per-position matmuls), `2` (a dense masked
+  kernel) and `3` (a sparse kernel);
+- `TiledConv2D` (t = 2, 3) vs `keras.layers.Conv2D`;
+
+in TF graph mode (`tf.function`) and with XLA (`jit_compile=True`), at the
+sizes of issue #2. Ratios compare like with like: the same mode, our layer
+over the best peer. Prints a Markdown table and writes it to
+`results/bench_layers.md` (`--quick`: smaller run, no file unless
+`--output`). Timings on a shared machine are noisy: the load average is
+printed with the table.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import layers  # noqa: E402
+
+# (label, input shape (B, H, W, C), filters); kernel 3x3, stride 1, valid.
+SIZES = [
+    ("32x28x28x16 -> 32", (32, 28, 28, 16), 32),
+    ("32x56x56x64 -> 64", (32, 56, 56, 64), 64),
+    ("128x8x8x32 -> 32", (128, 8, 8, 32), 32),
+]
+QUICK_SIZES = [
+    ("16x14x14x8 -> 16", (16, 14, 14, 8), 16),
+    ("128x8x8x32 -> 32", (128, 8, 8, 32), 32),
+]
+KERNEL = 3
+# Skip rules for the tf_keras peers (estimated before building anything).
+MAX_DENSE_BYTES = 2**29  # impl 2 kernel (H*W*C, oh*ow*F) float32
+MAX_IMPL1_POSITIONS = 1024  # impl 1 builds one matmul per output position
+MAX_IMPL1_POSITIONS_XLA = 256  # XLA compile of 144 of them took ~20 s
+MAX_SPARSE_NNZ = 20_000_000  # impl 3 keeps int64 indices per weight
+MAX_SECONDS_PER_MEASURE = 3.0  # stop repeating (after 2) past this
+
+
+def _peer_skip_reason(impl, shape, filters, mode):
+    _, h, w, c = shape
+    oh, ow = h - KERNEL + 1, w - KERNEL + 1
+    if impl == 1 and oh * ow > MAX_IMPL1_POSITIONS:
+        return (
+            f"skipped (too long: {oh * ow} per-position ops to trace, "
+            f"> {MAX_IMPL1_POSITIONS})"
+        )
+    if impl == 1 and mode == "XLA" and oh * ow > MAX_IMPL1_POSITIONS_XLA:
+        return (
+            f"skipped (too long: XLA compile of {oh * ow} per-position "
+            f"matmuls, > {MAX_IMPL1_POSITIONS_XLA})"
+        )
+    if impl == 3 and mode == "XLA":
+        return (
+            "skipped (XLA cannot compile its sparse ops: "
+            "InvalidArgumentError, unsupported operations)"
+        )
+    if impl == 2:
+        size = h * w * c * oh * ow * filters * 4
+        if size > MAX_DENSE_BYTES:
+            return f"skipped (memory: dense kernel {size / 2**30:.1f} GiB)"
+    if impl == 3:
+        nnz = oh * ow * KERNEL * KERNEL * c * filters
+        if nnz > MAX_SPARSE_NNZ:
+            return (
+                f"skipped (memory: {nnz / 1e6:.0f}M sparse weights, "
+                f"~{nnz * 24 / 2**30:.1f} GiB with indices)"
+            )
+    return None
+
+
+def _measure(make_layer, shape, jit, reps):
+    """(compile_seconds, median_step_seconds) of a forward+backward step."""
+    layer = make_layer()
+    layer.build(shape)
+    x = tf.random.stateless_normal(shape, seed=(1, 2))
+    weights = layer.trainable_weights
+
+    @tf.function(jit_compile=jit)
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.square(tf.cast(y, tf.float32)))
+        return tape.gradient(loss, [x, *weights])
+
+    start = time.perf_counter()
+    _ = [g.numpy() for g in step(x)[:1]]
+    compile_s = time.perf_counter() - start
+    times = []
+    while len(times) < reps:
+        start = time.perf_counter()
+        grads = step(x)
+        grads[0].numpy()
+        grads[-1].numpy()
+        times.append(time.perf_counter() - start)
+        if len(times) >= 2 and sum(times) > MAX_SECONDS_PER_MEASURE:
+            break
+    return compile_s, statistics.median(times)
+
+
+def _reps(shape, quick):
+    work = np.prod(shape)
+    if quick:
+        return 3
+    return 3 if work > 2_000_000 else 10
+
+
+def run(sizes, quick, modes):
+    import tf_keras  # the peer; imported here only
+
+    rows = []
+    for label, shape, filters in sizes:
+        reps = _reps(shape, quick)
+        unshared = {
+            "UnsharedConv2D (ours)": (
+                lambda: layers.UnsharedConv2D(filters, KERNEL),
+                lambda mode: None,
+            )
+        }
+        for impl in (1, 2, 3):
+            unshared[f"tf_keras LocallyConnected2D impl {impl}"] = (
+                lambda impl=impl: tf_keras.layers.LocallyConnected2D(
+                    filters, KERNEL, implementation=impl
+                ),
+                lambda mode, impl=impl: _peer_skip_reason(
+                    impl, shape, filters, mode
+                ),
+            )
+        tiled = {
+            "keras Conv2D": (
+                lambda: keras.layers.Conv2D(filters, KERNEL),
+                lambda mode: None,
+            )
+        }
+        for t in (2, 3):
+            tiled[f"TiledConv2D t={t} (ours)"] = (
+                lambda t=t: layers.TiledConv2D(filters, KERNEL, tile_size=t),
+                lambda mode: None,
+            )
+        for group, candidates in (("unshared", unshared), ("tiled", tiled)):
+            for mode in modes:
+                results = {}
+                for name, (make, skip_rule) in candidates.items():
+                    skip = skip_rule(mode)
+                    if skip is None:
+                        try:
+                            results[name] = _measure(
+                                make, shape, mode == "XLA", reps
+                            )
+                        except (tf.errors.OpError, MemoryError) as err:
+                            msg = str(err).splitlines()[0][:60]
+                            skip = (
+                                f"skipped (error: {type(err).__name__}: {msg})"
+                            )
+                    if skip is not None:
+                        results[name] = skip
+                    _progress(label, mode, name, results[name])
+                rows.extend(_rows(label, group, mode, results))
+    return rows
+
+
+def _progress(label, mode, name, result):
+    if isinstance(result, str):
+        text = result
+    else:
+        text = f"compile {result[0]:.2f} s, step {result[1] * 1e3:.1f} ms"
+    print(f"  [{label} | {mode}] {name}: {text}", file=sys.stderr, flush=True)
+
+
+def _rows(label, group, mode, results):
+    ours = [n for n in results if "(ours)" in n]
+    peers = {
+        n: r
+        for n, r in results.items()
+        if n not in ours and not isinstance(r, str)
+    }
+    best = min(peers.items(), key=lambda kv: kv[1][1]) if peers else None
+    rows = []
+    for name, result in results.items():
+        if isinstance(result, str):
+            rows.append((label, mode, name, result, "", "", ""))
+            continue
+        compile_s, step_s = result
+        step_ratio = compile_ratio = ""
+        if name in ours and best is not None:
+            step_ratio = f"{step_s / best[1][1]:.2f}x {best[0].split()[-1]}"
+            compile_ratio = f"{compile_s / best[1][0]:.2f}x"
+            if group == "unshared":
+                step_ratio = f"{step_s / best[1][1]:.2f}x (best: {best[0][9:]})"
+        rows.append(
+            (
+                label,
+                mode,
+                name,
+                f"{compile_s:.2f}",
+                f"{step_s * 1e3:.1f}",
+                step_ratio,
+                compile_ratio,
+            )
+        )
+    return rows
+
+
+def to_markdown(rows, header):
+    lines = [
+        header,
+        "",
+        "| input -> filters (3x3, valid) | mode | layer | compile s "
+        "| step ms | step vs best peer | compile vs that peer |",
+        "|---|---|---|---:|---:|---|---|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller run")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="Markdown file (default results/bench_layers.md; none if --quick)",
+    )
+    parser.add_argument(
+        "--modes",
+        default="graph,XLA",
+        help="comma-separated subset of graph,XLA",
+    )
+    args = parser.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in ("graph", "XLA"):
+            parser.error(f"unknown mode {m!r}; use graph and/or XLA")
+    output = args.output
+    if output is None and not args.quick:
+        output = os.path.join("results", "bench_layers.md")
+    load = os.getloadavg()
+    start = time.perf_counter()
+    rows = run(QUICK_SIZES if args.quick else SIZES, args.quick, modes)
+    header = (
+        "## Layer benchmark: forward+backward step and compile time\n\n"
+        f"`python -m benchmarks.bench_layers{' --quick' if args.quick else ''}`"
+        f" on {platform.machine()}, {os.cpu_count()} CPUs, TF "
+        f"{tf.__version__}, Keras {keras.__version__}, float32. Load average "
+        f"at start {load[0]:.1f} (timings are noisy when > CPUs). Step = "
+        "median over repeats of grads of sum(y^2) w.r.t. input and weights; "
+        "compile = first call (trace, XLA compile if on, one run). Ratios "
+        "< 1 mean ours is faster. Total "
+        f"{time.perf_counter() - start:.0f} s."
+    )
+    table = to_markdown(rows, header)
+    print(table)
+    if output:
+        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+        with open(output, "w") as f:
+            f.write(table)
+        print(f"wrote {output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
