@@ -51,6 +51,37 @@ AUX_AFTER = ("4a", "4d")
 AUX_LOSS_WEIGHTS = {"logits": 1.0, "aux1": 0.3, "aux2": 0.3}
 
 
+def aux_compile_args(loss, metrics=("accuracy",)):
+    """`model.compile` arguments for a model built with `aux_logits=True`.
+
+    Keras needs one loss per output and labels keyed like the outputs (see
+    `aux_targets`). Metrics are computed on the main head only.
+
+    Args:
+        loss: a Keras loss (e.g. sparse CE with `from_logits=True`).
+        metrics: metrics for the `"logits"` output.
+
+    Returns:
+        `{"loss": ..., "loss_weights": AUX_LOSS_WEIGHTS, "metrics": ...}`.
+
+    Example:
+
+    >>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    >>> sorted(aux_compile_args(loss))
+    ['loss', 'loss_weights', 'metrics']
+    """
+    return {
+        "loss": {k: loss for k in AUX_LOSS_WEIGHTS},
+        "loss_weights": dict(AUX_LOSS_WEIGHTS),
+        "metrics": {"logits": list(metrics)},
+    }
+
+
+def aux_targets(images, labels):
+    """`tf.data` map function: the same labels for the three outputs."""
+    return images, {k: labels for k in AUX_LOSS_WEIGHTS}
+
+
 def apply_inception_module(x, widths, conv_layer, name, width_multiplier=1.0):
     """One inception module (Figure 2(b)): four branches concatenated.
 
@@ -116,7 +147,8 @@ def build_googlenet(
         num_classes: int, size of the final linear layer.
         aux_logits: bool. If True the model outputs a dict
             `{"logits": main, "aux1": on 4a, "aux2": on 4d}`; compile with
-            `loss_weights=AUX_LOSS_WEIGHTS` (0.3 per aux head, Sec. 5).
+            `**aux_compile_args(loss)` (aux losses weighted 0.3, Sec. 5)
+            and map the data with `aux_targets`.
         dropout: float, dropout before the final linear layer (0.4).
         aux_dropout: float, dropout in the aux heads (0.7).
         lrn: bool, LRN after pool1 and after conv2 (Figure 3).

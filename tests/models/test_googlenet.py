@@ -6,6 +6,8 @@ import pytest
 
 from models.googlenet import AUX_LOSS_WEIGHTS
 from models.googlenet import MODULES
+from models.googlenet import aux_compile_args
+from models.googlenet import aux_targets
 from models.googlenet import build_googlenet
 from tests.models.helpers import conv_params
 from tests.models.helpers import output_shapes
@@ -106,3 +108,16 @@ def test_roundtrip(tmp_path):
     )  # fmt: skip
     x = np.random.default_rng(2).random((2, 32, 32, 3)).astype("float32")
     roundtrip(model, x, tmp_path)
+
+
+def test_aux_model_fits_with_helpers():
+    model = build_googlenet(aux_logits=True, lrn=False, **SMALL)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer="sgd", **aux_compile_args(loss))
+    x = np.random.default_rng(3).random((4, 32, 32, 3)).astype("float32")
+    y = np.arange(4) % 10
+    logs = model.train_on_batch(*aux_targets(x, y), return_dict=True)
+    aux = logs["aux1_loss"] + logs["aux2_loss"]
+    expected = logs["logits_loss"] + 0.3 * aux
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+    assert "logits_accuracy" in logs
