@@ -325,7 +325,7 @@ def _plot_accuracy(ax, summary):
 
 
 def _plot_percentiles(ax, seed, series, title):
-    styles = ["--", "-", "--"]
+    styles = [":", "-", "--"]  # 15th dotted, 50th solid, 85th dashed
     for i, (q, (steps, values)) in enumerate(series.items()):
         ax.plot(
             steps,
