@@ -61,17 +61,30 @@ def load_imagenette(split, per_class, size, seed):
     return np.stack(images), np.asarray(labels, np.int32)
 
 
-def build_net(num_classes=10, filters=32, kernel_size=7, input_size=64):
-    """conv1 (the studied layer, stride 2) -> 2 conv blocks -> GAP -> Dense."""
+def build_net(
+    num_classes=10, filters=32, kernel_size=7, input_size=64, weight_decay=0.0
+):
+    """conv1 (the studied layer, stride 2) -> 2 conv blocks -> GAP -> Dense.
+
+    `weight_decay` is an L2 penalty on every conv kernel (AlexNet used 5e-4).
+    """
+    reg = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=(input_size, input_size, 3))
     x = keras.layers.RandomFlip("horizontal", name="flip")(inputs)
     x = keras.layers.Conv2D(
-        filters, kernel_size, strides=2, padding="same", name="conv1"
+        filters,
+        kernel_size,
+        strides=2,
+        padding="same",
+        kernel_regularizer=reg,
+        name="conv1",
     )(x)
     x = keras.layers.ReLU(name="conv1_relu")(x)
     x = keras.layers.MaxPooling2D(2, name="pool1")(x)
     for i, f in enumerate((64, 128), start=2):
-        x = keras.layers.Conv2D(f, 3, padding="same", name=f"conv{i}")(x)
+        x = keras.layers.Conv2D(
+            f, 3, padding="same", kernel_regularizer=reg, name=f"conv{i}"
+        )(x)
         x = keras.layers.BatchNormalization(name=f"conv{i}_bn")(x)
         x = keras.layers.ReLU(name=f"conv{i}_relu")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
@@ -126,7 +139,9 @@ def run(cfg):
     std = xtr.reshape(-1, 3).std(0)
     norm = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
     xtr, xva = norm(xtr), norm(xva)
-    model = build_net(10, cfg.filters, cfg.kernel_size, cfg.size)
+    model = build_net(
+        10, cfg.filters, cfg.kernel_size, cfg.size, cfg.weight_decay
+    )
     init = keras.ops.convert_to_numpy(model.get_layer("conv1").kernel).copy()
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
@@ -172,7 +187,8 @@ def run(cfg):
         f"standardised per channel, random horizontal flips. conv1: "
         f"{cfg.filters} filters {cfg.kernel_size}x{cfg.kernel_size}, stride "
         f"2 -> ReLU -> pool -> 2 x (conv3x3 + BN + ReLU + pool) -> GAP -> "
-        f"Dense. Adam({cfg.learning_rate}), batch {cfg.batch_size}, "
+        f"Dense; L2 {cfg.weight_decay} on conv kernels. "
+        f"Adam({cfg.learning_rate}), batch {cfg.batch_size}, "
         f"{epochs} epochs. Final train acc {train_acc:.3f}, val acc "
         f"{val_acc:.3f} (chance 0.1). The init row's val acc is chance.\n"
     )
@@ -200,7 +216,7 @@ def _figure(init, trained, val_acc, out_dir):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 6))
-    axes[0].imshow(filter_grid(init))
+    axes[0].imshow(filter_grid(init), interpolation="nearest")
     axes[0].set_title("conv1 filters, random init")
     axes[1].imshow(filter_grid(trained), interpolation="nearest")
     axes[1].set_title(f"conv1 filters, trained (val acc {val_acc:.2f})")

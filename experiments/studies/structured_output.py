@@ -5,9 +5,10 @@ high-dimensional, structured object", e.g. a tensor S where S_{i,j,k} is the
 probability that pixel (j, k) belongs to class i, for pixel-wise labelling
 of images. Here: composites of 2-3 real MNIST digits on a 56x56 canvas;
 every pixel gets class 0 (background) or 1 + the digit's class (so 11
-classes). A small fully convolutional encoder-decoder (two 2x2 poolings,
-transposed-convolution upsampling with skip connections, no Dense layer)
-outputs an 11-channel map of the input's size.
+classes). A small fully convolutional encoder-decoder (three 2x2 poolings,
+so the 7x7 bottleneck sees a whole digit; transposed-convolution upsampling
+with skip connections; no Dense layer) outputs an 11-channel map of the
+input's size.
 
 Metrics on composites of MNIST *test* digits: pixel accuracy, foreground
 pixel accuracy (pixels of digits only: background alone is ~85% of the
@@ -87,16 +88,25 @@ def make_composites(images, labels, n, canvas, digits_range, seed, threshold):
     return (x[..., None] / 255.0).astype(np.float32), y
 
 
-def build_fcn(num_classes=NUM_CLASSES, filters=(16, 32, 64)):
-    """Fully convolutional encoder-decoder; output `(H, W, num_classes)`.
+def build_fcn(num_classes=NUM_CLASSES, filters=(16, 32, 64, 96)):
+    """Fully convolutional U-Net-style encoder-decoder (logits per pixel).
+
+    Level `i` runs two 3x3 convs with `filters[i]` channels at resolution
+    1 / 2**i; the decoder upsamples with 2x2 transposed convolutions and
+    concatenates the encoder map of the same size (skip connection).
 
     Args:
         num_classes: logits per pixel.
-        filters: channels at full, 1/2 and 1/4 resolution.
+        filters: channels per level, full resolution first.
 
     Returns:
-        A `keras.Model` on `(None, None, 1)` inputs (H, W divisible by 4).
+        A `keras.Model` on `(None, None, 1)` inputs whose H, W are divisible
+        by `2 ** (len(filters) - 1)`; output `(H, W, num_classes)`.
     """
+    if len(filters) < 2:
+        raise ValueError(
+            f"Need at least 2 levels. Received: filters={tuple(filters)}"
+        )
 
     def block(x, f, name):
         for i in (1, 2):
@@ -106,12 +116,16 @@ def build_fcn(num_classes=NUM_CLASSES, filters=(16, 32, 64)):
         return x
 
     inputs = keras.Input(shape=(None, None, 1))
-    s1 = block(inputs, filters[0], "enc1")
-    s2 = block(
-        keras.layers.MaxPooling2D(2, name="pool1")(s1), filters[1], "enc2"
-    )
-    x = block(keras.layers.MaxPooling2D(2, name="pool2")(s2), filters[2], "mid")
-    for level, (skip, f) in enumerate(((s2, filters[1]), (s1, filters[0])), 1):
+    skips = []
+    x = inputs
+    for level, f in enumerate(filters[:-1], 1):
+        x = block(x, f, f"enc{level}")
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = block(x, filters[-1], "mid")
+    for level, (skip, f) in enumerate(
+        zip(reversed(skips), reversed(filters[:-1])), 1
+    ):
         x = keras.layers.Conv2DTranspose(
             f, 2, strides=2, name=f"up{level}_tconv"
         )(x)
