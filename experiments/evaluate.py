@@ -446,6 +446,17 @@ def evaluate(models, dataset, protocol, **kwargs):
         `num_views`, `num_models`.
     """
     logits, labels = predict_logits(models, dataset, protocol, **kwargs)
+    return score(logits, labels)
+
+
+def score(logits, labels):
+    """Top-1/top-5 error (percent) of `(models, views, N, classes)` logits.
+
+    Returns:
+        dict with `top1_error`, `top5_error` (percent), `num_images`,
+        `num_views`, `num_models`.
+    """
+    logits = np.asarray(logits)
     probs = average_probabilities(logits)
     return {
         "top1_error": 100.0 * top_k_error(probs, labels, 1),
@@ -606,6 +617,7 @@ def evaluate_experiment(
     if resize is None and cfg is not None and "data" in cfg:
         resize = cfg.data.get("resize_size")
     results = []
+    cache = {}  # (run id, protocol) -> (logits (1, views, N, K), labels)
     for row in rows:
         members = row.get("members", "all")
         if members == "all":
@@ -619,18 +631,23 @@ def evaluate_experiment(
                 "A table row selects no trained run; check its `members`. "
                 f"Received: members={members!r}, runs={run_ids}"
             )
-        for rid in chosen:
-            if rid not in models_by_run:
-                models_by_run[rid] = load_model(rid)
-        result = evaluate(
-            [models_by_run[r] for r in chosen],
-            dataset,
-            row["protocol"],
-            resize=resize,
-            scales=scales,
-            batch_size=batch_size,
-            max_images=max_images,
-        )
+        per_model = []
+        for rid in chosen:  # each model predicts each protocol once
+            key = (rid, row["protocol"])
+            if key not in cache:
+                if rid not in models_by_run:
+                    models_by_run[rid] = load_model(rid)
+                cache[key] = predict_logits(
+                    [models_by_run[rid]],
+                    dataset,
+                    row["protocol"],
+                    resize=resize,
+                    scales=scales,
+                    batch_size=batch_size,
+                    max_images=max_images,
+                )
+            per_model.append(cache[key][0][0])
+        result = score(np.stack(per_model), cache[key][1])
         tags = {
             "table": table,
             "scale": scale,

@@ -257,6 +257,12 @@ def test_evaluate_experiment_logs_rows(mlflow_store):
     assert run.data.metrics["top1_error"] == pytest.approx(out[0]["top1_error"])
     ens = mlflow.get_run(out[1]["run_id"])
     assert len(ens.data.params["sources"].split(",")) == 3
+    # The cached per-model logits give the same ensemble as a direct call.
+    direct = ev.evaluate(
+        [_linear_model(seed) for seed in range(3)], ds, "ten_crop", resize=6
+    )
+    for key in ("top1_error", "top5_error", "num_views", "num_models"):
+        assert out[1][key] == pytest.approx(direct[key])
     # Single (childless) run: the run itself is the model.
     child = ev._child_runs(parent)[0]
     one = ev.evaluate_experiment(
