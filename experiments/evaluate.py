@@ -25,9 +25,19 @@ Ensembles average the per-model softmax outputs with equal weights
 (Krizhevsky et al. 2012, Table 2 "5 CNNs"; Szegedy et al. 2015, Table 3).
 Errors are logged in percent, as the papers report them.
 
+Validation images come from an experiment's (or a data) config, through
+the training pipeline's value preprocessing (`eval_dataset`).
+
 Usage:
     python -m experiments.evaluate RUN_ID [RUN_ID ...] --protocol ten_crop \
-        --data imagenette --row "AlexNet, 5 CNNs"
+        --experiment imagenette_alexnet_5cnns --row "AlexNet, 5 CNNs"
+    python -m experiments.evaluate models:/alexnet/3 --data imagenet2012 \
+        --override data.manual_dir=/data/imagenet --scale full
+
+Reference:
+- Krizhevsky et al., NIPS 2012, Sec. 4.1 and Table 2; Simonyan & Zisserman,
+  ICLR 2015, Sec. 3.2; Szegedy et al., CVPR 2015, Sec. 7 and Table 3; He et
+  al., CVPR 2016, Sec. 3.4 and Table 3.
 """
 
 import argparse
