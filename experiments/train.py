@@ -150,6 +150,9 @@ def make_strategy(trainer):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if kind == Strategy.multi_worker:
+        from experiments.engine_compat import patch_multi_worker_reduce
+
+        patch_multi_worker_reduce()
         # Reads TF_CONFIG; every worker runs the same command.
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -247,6 +250,26 @@ def _output_names(model):
     )
 
 
+def effective_steps_per_execution(trainer):
+    """`trainer.steps_per_execution`, or 1 under mirrored/multi-worker.
+
+    Keras 3.15's multi-step `tf.while_loop` over a *distributed* iterator
+    fails ("You must feed a value for placeholder tensor ... Placeholder_1"),
+    so multi-device strategies run one step per call (a deviation in speed
+    only; intervals stay valid since they are multiples of any value).
+    """
+    if trainer.strategy in (Strategy.mirrored, Strategy.multi_worker):
+        if trainer.steps_per_execution != 1:
+            log.warning(
+                "trainer.steps_per_execution=%d -> 1 under strategy=%s "
+                "(Keras multi-step loop bug with distributed iterators).",
+                trainer.steps_per_execution,
+                trainer.strategy.value,
+            )
+        return 1
+    return trainer.steps_per_execution
+
+
 def compile_model(model, cfg, optimizer):
     """Compiles with sparse CE from logits and top-1/top-k accuracy."""
     t = cfg.trainer
@@ -275,7 +298,7 @@ def compile_model(model, cfg, optimizer):
         loss=loss,
         loss_weights=loss_weights,
         metrics=metrics,
-        steps_per_execution=t.steps_per_execution,
+        steps_per_execution=effective_steps_per_execution(t),
         jit_compile="auto" if t.jit_compile is None else t.jit_compile,
     )
     return model
@@ -296,6 +319,28 @@ def _labels_for(model, ds):
     if n == 1:
         return ds
     return ds.map(lambda x, y: (x, tuple([y] * n)))
+
+
+def _patch_symbolic_build(model, strategy, sample_ds):
+    """Builds metrics/optimizer from a plain batch under a strategy.
+
+    Keras 3.15 `fit` under a strategy takes one batch off the *training*
+    iterator and `strategy.reduce`s it to build the model: that shifts the
+    deterministic data stream by one batch and fails outright under
+    `MultiWorkerMirroredStrategy` ("Attempt to convert a value (PerReplica)
+    ... to a Tensor"). We build from a batch of a separate iterator instead.
+    """
+    if not tf.distribute.has_strategy() and (
+        strategy is tf.distribute.get_strategy()
+    ):
+        return
+    sample = next(iter(sample_ds.take(1)))
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=sample)
+
+    model._maybe_symbolic_build = build
 
 
 def _distribute_options(ds, strategy_kind):
@@ -423,7 +468,13 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
     active = mlflow.start_run(run_id=run_id) if chief else None
     try:
         if chief:
-            mlflow.set_tag("status_detail", "running")
+            mlflow.set_tags(
+                {
+                    "status_detail": "running",
+                    "strategy": type(strategy).__name__,
+                    "num_replicas_in_sync": strategy.num_replicas_in_sync,
+                }
+            )
             tracking.log_config(cfg, log_params=not resumed)
             if start_step:
                 mlflow.set_tag("resumed_from_step", str(start_step))
@@ -477,6 +528,8 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, start_step, resumed):
     train_ds = _distribute_options(train_ds, t.strategy)
     val_ds = _distribute_options(val_ds, t.strategy)
     fit_ds = train_ds.skip(start_step) if start_step else train_ds
+    if t.strategy != Strategy.default:
+        _patch_symbolic_build(model, strategy, train_ds)
 
     buffer = tracking.MetricBuffer(run_id, resume=resumed) if chief else None
     logger = cbs.StepLogger(
