@@ -51,7 +51,7 @@ MAX_DENSE_BYTES = 2**29  # impl 2 kernel (H*W*C, oh*ow*F) float32
 MAX_IMPL1_POSITIONS = 1024  # impl 1 builds one matmul per output position
 MAX_IMPL1_POSITIONS_XLA = 256  # XLA compile of 144 of them took ~20 s
 MAX_SPARSE_NNZ = 20_000_000  # impl 3 keeps int64 indices per weight
-MAX_SECONDS_PER_MEASURE = 3.0  # stop repeating (after 2) past this
+MAX_SECONDS_PER_MEASURE = 4.0  # stop repeating (after 2) past this
 
 
 def _peer_skip_reason(impl, shape, filters, mode):
@@ -86,8 +86,8 @@ def _peer_skip_reason(impl, shape, filters, mode):
     return None
 
 
-def _measure(make_layer, shape, jit, reps):
-    """(compile_seconds, median_step_seconds) of a forward+backward step."""
+def _compile(make_layer, shape, jit):
+    """Builds a forward+backward step; returns (step, x, compile_seconds)."""
     layer = make_layer()
     layer.build(shape)
     x = tf.random.stateless_normal(shape, seed=(1, 2))
@@ -102,25 +102,50 @@ def _measure(make_layer, shape, jit, reps):
         return tape.gradient(loss, [x, *weights])
 
     start = time.perf_counter()
-    _ = [g.numpy() for g in step(x)[:1]]
-    compile_s = time.perf_counter() - start
-    times = []
-    while len(times) < reps:
-        start = time.perf_counter()
-        grads = step(x)
-        grads[0].numpy()
-        grads[-1].numpy()
-        times.append(time.perf_counter() - start)
-        if len(times) >= 2 and sum(times) > MAX_SECONDS_PER_MEASURE:
+    _run(step, x)
+    return step, x, time.perf_counter() - start
+
+
+def _run(step, x):
+    grads = step(x)
+    for g in grads:
+        g.numpy()
+
+
+def _measure_group(candidates, shape, jit, reps):
+    """Compiles every candidate, then times them round-robin (so machine
+    load affects all alike). Returns {name: (compile_s, min_s, median_s)}
+    or {name: "skipped (...)"}."""
+    compiled, results = {}, {}
+    for name, (make, skip) in candidates.items():
+        if skip is not None:
+            results[name] = skip
+            continue
+        try:
+            compiled[name] = _compile(make, shape, jit)
+        except (tf.errors.OpError, MemoryError) as err:
+            msg = str(err).splitlines()[0][:60]
+            results[name] = f"skipped (error: {type(err).__name__}: {msg})"
+    times = {name: [] for name in compiled}
+    for i in range(reps):
+        for name, (step, x, _) in compiled.items():
+            start = time.perf_counter()
+            _run(step, x)
+            times[name].append(time.perf_counter() - start)
+        total = max(sum(t) for t in times.values()) if times else 0.0
+        if i >= 1 and total > MAX_SECONDS_PER_MEASURE:
             break
-    return compile_s, statistics.median(times)
+    for name, (_, _, compile_s) in compiled.items():
+        ts = times[name]
+        results[name] = (compile_s, min(ts), statistics.median(ts))
+    return {name: results[name] for name in candidates}
 
 
 def _reps(shape, quick):
     work = np.prod(shape)
     if quick:
         return 3
-    return 3 if work > 2_000_000 else 10
+    return 3 if work > 2_000_000 else 15
 
 
 def run(sizes, quick, modes):
@@ -130,10 +155,13 @@ def run(sizes, quick, modes):
     for label, shape, filters in sizes:
         reps = _reps(shape, quick)
         unshared = {
-            "UnsharedConv2D (ours)": (
-                lambda: layers.UnsharedConv2D(filters, KERNEL),
+            f"UnsharedConv2D {impl} (ours)": (
+                lambda impl=impl: layers.UnsharedConv2D(
+                    filters, KERNEL, implementation=impl
+                ),
                 lambda mode: None,
             )
+            for impl in ("patches", "slices")
         }
         for impl in (1, 2, 3):
             unshared[f"tf_keras LocallyConnected2D impl {impl}"] = (
@@ -157,22 +185,17 @@ def run(sizes, quick, modes):
             )
         for group, candidates in (("unshared", unshared), ("tiled", tiled)):
             for mode in modes:
-                results = {}
-                for name, (make, skip_rule) in candidates.items():
-                    skip = skip_rule(mode)
-                    if skip is None:
-                        try:
-                            results[name] = _measure(
-                                make, shape, mode == "XLA", reps
-                            )
-                        except (tf.errors.OpError, MemoryError) as err:
-                            msg = str(err).splitlines()[0][:60]
-                            skip = (
-                                f"skipped (error: {type(err).__name__}: {msg})"
-                            )
-                    if skip is not None:
-                        results[name] = skip
-                    _progress(label, mode, name, results[name])
+                results = _measure_group(
+                    {
+                        name: (make, skip_rule(mode))
+                        for name, (make, skip_rule) in candidates.items()
+                    },
+                    shape,
+                    mode == "XLA",
+                    reps,
+                )
+                for name, result in results.items():
+                    _progress(label, mode, name, result)
                 rows.extend(_rows(label, group, mode, results))
     return rows
 
@@ -181,7 +204,10 @@ def _progress(label, mode, name, result):
     if isinstance(result, str):
         text = result
     else:
-        text = f"compile {result[0]:.2f} s, step {result[1] * 1e3:.1f} ms"
+        text = (
+            f"compile {result[0]:.2f} s, step min {result[1] * 1e3:.1f} ms, "
+            f"median {result[2] * 1e3:.1f} ms"
+        )
     print(f"  [{label} | {mode}] {name}: {text}", file=sys.stderr, flush=True)
 
 
@@ -196,9 +222,9 @@ def _rows(label, group, mode, results):
     rows = []
     for name, result in results.items():
         if isinstance(result, str):
-            rows.append((label, mode, name, result, "", "", ""))
+            rows.append((label, mode, name, result, "", "", "", ""))
             continue
-        compile_s, step_s = result
+        compile_s, step_s, median_s = result
         step_ratio = compile_ratio = ""
         if name in ours and best is not None:
             step_ratio = f"{step_s / best[1][1]:.2f}x {best[0].split()[-1]}"
@@ -212,6 +238,7 @@ def _rows(label, group, mode, results):
                 name,
                 f"{compile_s:.2f}",
                 f"{step_s * 1e3:.1f}",
+                f"{median_s * 1e3:.1f}",
                 step_ratio,
                 compile_ratio,
             )
@@ -224,8 +251,9 @@ def to_markdown(rows, header):
         header,
         "",
         "| input -> filters (3x3, valid) | mode | layer | compile s "
-        "| step ms | step vs best peer | compile vs that peer |",
-        "|---|---|---|---:|---:|---|---|",
+        "| step ms (min) | step ms (median) | step (min) vs best peer "
+        "| compile vs that peer |",
+        "|---|---|---|---:|---:|---:|---|---|",
     ]
     for row in rows:
         lines.append("| " + " | ".join(row) + " |")
@@ -262,7 +290,9 @@ def main(argv=None):
         f" on {platform.machine()}, {os.cpu_count()} CPUs, TF "
         f"{tf.__version__}, Keras {keras.__version__}, float32. Load average "
         f"at start {load[0]:.1f} (timings are noisy when > CPUs). Step = "
-        "median over repeats of grads of sum(y^2) w.r.t. input and weights; "
+        "one step computing the grads of sum(y^2) w.r.t. input and weights, "
+        "min (as `timeit` advises) and median over repeats run round-robin "
+        "across the layers of a row group; "
         "compile = first call (trace, XLA compile if on, one run). Ratios "
         "< 1 mean ours is faster. Total "
         f"{time.perf_counter() - start:.0f} s."

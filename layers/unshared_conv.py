@@ -8,8 +8,8 @@ Every output position (j, k) has its own kernel and its own bias (bias per
 output unit, Sec. 9.5). This is the layer `tf.keras.layers.LocallyConnected2D`
 offered up to Keras 2 (DeepFace, Taigman et al. 2014).
 
-Implementation: the kh*kw shifted (strided) views of the input are
-concatenated into patches `(B, oh*ow, kh*kw*c)` and one batched matrix product
+Implementation: patches `(B, oh*ow, kh*kw*c)` (from `extract_patches`, or
+the kh*kw shifted strided views concatenated) and one batched matrix product
 `einsum("bpk,pkf->bpf")` (a position-major batched matmul) applies the
 per-position kernels. See
 `benchmarks/bench_layers.py` for the comparison with tf_keras.
@@ -46,10 +46,17 @@ class _UnsharedConv(keras.layers.Layer):
         data_format=None,
         dilation_rate=1,
         groups=1,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         name = type(self).__name__
+        if implementation not in ("auto", "patches", "slices"):
+            raise ValueError(
+                f"{name}: `implementation` must be 'auto', 'patches' or "
+                f"'slices'. Received: implementation={implementation!r}"
+            )
+        self.implementation = implementation
         _utils.check_conv2d_extras(
             name, groups, data_format, dilation_rate, self.rank
         )
@@ -133,6 +140,10 @@ class _UnsharedConv(keras.layers.Layer):
                 pads.append(_utils.same_padding(n, k, s))
             pads.append((0, 0))
             x = ops.pad(x, pads)
+        if self._resolved_implementation() == "patches" and self.rank == 2:
+            return ops.image.extract_patches(
+                x, self.kernel_size, strides=self.strides, padding="valid"
+            )
         views = []
         for offset in _product(self.kernel_size):
             index = [slice(None)]
@@ -142,6 +153,20 @@ class _UnsharedConv(keras.layers.Layer):
         if len(views) == 1:
             return views[0]
         return ops.concatenate(views, axis=-1)
+
+    def _resolved_implementation(self):
+        if self.implementation != "auto":
+            return self.implementation
+        # Follow Keras's jit_compile="auto": XLA on accelerators, not on
+        # CPU. extract_patches is fastest in TF graph mode but slow under
+        # XLA, where the strided slices win (benchmarks/bench_layers.py).
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            devices = tf.config.list_physical_devices()
+            if all(d.device_type == "CPU" for d in devices):
+                return "patches"
+        return "slices"
 
     def call(self, inputs):
         patches = self._patches(inputs)
@@ -169,6 +194,7 @@ class _UnsharedConv(keras.layers.Layer):
                 "kernel_size": self.kernel_size,
                 "strides": self.strides,
                 "padding": self.padding,
+                "implementation": self.implementation,
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(
@@ -229,6 +255,11 @@ class UnsharedConv2D(_UnsharedConv):
         data_format: `None` or `"channels_last"` only.
         dilation_rate: 1 only.
         groups: 1 only.
+        implementation: how patches are gathered (same result):
+            `"patches"` (`ops.image.extract_patches`, fastest in TF graph
+            mode), `"slices"` (kh*kw strided slices, fastest under XLA) or
+            `"auto"` (default: "patches" on CPU-only TensorFlow, where Keras
+            does not use XLA by default, else "slices").
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -265,7 +296,8 @@ class UnsharedConv1D(_UnsharedConv):
         strides: int. Defaults to 1.
         padding: `"valid"` or `"same"`.
         activation, use_bias, *_initializer, *_regularizer, *_constraint,
-        data_format, dilation_rate, groups: as `UnsharedConv2D`.
+        data_format, dilation_rate, groups, implementation: as
+        `UnsharedConv2D` (1-D always uses strided slices).
         **kwargs: base `Layer` arguments.
 
     Input shape:

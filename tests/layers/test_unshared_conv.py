@@ -26,13 +26,21 @@ def test_basics(tmp_path):
     assert tuple(layer.bias.shape) == (4, 3, 4)  # one bias per output unit
 
 
+@pytest.mark.parametrize("implementation", ["patches", "slices"])
 @pytest.mark.parametrize(
     "padding, strides", [("valid", (1, 1)), ("valid", (2, 1)), ("same", (2, 2))]
 )
-def test_matches_eq_9_9(padding, strides):
+def test_matches_eq_9_9(padding, strides, implementation):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 7, 6, 3)).astype("float32")
-    layer = UnsharedConv2D(4, (3, 2), strides=strides, padding=padding)
+    layer = UnsharedConv2D(
+        4,
+        (3, 2),
+        strides=strides,
+        padding=padding,
+        implementation=implementation,
+        bias_initializer="random_normal",
+    )
     y = keras.ops.convert_to_numpy(layer(x))
     kernel, bias = (w.numpy() for w in layer.weights)
     # Keras (oh, ow, kh, kw, c, f) -> book W[i=f, j, k, l=c, m, n].
@@ -134,6 +142,10 @@ def test_regularizer_constraint_activation():
         ({"filters": 2, "kernel_size": (3, 0)}, "kernel_size"),
         ({"filters": 2, "kernel_size": 3, "padding": "full"}, "padding"),
         ({"filters": 2, "kernel_size": 3, "groups": 2}, "groups"),
+        (
+            {"filters": 2, "kernel_size": 3, "implementation": 2},
+            "implementation",
+        ),
         ({"filters": 2, "kernel_size": 3, "dilation_rate": 2}, "dilation"),
         (
             {"filters": 2, "kernel_size": 3, "data_format": "channels_first"},
