@@ -60,6 +60,16 @@ def test_short_config_is_the_full_one_shortened(tmp_path):
     assert short.report.results_dir != full.report.results_dir
 
 
+def test_lr01_config_changes_only_the_learning_rate(tmp_path):
+    full = compose(["experiment=bn_mnist"], tmp_path=tmp_path)
+    lr01 = compose(["experiment=bn_mnist_lr01"], tmp_path=tmp_path)
+    assert lr01.optimizer.learning_rate == 0.1
+    assert full.optimizer.learning_rate == 0.5
+    for key in ("data", "model", "trainer", "variants", "seeds"):
+        assert lr01[key] == full[key], key
+    assert lr01.report.results_dir != full.report.results_dir
+
+
 def _history(client, run_id, key):
     return sorted(
         (m.step, m.value) for m in client.get_metric_history(run_id, key)
