@@ -256,6 +256,38 @@ def format_markdown(threshold, results, paper=None, title=None, notes=()):
     return "\n".join(lines).rstrip() + "\n"
 
 
+def steps_to_fixed(results, thresholds):
+    """Steps at which each variant first reaches each fixed accuracy.
+
+    Returns:
+        dict `{variant: [step or None per threshold]}`.
+    """
+    return {
+        r.name: [steps_to_threshold(r.steps, r.values, t) for t in thresholds]
+        for r in results
+    }
+
+
+def format_fixed_thresholds(results, thresholds):
+    """Markdown table of the steps to fixed accuracies (not in the paper).
+
+    Compares the variants with each other when the baseline's maximum is
+    too low to separate them (e.g. a shortened run).
+    """
+    if not thresholds:
+        return ""
+    header = " | ".join(f"steps to {_fmt_pct(t)}" for t in thresholds)
+    lines = [
+        f"| Model | {header} |",
+        "|---|" + "---:|" * len(thresholds),
+    ]
+    table = steps_to_fixed(results, thresholds)
+    for r in results:
+        cells = " | ".join(_fmt_steps(s) for s in table[r.name])
+        lines.append(f"| {r.label} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_curves(results, threshold, path, title=None):
     """Saves the accuracy-vs-steps plot of all variants (paper Fig. 2)."""
     import matplotlib
@@ -294,9 +326,18 @@ def plot_curves(results, threshold, path, title=None):
 
 
 def write_outputs(
-    threshold, results, out_dir, paper=None, title=None, notes=()
+    threshold,
+    results,
+    out_dir,
+    paper=None,
+    title=None,
+    notes=(),
+    fixed_thresholds=(),
 ):
     """Writes `table.md`, `table.csv`, `summary.json` and the plot.
+
+    `fixed_thresholds` adds a second Markdown table (steps to those fixed
+    accuracies) and the same numbers to `summary.json`.
 
     Returns:
         The list of written `pathlib.Path`s.
@@ -305,7 +346,14 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(results, paper)
     md = out_dir / "table.md"
-    md.write_text(format_markdown(threshold, results, paper, title, notes))
+    text = format_markdown(threshold, results, paper, title, notes)
+    fixed = format_fixed_thresholds(results, fixed_thresholds)
+    if fixed:
+        text += (
+            "\nSteps to fixed accuracies (not in the paper; compares the "
+            "variants when the baseline's maximum cannot):\n\n" + fixed
+        )
+    md.write_text(text)
     csv_path = out_dir / "table.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
@@ -318,6 +366,8 @@ def write_outputs(
                 "threshold": threshold,
                 "rows": rows,
                 "curves": {r.name: [r.steps, r.values] for r in results},
+                "fixed_thresholds": list(fixed_thresholds),
+                "steps_to_fixed": steps_to_fixed(results, fixed_thresholds),
             },
             indent=1,
         )
@@ -380,6 +430,9 @@ def report(
     threshold=None,
     results_dir="results/bn_inception",
     title=None,
+    fixed_thresholds=(),
+    chance=None,
+    chance_margin=0.05,
 ):
     """Writes the speed-up table and Fig. 2 for one finished experiment.
 
@@ -394,9 +447,15 @@ def report(
         results_dir: folder for the committed copies (relative paths are
             relative to the repository root).
         title: optional table/plot heading.
+        fixed_thresholds: accuracies for an extra "steps to X" table.
+        chance: chance accuracy (1 / classes); with it the table warns when
+            the threshold is within `chance_margin` of chance (the baseline
+            has not started learning, e.g. in a shortened run).
+        chance_margin: float, absolute accuracy margin for that warning.
 
     Returns:
-        dict with `threshold` and `rows` (see `table_rows`).
+        dict with `threshold`, `rows` (see `table_rows`) and
+        `steps_to_fixed`.
     """
     import mlflow
     from omegaconf import DictConfig
@@ -422,6 +481,15 @@ def report(
         gaps = [b - a for r in evaluated for a, b in zip(r.steps, r.steps[1:])]
         every = f", every {min(gaps):,} steps" if gaps else ""
         notes.append(f"Evaluations up to step {last:,}{every}.")
+    if chance is not None and thr is not None and thr < chance + chance_margin:
+        notes.insert(
+            0,
+            f"**Warning:** the {VARIANT_LABELS.get(baseline, baseline)} "
+            f"maximum ({_fmt_pct(thr)}) is within {_fmt_pct(chance_margin)} "
+            f"of chance ({_fmt_pct(chance)}): the baseline has not started "
+            "learning, so its steps and the speed-ups only say when each "
+            "variant left chance.",
+        )
     unfinished = [f"{n} ({s})" for n, s in status.items() if s != "FINISHED"]
     if unfinished:
         notes.append("Runs not finished: " + "; ".join(unfinished) + ".")
@@ -429,12 +497,23 @@ def report(
         notes.append(f"Paper column: {paper['source']}.")
     if cfg.get("experiment_name"):
         title = title or f"{cfg['experiment_name']} (cf. BN paper Fig. 3)"
+    fixed_thresholds = [float(t) for t in fixed_thresholds or ()]
     written = write_outputs(
-        thr, results, _resolve_dir(results_dir), paper, title, notes
+        thr,
+        results,
+        _resolve_dir(results_dir),
+        paper,
+        title,
+        notes,
+        fixed_thresholds,
     )
     for path in written:
         client.log_artifact(parent_run_id, str(path), "report")
-    return {"threshold": thr, "rows": table_rows(results, paper)}
+    return {
+        "threshold": thr,
+        "rows": table_rows(results, paper),
+        "steps_to_fixed": steps_to_fixed(results, fixed_thresholds),
+    }
 
 
 def main(argv=None):

@@ -203,7 +203,13 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
                 )
     out_dir = tmp_path / "results"
     cfg = {"experiment_name": "bn_inception", "paper": PAPER}
-    out = bn_inception.report(cfg, parent.info.run_id, results_dir=out_dir)
+    out = bn_inception.report(
+        cfg,
+        parent.info.run_id,
+        results_dir=out_dir,
+        fixed_thresholds=[0.3, 0.5],
+        chance=0.1,
+    )
 
     assert out["threshold"] == pytest.approx(threshold)
     rows = {row["variant"]: row for row in out["rows"]}
@@ -226,6 +232,16 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
     assert "bn_inception (cf. BN paper Fig. 3)" in table_md
     assert "Evaluations up to step 2,000, every 100 steps." in table_md
     assert "Runs not finished: bn_x30 (FAILED)." in table_md
+    assert "Warning" not in table_md  # Inception learned (max ~0.65)
+    # Fixed-accuracy table, numpy reference: first step with acc >= t.
+    for t in (0.3, 0.5):
+        for name, acc in curves.items():
+            hit = np.nonzero(acc >= t)[0]
+            want = int(STEPS[hit[0]]) if hit.size else None
+            got = out["steps_to_fixed"][name][[0.3, 0.5].index(t)]
+            assert got == want, (name, t)
+    assert "| Model | steps to 30.0% | steps to 50.0% |" in table_md
+    assert summary["fixed_thresholds"] == [0.3, 0.5]
     artifacts = mlflow.MlflowClient().list_artifacts(
         parent.info.run_id, "report"
     )
@@ -241,3 +257,27 @@ def test_report_without_children_is_a_clear_error(mlflow_store, tmp_path):
         pass
     with pytest.raises(ValueError, match="Received: parent_run_id="):
         bn_inception.report(None, parent.info.run_id, results_dir=tmp_path)
+
+
+def test_report_warns_when_the_baseline_is_at_chance(mlflow_store, tmp_path):
+    mlflow = mlflow_store
+    curves = {"inception": [0.10, 0.11, 0.09], "bn_x5": [0.12, 0.2, 0.3]}
+    with mlflow.start_run() as parent:
+        for name, acc in curves.items():
+            with mlflow.start_run(run_name=name, nested=True):
+                for step, value in zip((50, 100, 150), acc):
+                    mlflow.log_metric("val_accuracy", value, step=step)
+    out = bn_inception.report(
+        None,
+        parent.info.run_id,
+        results_dir=tmp_path,
+        fixed_thresholds=[0.2],
+        chance=0.1,
+    )
+    assert out["threshold"] == pytest.approx(0.11)
+    assert out["steps_to_fixed"] == {"inception": [None], "bn_x5": [100]}
+    table_md = (tmp_path / "table.md").read_text()
+    assert "**Warning:** the Inception maximum (11.0%) is within 5.0%" in (
+        table_md
+    )
+    assert "| BN-x5 | 100 |" in table_md
