@@ -182,8 +182,8 @@ def run(cfg):
     np.save(out_dir / f"{NAME}_conv1_kernel.npy", trained)
     figures = [_figure(init, trained, val_acc, out_dir)]
     header = (
-        f"{cfg.train_per_class * 10} Imagenette train photos (and "
-        f"{cfg.val_per_class * 10} val) at {cfg.size}x{cfg.size} colour, "
+        f"{len(xtr)} Imagenette train photos (and "
+        f"{len(xva)} val) at {cfg.size}x{cfg.size} colour, "
         f"standardised per channel, random horizontal flips. conv1: "
         f"{cfg.filters} filters {cfg.kernel_size}x{cfg.kernel_size}, stride "
         f"2 -> ReLU -> pool -> 2 x (conv3x3 + BN + ReLU + pool) -> GAP -> "
