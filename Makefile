@@ -86,4 +86,10 @@ imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on
 imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|full)
 	$(PY) -m experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(ARGS)
 
-.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report
+smoke:  ## Engine smoke run (tiny generated data, seconds; into /tmp)
+	$(RUN) experiment=smoke debug=smoke $(ARGS)
+
+engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
+	$(PY) -m experiments.engine_bench $(ARGS)
+
+.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report smoke engine-bench
