@@ -293,3 +293,33 @@ def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
     images = [x.numpy() for x, _ in ds]
     assert len(images) == 10 and images[0].shape == (16, 16, 1)
     assert 0.0 <= min(i.min() for i in images) <= 1.0
+
+
+def test_cli_scores_a_run_on_a_data_config(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/cli.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment("fake_train")
+        with mlflow.start_run() as run:
+            path = tmp_path / "model.keras"
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((12, 12, 1))
+            x = keras.layers.Flatten()(inputs)
+            keras.Model(inputs, keras.layers.Dense(4)(x)).save(path)
+            mlflow.log_artifact(str(path), "model")
+        argv = [run.info.run_id, "--data", "synthetic", "--tracking-uri", uri]
+        argv += ["--protocol", "ten_crop", "--max-images", "20", "--row", "r"]
+        out = ev.main(argv + ["--experiment-name", "cli", "--scale", "full"])
+        logged = mlflow.get_run(out["run_id"])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert out["num_images"] == 20 and out["num_views"] == 10
+    assert logged.data.tags["row"] == "r"
+    assert logged.data.tags["scale"] == "full"
+    assert logged.data.params["sources"] == run.info.run_id
+    assert logged.data.metrics["top5_error"] == pytest.approx(out["top5_error"])
+    with pytest.raises(ValueError, match="--experiment NAME or --data NAME"):
+        ev.main([run.info.run_id, "--tracking-uri", uri])
