@@ -433,14 +433,17 @@ def report(
     fixed_thresholds=(),
     chance=None,
     chance_margin=0.05,
+    max_step=None,
 ):
     """Writes the speed-up table and Fig. 2 for one finished experiment.
 
     Args:
         cfg: the experiment's config (a `DictConfig` or dict); its `paper:`
             entry gives the reference column. May be `None`.
-        parent_run_id: str, MLflow id of the parent of the variant runs. The
-            tracking URI must already be set (the engine does so).
+        parent_run_id: str, MLflow id of the parent of the variant runs, or
+            a list of such ids whose children are merged (e.g. variants
+            split over two commands). The tracking URI must already be set
+            (the engine does so).
         metric: the validation-accuracy metric logged by the engine.
         baseline: the variant whose maximum accuracy is the threshold.
         threshold: float to use instead of the baseline's maximum.
@@ -452,6 +455,8 @@ def report(
             the threshold is within `chance_margin` of chance (the baseline
             has not started learning, e.g. in a shortened run).
         chance_margin: float, absolute accuracy margin for that warning.
+        max_step: int; if set, evaluations after this step are ignored, to
+            compare runs of different lengths at a common horizon.
 
     Returns:
         dict with `threshold`, `rows` (see `table_rows`) and
@@ -466,12 +471,29 @@ def report(
     cfg = cfg or {}
     paper = cfg.get("paper") or {}
     client = mlflow.MlflowClient()
-    status = {}
-    histories = fetch_histories(client, parent_run_id, metric, status)
+    parents = (
+        [parent_run_id] if isinstance(parent_run_id, str) else parent_run_id
+    )
+    status, histories = {}, {}
+    for parent in parents:
+        found = fetch_histories(client, parent, metric, status)
+        twice = sorted(set(found) & set(histories))
+        if twice:
+            raise ValueError(
+                "A variant has runs under two parents; pass one of them. "
+                f"Received: variants={twice}, parent_run_id={parents}"
+            )
+        histories.update(found)
+    if max_step is not None:
+        histories = {
+            name: [(step, v) for step, v in pairs if step <= max_step]
+            for name, pairs in histories.items()
+        }
     thr, results = summarize(histories, baseline, threshold)
     notes = [
-        f"Metric `{metric}` from the child runs of MLflow run "
-        f"`{parent_run_id}`. Steps to threshold: first evaluation with "
+        f"Metric `{metric}` from the child runs of MLflow run(s) "
+        f"{', '.join(f'`{p}`' for p in parents)}. Steps to threshold: "
+        "first evaluation with "
         f"accuracy >= the {VARIANT_LABELS.get(baseline, baseline)} maximum; "
         "speed-up = baseline steps / variant steps.",
     ]
@@ -480,7 +502,8 @@ def report(
         last = max(r.steps[-1] for r in evaluated)
         gaps = [b - a for r in evaluated for a, b in zip(r.steps, r.steps[1:])]
         every = f", every {min(gaps):,} steps" if gaps else ""
-        notes.append(f"Evaluations up to step {last:,}{every}.")
+        cut = "" if max_step is None else f" (curves cut at {max_step:,})"
+        notes.append(f"Evaluations up to step {last:,}{every}{cut}.")
     if chance is not None and thr is not None and thr < chance + chance_margin:
         notes.insert(
             0,
@@ -490,7 +513,12 @@ def report(
             "learning, so its steps and the speed-ups only say when each "
             "variant left chance.",
         )
-    unfinished = [f"{n} ({s})" for n, s in status.items() if s != "FINISHED"]
+    last_eval = {r.name: r.steps[-1] if r.steps else 0 for r in results}
+    unfinished = [
+        f"{n} ({s}; last evaluation at step {last_eval.get(n, 0):,})"
+        for n, s in status.items()
+        if s != "FINISHED"
+    ]
     if unfinished:
         notes.append("Runs not finished: " + "; ".join(unfinished) + ".")
     if paper.get("source"):
@@ -507,8 +535,9 @@ def report(
         notes,
         fixed_thresholds,
     )
-    for path in written:
-        client.log_artifact(parent_run_id, str(path), "report")
+    for parent in parents:
+        for path in written:
+            client.log_artifact(parent, str(path), "report")
     return {
         "threshold": thr,
         "rows": table_rows(results, paper),
@@ -517,14 +546,22 @@ def report(
 
 
 def main(argv=None):
-    """CLI: rebuild the report of a finished parent run."""
+    """CLI: rebuild the report of finished parent run(s)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parent-run-id", required=True)
+    parser.add_argument(
+        "--parent-run-id",
+        required=True,
+        action="append",
+        help="repeat to merge the variants of several parent runs",
+    )
     parser.add_argument("--experiment", default="bn_inception")
     parser.add_argument(
         "--tracking-uri", default=None, help="default: the config's tracking"
     )
     parser.add_argument("--results-dir", default=None)
+    parser.add_argument(
+        "--max-step", type=int, default=None, help="cut curves at this step"
+    )
     args = parser.parse_args(argv)
 
     import hydra
@@ -547,7 +584,10 @@ def main(argv=None):
     kwargs.pop("_target_", None)
     if args.results_dir:
         kwargs["results_dir"] = args.results_dir
-    out = report(cfg, args.parent_run_id, **kwargs)
+    if args.max_step is not None:
+        kwargs["max_step"] = args.max_step
+    parents = args.parent_run_id
+    out = report(cfg, parents[0] if len(parents) == 1 else parents, **kwargs)
     print(json.dumps(out, indent=1))
 
 

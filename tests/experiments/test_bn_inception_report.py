@@ -231,7 +231,10 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
     table_md = (out_dir / "table.md").read_text()
     assert "bn_inception (cf. BN paper Fig. 3)" in table_md
     assert "Evaluations up to step 2,000, every 100 steps." in table_md
-    assert "Runs not finished: bn_x30 (FAILED)." in table_md
+    assert (
+        "Runs not finished: bn_x30 (FAILED; last evaluation at step 2,000)."
+        in table_md
+    )
     assert "Warning" not in table_md  # Inception learned (max ~0.65)
     # Fixed-accuracy table, numpy reference: first step with acc >= t.
     for t in (0.3, 0.5):
@@ -259,23 +262,39 @@ def test_report_without_children_is_a_clear_error(mlflow_store, tmp_path):
         bn_inception.report(None, parent.info.run_id, results_dir=tmp_path)
 
 
-def test_report_warns_when_the_baseline_is_at_chance(mlflow_store, tmp_path):
+def test_report_merges_parents_cuts_curves_and_warns_at_chance(
+    mlflow_store, tmp_path
+):
     mlflow = mlflow_store
-    curves = {"inception": [0.10, 0.11, 0.09], "bn_x5": [0.12, 0.2, 0.3]}
-    with mlflow.start_run() as parent:
-        for name, acc in curves.items():
+    curves = {
+        "inception": [0.10, 0.11, 0.09, 0.30],
+        "bn_x5": [0.12, 0.2, 0.3, 0.5],
+    }
+    parents = []
+    for name, acc in curves.items():  # one parent per variant
+        with mlflow.start_run() as parent:
             with mlflow.start_run(run_name=name, nested=True):
-                for step, value in zip((50, 100, 150), acc):
+                for step, value in zip((50, 100, 150, 200), acc):
                     mlflow.log_metric("val_accuracy", value, step=step)
+        parents.append(parent.info.run_id)
     out = bn_inception.report(
         None,
-        parent.info.run_id,
+        parents,
         results_dir=tmp_path,
         fixed_thresholds=[0.2],
         chance=0.1,
+        max_step=150,  # the 0.30 / 0.5 evaluations at step 200 are cut
     )
     assert out["threshold"] == pytest.approx(0.11)
     assert out["steps_to_fixed"] == {"inception": [None], "bn_x5": [100]}
+    rows = {row["variant"]: row for row in out["rows"]}
+    assert rows["bn_x5"]["max_accuracy"] == pytest.approx(0.3)
+    assert rows["bn_x5"]["steps_to_threshold"] == 50
+    assert rows["bn_x5"]["speedup"] == pytest.approx(2.0)
+    for parent in parents:
+        assert mlflow.MlflowClient().list_artifacts(parent, "report")
+    with pytest.raises(ValueError, match="two parents"):
+        bn_inception.report(None, parents + parents[:1], results_dir=tmp_path)
     table_md = (tmp_path / "table.md").read_text()
     assert "**Warning:** the Inception maximum (11.0%) is within 5.0%" in (
         table_md
