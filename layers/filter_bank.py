@@ -87,9 +87,9 @@ def get_filter(name, size=3):
     Example:
 
     >>> get_filter("sobel_v")
-    array([[-1.,  0.,  1.],
-           [-2.,  0.,  2.],
-           [-1.,  0.,  1.]], dtype=float32)
+    array([[ 1.,  0., -1.],
+           [ 2.,  0., -2.],
+           [ 1.,  0., -1.]], dtype=float32)
     """
     if name not in FILTERS:
         raise ValueError(
