@@ -250,6 +250,19 @@ def _output_names(model):
     )
 
 
+@keras.saving.register_keras_serializable(package="repro")
+class SparseTopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
+    """`SparseTopKCategoricalAccuracy` that accepts float16/bfloat16 logits.
+
+    `tf.math.in_top_k` only takes float32, so mixed-precision logits are
+    cast first.
+    """
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = keras.ops.cast(y_pred, "float32")
+        return super().update_state(y_true, y_pred, sample_weight)
+
+
 def effective_steps_per_execution(trainer):
     """`trainer.steps_per_execution`, or 1 under mirrored/multi-worker.
 
@@ -276,9 +289,7 @@ def compile_model(model, cfg, optimizer):
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1_accuracy")]
     if t.top_k > 1:
         metrics.append(
-            keras.metrics.SparseTopKCategoricalAccuracy(
-                k=t.top_k, name=f"top{t.top_k}_accuracy"
-            )
+            SparseTopKAccuracy(k=t.top_k, name=f"top{t.top_k}_accuracy")
         )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     n_outputs = len(model.outputs)

@@ -259,3 +259,27 @@ class ProbeCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         mlflow.log_metric("probe/step", step, step=step)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_top_k_accuracy_takes_mixed_precision_logits(dtype):
+    logits = np.array(
+        [[0.1, 0.5, 0.3, 0.2], [0.9, 0.1, 0.0, 0.4], [0.2, 0.1, 0.3, 0.8]]
+    )
+    labels = np.array([2, 2, 3])
+    metric = train_lib.SparseTopKAccuracy(k=2)
+    metric.update_state(labels, keras.ops.cast(logits, dtype))
+    # numpy: label among the 2 largest logits?
+    top2 = np.argsort(-logits, axis=1)[:, :2]
+    expected = np.mean([y in row for y, row in zip(labels, top2)])
+    assert float(metric.result()) == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_mixed_precision_run(tmp_path):
+    _, result, client = _run(
+        tmp_path, "trainer.mixed_precision=bfloat16", "trainer.steps=20"
+    )
+    assert result["status"] == "FINISHED"
+    assert math.isfinite(result["val/top5_error"])
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # restored
