@@ -117,7 +117,7 @@ def steps_to_threshold(steps, values, threshold):
     return None
 
 
-def summarize(histories, baseline="inception", threshold=None):
+def summarize(histories, baseline="inception", threshold=None, strict=True):
     """Computes the paper's table from accuracy-vs-steps histories.
 
     Args:
@@ -127,6 +127,8 @@ def summarize(histories, baseline="inception", threshold=None):
             whose steps are the speed-up reference.
         threshold: float; overrides the baseline's maximum (e.g. `0.722` to
             use the paper's absolute number). `None` uses the baseline's max.
+        strict: bool; if False, a missing baseline gives a `None` threshold
+            (no steps, no speed-ups) instead of an error.
 
     Returns:
         `(threshold, results)`: the float threshold (or `None` if it cannot be
@@ -137,7 +139,7 @@ def summarize(histories, baseline="inception", threshold=None):
         ValueError: if `threshold` is None and `baseline` is not in
             `histories`.
     """
-    if threshold is None and baseline not in histories:
+    if threshold is None and baseline not in histories and strict:
         raise ValueError(
             f"The baseline variant {baseline!r} has no runs, so the threshold "
             "(its maximum accuracy) is undefined; pass `threshold=` or run "
@@ -159,7 +161,7 @@ def summarize(histories, baseline="inception", threshold=None):
                 result.values.index(result.max_accuracy)
             ]
         results[name] = result
-    if threshold is None:
+    if threshold is None and baseline in results:
         threshold = results[baseline].max_accuracy
     if threshold is not None:
         for result in results.values():
@@ -489,7 +491,7 @@ def report(
             name: [(step, v) for step, v in pairs if step <= max_step]
             for name, pairs in histories.items()
         }
-    thr, results = summarize(histories, baseline, threshold)
+    thr, results = summarize(histories, baseline, threshold, strict=False)
     notes = [
         f"Metric `{metric}` from the child runs of MLflow run(s) "
         f"{', '.join(f'`{p}`' for p in parents)}. Steps to threshold: "
@@ -512,6 +514,12 @@ def report(
             f"of chance ({_fmt_pct(chance)}): the baseline has not started "
             "learning, so its steps and the speed-ups only say when each "
             "variant left chance.",
+        )
+    if threshold is None and baseline not in histories:
+        notes.insert(
+            0,
+            f"**No {baseline!r} run** under these parents, so no threshold: "
+            "rebuild with the CLI, passing every parent (--parent-run-id).",
         )
     last_eval = {r.name: r.steps[-1] if r.steps else 0 for r in results}
     unfinished = [
