@@ -236,8 +236,8 @@ def format_markdown(threshold, results, paper=None, title=None, notes=()):
     lines += [
         f"| Model | Paper: steps to {_fmt_pct(paper_thr)} | Paper: max acc. "
         f"| Ours: steps to {_fmt_pct(threshold)} | Ours: speed-up "
-        "| Ours: max acc. (at step) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Ours: max acc. (at step) | Ours: steps run |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ref = _paper_entry(paper, r.name)
@@ -251,7 +251,8 @@ def format_markdown(threshold, results, paper=None, title=None, notes=()):
         lines.append(
             f"| {r.label} | {_fmt_paper_steps(ref.get('steps_to_threshold'))} "
             f"| {paper_acc} | {_fmt_steps(r.steps_to_threshold)} "
-            f"| {speedup} | {ours_acc} |"
+            f"| {speedup} | {ours_acc} "
+            f"| {_fmt_steps(r.steps[-1] if r.steps else None)} |"
         )
     lines.append("")
     lines += list(notes)
@@ -444,7 +445,8 @@ def report(
             entry gives the reference column. May be `None`.
         parent_run_id: str, MLflow id of the parent of the variant runs, or
             a list of such ids whose children are merged (e.g. variants
-            split over two commands). The tracking URI must already be set
+            split over two commands; a variant found under several parents
+            is taken from the first). The tracking URI must already be set
             (the engine does so).
         metric: the validation-accuracy metric logged by the engine.
         baseline: the variant whose maximum accuracy is the threshold.
@@ -476,16 +478,19 @@ def report(
     parents = (
         [parent_run_id] if isinstance(parent_run_id, str) else parent_run_id
     )
-    status, histories = {}, {}
+    status, histories, source = {}, {}, {}
     for parent in parents:
-        found = fetch_histories(client, parent, metric, status)
-        twice = sorted(set(found) & set(histories))
-        if twice:
-            raise ValueError(
-                "A variant has runs under two parents; pass one of them. "
-                f"Received: variants={twice}, parent_run_id={parents}"
-            )
-        histories.update(found)
+        found_status = {}
+        found = fetch_histories(client, parent, metric, found_status)
+        for name in found:
+            if name not in histories:  # the first parent listed wins
+                histories[name] = found[name]
+                status[name] = found_status[name]
+                source[name] = parent
+    if len(parents) > 1:
+        notes_source = "Runs taken from: " + "; ".join(
+            f"{name} `{parent}`" for name, parent in source.items()
+        )
     if max_step is not None:
         histories = {
             name: [(step, v) for step, v in pairs if step <= max_step]
@@ -506,6 +511,8 @@ def report(
         every = f", every {min(gaps):,} steps" if gaps else ""
         cut = "" if max_step is None else f" (curves cut at {max_step:,})"
         notes.append(f"Evaluations up to step {last:,}{every}{cut}.")
+    if len(parents) > 1:
+        notes.append(notes_source + ".")
     if chance is not None and thr is not None and thr < chance + chance_margin:
         notes.insert(
             0,

@@ -168,15 +168,16 @@ def test_markdown_has_paper_and_our_columns():
     assert "Paper: steps to 72.2%" in lines[2]
     assert "Ours: steps to 40.0%" in lines[2]
     assert (
-        "| Inception | 31.0·10^6 | 72.2% | 200 | 1.0x | 40.0% (200) |" in lines
+        "| Inception | 31.0·10^6 | 72.2% | 200 | 1.0x | 40.0% (200) | 200 |"
+        in lines
     )
     assert (
         "| BN-x30 | 2.7·10^6 | 74.8% (at 6·10^6 steps) | 100 | 2.0x "
-        "| 50.0% (200) |" in lines
+        "| 50.0% (200) | 200 |" in lines
     )
     assert (
-        "| Inception-Sigmoid | n/a | n/a | not reached | n/a | 10.0% (100) |"
-        in lines
+        "| Inception-Sigmoid | n/a | n/a | not reached | n/a | 10.0% (100) "
+        "| 200 |" in lines
     )
 
 
@@ -301,8 +302,15 @@ def test_report_merges_parents_cuts_curves_and_warns_at_chance(
         table_md
     )
     assert "| BN-x5 | 100 |" in table_md
-    with pytest.raises(ValueError, match="two parents"):
-        bn_inception.report(None, parents + parents[:1], results_dir=tmp_path)
+    # A variant under two parents comes from the first one listed.
+    with mlflow.start_run() as late:
+        with mlflow.start_run(run_name="bn_x5", nested=True):
+            mlflow.log_metric("val_accuracy", 0.9, step=50)
+    out = bn_inception.report(
+        None, [parents[0], late.info.run_id, parents[1]], results_dir=tmp_path
+    )
+    assert out["rows"][1]["max_accuracy"] == pytest.approx(0.9)
+    assert f"bn_x5 `{late.info.run_id}`" in (tmp_path / "table.md").read_text()
     # The engine's hook on a parent without the baseline still writes the
     # table (no threshold) instead of failing after the runs.
     out = bn_inception.report(None, parents[1], results_dir=tmp_path)
