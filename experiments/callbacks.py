@@ -228,10 +228,36 @@ def save_checkpoint(model, directory, step, state, keep=0, is_chief=True):
             path.unlink()
     os.replace(tmp, final)
     tmp_state = directory / f"tmp-{STATE_FILE}"
-    tmp_state.write_text(json.dumps({**state, "step": int(step)}))
+    seeds = [v.numpy().tolist() for v in _seed_states(model)]
+    tmp_state.write_text(
+        json.dumps({**state, "step": int(step), "seed_states": seeds})
+    )
     os.replace(tmp_state, directory / STATE_FILE)
     if not is_chief:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _seed_states(model):
+    """Dropout/noise RNG states (`SeedGenerator`), in model order.
+
+    A `.keras` file does not restore them, so they travel in `state.json`:
+    a resumed run then draws the same dropout masks as an uninterrupted one.
+    """
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+def restore_seed_states(model, state):
+    """Assigns the RNG states saved by `save_checkpoint` to `model`."""
+    saved = state.get("seed_states") or []
+    variables = _seed_states(model)
+    if len(saved) != len(variables):
+        raise ValueError(
+            f"checkpoint has {len(saved)} RNG states, the model "
+            f"{len(variables)}; delete the checkpoint folder to restart. "
+            f"Received: seed_states={saved}"
+        )
+    for variable, value in zip(variables, saved):
+        variable.assign(value)
 
 
 def read_checkpoint_state(directory):

@@ -240,6 +240,7 @@ def register_configs():
             "hidden_units": 16,
             "batch_norm": False,
             "aux_head": False,
+            "dropout": 0.0,
         },
     )
 

@@ -95,6 +95,7 @@ def build_engine_mlp(
     hidden_units=16,
     batch_norm=False,
     aux_head=False,
+    dropout=0.0,
     name=None,
 ):
     """Flatten -> Dense (-> BN) -> ReLU -> Dense logits (+ optional aux head).
@@ -104,6 +105,7 @@ def build_engine_mlp(
         num_classes: number of logits.
         hidden_units: width of the hidden layer.
         batch_norm: insert a `BatchNormalization` before the ReLU.
+        dropout: dropout rate after the hidden layer (0 = none).
         aux_head: add a second logits output (GoogLeNet-style aux head) to
             exercise `trainer.loss_weights`.
         name: model name.
@@ -120,6 +122,8 @@ def build_engine_mlp(
     if batch_norm:
         x = keras.layers.BatchNormalization(name="hidden_bn")(x)
     x = keras.layers.ReLU(name="hidden_relu")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     if aux_head:
         aux = keras.layers.Dense(num_classes, name="aux_logits")(x)

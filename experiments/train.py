@@ -463,9 +463,7 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
             )
         if state is not None and state.get("run_id") != run_id:
             state = None  # a stale checkpoint of another store/run
-    start_step = int(state["step"]) if state else 0
-    if start_step >= t.steps:
-        start_step = t.steps
+    start_step = min(int(state["step"]), t.steps) if state else 0
 
     keras.utils.set_random_seed(int(cfg.seed))
     if t.deterministic:
@@ -489,9 +487,7 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
             tracking.log_config(cfg, log_params=not resumed)
             if start_step:
                 mlflow.set_tag("resumed_from_step", str(start_step))
-        result = _fit(
-            cfg, strategy, chief, run_id, ckpt_dir, start_step, resumed
-        )
+        result = _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed)
     except BaseException as e:
         if chief:
             mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
@@ -510,8 +506,9 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
     return result
 
 
-def _fit(cfg, strategy, chief, run_id, ckpt_dir, start_step, resumed):
+def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
     t = cfg.trainer
+    start_step = min(int(state["step"]), t.steps) if state else 0
     chunk = fit_chunk_steps(t)
     ckpt_every = t.checkpoint_every_steps or t.eval_every_steps
     train_ds, val_ds = hydra.utils.instantiate(cfg.data, _convert_="all")
@@ -528,6 +525,7 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, start_step, resumed):
         if start_step:
             optimizer.build(model.trainable_variables)
             model.load_weights(ckpt_dir / cbs.CHECKPOINT_FILE)
+            cbs.restore_seed_states(model, state)
             got = int(keras.ops.convert_to_numpy(optimizer.iterations))
             if got != start_step:
                 raise RuntimeError(

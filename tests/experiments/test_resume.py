@@ -26,6 +26,7 @@ OVERRIDES = [
     "+callbacks.kill.env_var=REPRO_KILL",
     "tracking.log_model=false",
     "tracking.log_figures=false",
+    "model.dropout=0.3",  # RNG state must survive the resume too
 ]
 METRICS = ("train/loss", "train/top1_error", "lr", "val/loss", "val/top1_error")
 
