@@ -382,6 +382,7 @@ def predict_logits(
     batch_size=32,
     preprocess=None,
     max_images=None,
+    max_crops=512,
 ):
     """Per-model, per-view logits on every image of `dataset`.
 
@@ -397,6 +398,8 @@ def predict_logits(
             range 0-255) before the model, e.g. mean subtraction when the
             model does not normalise its inputs itself.
         max_images: evaluate only the first `max_images` images.
+        max_crops: largest number of crops per model call (memory bound;
+            a batch of 50 images has 7200 crops under `multi_crop`).
 
     Returns:
         `(logits (models, views, N, classes) float32, labels (N,))`.
@@ -435,7 +438,12 @@ def predict_logits(
         b, v = views.shape[0], views.shape[1]
         flat = tf.reshape(views, (b * v,) + tuple(views.shape[2:]))
         for i, model in enumerate(models):
-            out = _main_logits(model(flat, training=False))
+            out = np.concatenate(
+                [
+                    _main_logits(model(flat[j : j + max_crops], training=False))
+                    for j in range(0, b * v, max_crops)
+                ]
+            )
             per_model[i].append(out.reshape(b, v, -1).transpose(1, 0, 2))
         labels.append(label.numpy())
     logits = np.stack([np.concatenate(p, axis=1) for p in per_model])

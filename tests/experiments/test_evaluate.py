@@ -161,6 +161,11 @@ def test_evaluate_ensemble_ten_crop_against_numpy():
     models = [_linear_model(0), _linear_model(1)]
     ds, images, labels = _tiny_dataset()
     result = ev.evaluate(models, ds, "ten_crop", resize=6, batch_size=3)
+    # Chunking the crops of a batch (memory bound) changes nothing.
+    chunked = ev.evaluate(
+        models, ds, "ten_crop", resize=6, batch_size=3, max_crops=7
+    )
+    assert chunked == result
     probs = np.zeros((len(images), 6))
     for model in models:
         for i, image in enumerate(images):
