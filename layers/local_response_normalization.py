@@ -9,6 +9,7 @@ bias = k = 2, alpha = 1e-4 (not divided by n, unlike Caffe), beta = 0.75.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -73,18 +74,21 @@ class LocalResponseNormalization(keras.layers.Layer):
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
         squares = ops.square(x)
-        r = self.depth_radius
-        channels = x.shape[-1]
-        if r > 0:
-            rank = len(x.shape)
-            padded = ops.pad(squares, [(0, 0)] * (rank - 1) + [(r, r)])
-            window = padded[..., 0:channels]
-            for d in range(1, 2 * r + 1):
-                window = window + padded[..., d : d + channels]
+        if self.depth_radius > 0:
+            # The windowed sum over channels is one matmul with the fixed
+            # banded 0/1 matrix band[j, i] = [|i - j| <= depth_radius]
+            # (truncated at the edges): oneDNN's GEMM, and a GEMM again
+            # for the gradient, instead of 2r + 1 shifted slices.
+            channels = x.shape[-1]
+            index = np.arange(channels)
+            band = np.abs(index[:, None] - index[None, :]) <= self.depth_radius
+            window = ops.matmul(
+                squares, ops.convert_to_tensor(band.astype("float32"))
+            )
         else:
             window = squares
-        denom = ops.power(self.bias + self.alpha * window, self.beta)
-        return ops.cast(x / denom, self.compute_dtype)
+        scale = ops.power(self.bias + self.alpha * window, -self.beta)
+        return ops.cast(x * scale, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
