@@ -23,7 +23,9 @@ def test_basics(tmp_path):
     assert tuple(layer.bias.shape) == (2, 3, 4)  # biases tiled like kernels
 
 
-@pytest.mark.parametrize("implementation", ["space_to_depth", "strided"])
+@pytest.mark.parametrize(
+    "implementation", ["space_to_depth", "strided", "patches"]
+)
 @pytest.mark.parametrize(
     "tile, strides, padding",
     [
@@ -116,6 +118,44 @@ def test_plan_picks_space_to_depth_for_small_tiles():
     large.build((None, 12, 12, 1))
     assert small._implementation == "space_to_depth"
     assert large._implementation == "strided"
+    # Under XLA: space-to-depth only up to 2x the FLOPs (t=2, 3x3 kernel).
+    two = TiledConv2D(2, 3, tile_size=2)
+    two.build((None, 12, 12, 1))
+    assert two._xla_implementation == "space_to_depth"
+    assert small._xla_implementation == "patches"
+
+
+@pytest.mark.parametrize("tile", [2, 3])
+def test_xla_path_matches_graph_path_with_gradients(tile):
+    """Under jit_compile=True the layer switches implementation (patches
+    for t=3); outputs and gradients must equal the TF graph-mode ones."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(5).standard_normal((3, 10, 9, 2)).astype("f4")
+    layer = TiledConv2D(3, 3, tile_size=tile, bias_initializer="random_normal")
+    layer.build(x.shape)
+    seen = []
+    original = layer._call_patches
+
+    def spy(inputs):
+        seen.append(True)
+        return original(inputs)
+
+    layer._call_patches = spy
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.square(y))
+        return [y, *tape.gradient(loss, [x, layer.kernel, layer.bias])]
+
+    graph = tf.function(step)(tf.constant(x))
+    assert not seen
+    xla = tf.function(step, jit_compile=True)(tf.constant(x))
+    assert bool(seen) == (tile == 3)
+    for a, b in zip(graph, xla):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_gradients_flow_to_every_tile():
