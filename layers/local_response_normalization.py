@@ -87,7 +87,19 @@ class LocalResponseNormalization(keras.layers.Layer):
             )
         else:
             window = squares
-        scale = ops.power(self.bias + self.alpha * window, -self.beta)
+        denom = self.bias + self.alpha * window
+        # d^-beta through rsqrt for the common exponents: pow and its
+        # gradient (which needs a log) cost 3x more (AlexNet's 0.75: fwd+bwd
+        # 52 -> 17 ms on (32, 32, 32, 24), tf.nn 38 ms, same process).
+        if self.beta == 0.75:
+            root = ops.rsqrt(denom)
+            scale = root * ops.sqrt(root)
+        elif self.beta == 0.5:
+            scale = ops.rsqrt(denom)
+        elif self.beta == 1.0:
+            scale = 1.0 / denom
+        else:
+            scale = ops.power(denom, -self.beta)
         return ops.cast(x * scale, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

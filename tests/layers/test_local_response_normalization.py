@@ -77,3 +77,23 @@ def test_works_on_rank_2():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=f"{match}.*Received"):
         LocalResponseNormalization(**kwargs)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.5, 1.0, 0.6])
+def test_gradient_equals_tf_nn(beta):
+    """The rsqrt special cases and pow give tf.nn's input gradient."""
+    rng = np.random.default_rng(2)
+    x = tf.constant(20 * rng.standard_normal((2, 3, 4, 9)).astype("f4"))
+    weights = tf.constant(rng.standard_normal((2, 3, 4, 9)).astype("f4"))
+    layer = LocalResponseNormalization(2, 1.0, 1e-2, beta)
+    grads = []
+    for fn in (
+        layer,
+        lambda t: tf.nn.local_response_normalization(t, 2, 1.0, 1e-2, beta),
+    ):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * weights)
+        grads.append(tape.gradient(loss, x).numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    assert np.abs(grads[0]).max() > 1e-3
