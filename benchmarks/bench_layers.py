@@ -10,6 +10,7 @@ time (first call: tracing, XLA compilation when on, and one run) of
   `implementation=1` (a loop of per-position matmuls), `2` (a dense masked
   kernel) and `3` (a sparse kernel);
 - `TiledConv2D` (t = 2, 3) vs `keras.layers.Conv2D`;
+- `LocalResponseNormalization` vs `tf.nn.local_response_normalization`;
 
 in TF graph mode (`tf.function`) and with XLA (`jit_compile=True`), at the
 sizes of issue #2. Ratios compare like with like: the same mode, our layer
@@ -46,6 +47,7 @@ QUICK_SIZES = [
     ("128x8x8x32 -> 32", (128, 8, 8, 32), 32),
 ]
 KERNEL = 3
+LRN_SHAPE = (32, 32, 32, 24)  # AlexNet-style LRN input (B, H, W, C)
 # Skip rules for the tf_keras peers (estimated before building anything).
 MAX_DENSE_BYTES = 2**29  # impl 2 kernel (H*W*C, oh*ow*F) float32
 MAX_IMPL1_POSITIONS = 1024  # impl 1 builds one matmul per output position
@@ -197,6 +199,36 @@ def run(sizes, quick, modes):
                 for name, result in results.items():
                     _progress(label, mode, name, result)
                 rows.extend(_rows(label, group, mode, results))
+    rows.extend(_run_lrn(quick, modes))
+    return rows
+
+
+def _run_lrn(quick, modes):
+    """LocalResponseNormalization (AlexNet's n=5, k=2) vs tf.nn."""
+    shape = (8, 16, 16, 24) if quick else LRN_SHAPE
+    label = "x".join(map(str, shape)) + " LRN"
+    candidates = {
+        "tf.nn.local_response_normalization": (
+            lambda: keras.layers.Lambda(
+                lambda x: tf.nn.local_response_normalization(
+                    x, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75
+                )
+            ),
+            None,
+        ),
+        "LocalResponseNormalization (ours)": (
+            layers.LocalResponseNormalization,
+            None,
+        ),
+    }
+    rows = []
+    for mode in modes:
+        results = _measure_group(
+            candidates, shape, mode == "XLA", 3 if quick else 15
+        )
+        for name, result in results.items():
+            _progress(label, mode, name, result)
+        rows.extend(_rows(label, "lrn", mode, results))
     return rows
 
 
@@ -289,7 +321,8 @@ def main(argv=None):
         f"`python -m benchmarks.bench_layers{' --quick' if args.quick else ''}`"
         f" on {platform.machine()}, {os.cpu_count()} CPUs, TF "
         f"{tf.__version__}, Keras {keras.__version__}, float32. Load average "
-        f"at start {load[0]:.1f} (timings are noisy when > CPUs). Step = "
+        f"at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f} (timings "
+        "are noisy when > CPUs: other engineers share the machine). Step = "
         "one step computing the grads of sum(y^2) w.r.t. input and weights, "
         "min (as `timeit` advises) and median over repeats run round-robin "
         "across the layers of a row group; "
