@@ -22,3 +22,16 @@ def _seed_everything():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+    _reset_op_determinism()
+
+
+def _reset_op_determinism():
+    """Undo `enable_op_determinism` left behind by an in-process `train()`.
+
+    The switch is process-global and Keras silently turns `jit_compile` off
+    while it is on, so without this a later XLA test would run unjitted.
+    """
+    from tensorflow.python.framework import config
+
+    if config.is_op_determinism_enabled():
+        config.disable_op_determinism()
