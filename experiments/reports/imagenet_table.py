@@ -188,6 +188,7 @@ def check_orderings(rows):
             if (
                 many.sources
                 and many.sources == few.sources
+                and many.family == few.family
                 and many.num_views > few.num_views
             ):
                 checks.append(_check("multi-crop < fewer crops", many, few))
@@ -202,14 +203,19 @@ def check_orderings(rows):
     return checks
 
 
+def _label(row):
+    return f"{row.row} ({PROTOCOL_LABELS.get(row.protocol, row.protocol)})"
+
+
 def _check(claim, better, worse):
     return {
         "claim": claim,
-        "better": better.row,
-        "worse": worse.row,
+        "better": _label(better),
+        "worse": _label(worse),
         "better_top1_error": better.top1_error,
         "worse_top1_error": worse.top1_error,
         "holds": _score(better) < _score(worse),
+        "tie": _score(better) == _score(worse),
     }
 
 
@@ -223,15 +229,15 @@ def format_markdown(rows, checks, title=None, notes=()):
     """Markdown table (ours beside the paper's) plus the ordering checks."""
     lines = [f"## {title or 'ImageNet results table'}", ""]
     lines += [
-        "| family | row | test protocol | models | views | top-1 (ours) "
-        "| top-1 (paper) | top-5 (ours) | top-5 (paper) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| family | row | test protocol | models | views | images "
+        "| top-1 (ours) | top-1 (paper) | top-5 (ours) | top-5 (paper) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.family} | {r.row} | "
             f"{PROTOCOL_LABELS.get(r.protocol, r.protocol)} | {r.num_models}"
-            f" | {r.num_views} | {_fmt(r.top1_error)} | "
+            f" | {r.num_views} | {r.num_images} | {_fmt(r.top1_error)} | "
             f"{_fmt(r.paper_top1_error)} | {_fmt(r.top5_error)} | "
             f"{_fmt(r.paper_top5_error)} |"
         )
@@ -244,9 +250,17 @@ def format_markdown(rows, checks, title=None, notes=()):
             by_claim.setdefault(c["claim"], []).append(c)
         for claim, items in by_claim.items():
             held = sum(c["holds"] for c in items)
-            lines.append(f"- **{claim}** (top-1): {held}/{len(items)} pairs")
+            ties = sum(c.get("tie", False) for c in items)
+            lines.append(
+                f"- **{claim}** (top-1): holds in {held}/{len(items)} pairs"
+                + (f", {ties} tie(s)" if ties else "")
+            )
             for c in items:
-                mark = "holds" if c["holds"] else "FAILS"
+                mark = (
+                    "holds"
+                    if c["holds"]
+                    else ("tie" if c.get("tie") else "FAILS")
+                )
                 lines.append(
                     f"  - {mark}: {c['better']} "
                     f"{_fmt(c['better_top1_error'])} vs {c['worse']} "
@@ -348,6 +362,7 @@ def report(
     scale="mini",
     results_dir="results/imagenet_table",
     title=None,
+    notes=(),
 ):
     """Builds the table from the MLflow store and writes the outputs.
 
@@ -357,6 +372,7 @@ def report(
         scale: `mini` (Imagenette, CPU) or `full` (ImageNet).
         results_dir: folder; outputs go to `<results_dir>/<scale>/`.
         title: heading of the Markdown table.
+        notes: extra Markdown lines under the table (e.g. how it was run).
 
     Returns:
         dict with `rows` (list of dicts) and `checks`.
@@ -383,6 +399,7 @@ def report(
             if scale == "mini"
             else "ILSVRC-2012 validation set (50k images)."
         ),
+        *notes,
     ]
     written = write_outputs(
         rows,
@@ -503,6 +520,9 @@ def main(argv=None):
         "--tracking-uri", default=None, help="default: the config's tracking"
     )
     parser.add_argument("--results-dir", default="results/imagenet_table")
+    parser.add_argument(
+        "--note", action="append", default=[], help="Markdown note line"
+    )
     args = parser.parse_args(argv)
 
     import mlflow
@@ -521,7 +541,9 @@ def main(argv=None):
         run_mini_table(
             args.experiments, args.fraction, args.max_images, args.override
         )
-    out = report(scale=args.scale, results_dir=args.results_dir)
+    out = report(
+        scale=args.scale, results_dir=args.results_dir, notes=args.note
+    )
     held = sum(c["holds"] for c in out["checks"])
     print(
         f"{len(out['rows'])} rows; orderings hold in {held}/"

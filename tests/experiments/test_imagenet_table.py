@@ -74,17 +74,31 @@ def test_check_orderings(rows):
         by_claim.setdefault(c["claim"], []).append(c)
     ens = by_claim["ensemble < single model"]
     assert [(c["better"], c["worse"], c["holds"]) for c in ens] == [
-        ("5 CNNs", "1 CNN", True)
+        ("5 CNNs (10 crops)", "1 CNN (10 crops)", True)
     ]
     crops = by_claim["multi-crop < fewer crops"]
-    assert [(c["better"], c["holds"]) for c in crops] == [("1 CNN", True)]
+    assert [(c["better"], c["holds"]) for c in crops] == [
+        ("1 CNN (10 crops)", True)
+    ]
     deep = {
         (c["better"], c["holds"]) for c in by_claim["deeper family < AlexNet"]
     }
     # VGG-A (47) loses to 1 CNN 10-crop (45); ResNet-18 (30) wins.
-    assert deep == {("VGG-A", False), ("ResNet-18", True)}
+    assert deep == {
+        ("VGG-A (10 crops)", False),
+        ("ResNet-18 (10 crops)", True),
+    }
     # The conv-kind rows take part in no ordering.
     assert all("unshared" not in c["better"] for c in checks)
+
+
+def test_ties_are_not_counted_as_holding():
+    a = _row("GoogLeNet", "G", "center", 90.0, sources="g")
+    b = _row("GoogLeNet", "G", "ten_crop", 90.0, sources="g")
+    (check,) = it.check_orderings([a, b])
+    assert check["tie"] and not check["holds"]
+    md = it.format_markdown([a, b], [check])
+    assert "holds in 0/1 pairs, 1 tie(s)" in md and "  - tie: G" in md
 
 
 def test_markdown_and_csv(rows, tmp_path):
@@ -93,8 +107,10 @@ def test_markdown_and_csv(rows, tmp_path):
     paths = it.write_outputs(table, checks, tmp_path, title="T")
     assert [p.name for p in paths] == ["table.md", "table.csv", "errors.png"]
     md = paths[0].read_text()
-    assert "| AlexNet | 5 CNNs | 10 crops | 5 | 10 | 40.00 | 38.10 |" in md
-    assert "FAILS: VGG-A 47.00 vs 1 CNN 45.00" in md
+    assert (
+        "| AlexNet | 5 CNNs | 10 crops | 5 | 10 | 100 | 40.00 | 38.10 |" in md
+    )
+    assert "FAILS: VGG-A (10 crops) 47.00 vs 1 CNN (10 crops) 45.00" in md
     with paths[1].open() as f:
         got = list(csv.DictReader(f))
     assert len(got) == len(table)
