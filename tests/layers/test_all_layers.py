@@ -67,6 +67,8 @@ def _train_step(layer, shape, jit):
     x = keras.layers.Flatten()(x) if len(x.shape) > 2 else x
     model = keras.Model(inputs, keras.layers.Dense(1, dtype="float32")(x))
     model.compile(optimizer="sgd", loss="mse", jit_compile=jit)
+    # Keras silently falls back to no XLA (e.g. under op determinism).
+    assert model.jit_compile == jit
     rng = np.random.default_rng(0)
     data = rng.standard_normal((4, *shape)).astype("float32")
     loss = model.train_on_batch(data, np.ones((4, 1), "float32"))
