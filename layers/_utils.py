@@ -89,3 +89,52 @@ def per_unit_initializer(initializer, num_positions):
         distribution=initializer.distribution,
         seed=initializer.seed,
     )
+
+
+_SERIALIZED = {
+    "activation": keras.activations,
+    "kernel_initializer": keras.initializers,
+    "bias_initializer": keras.initializers,
+    "kernel_regularizer": keras.regularizers,
+    "bias_regularizer": keras.regularizers,
+    "kernel_constraint": keras.constraints,
+    "bias_constraint": keras.constraints,
+}
+
+
+def set_conv_args(layer, rank, filters, kernel_size, strides, padding, **objs):
+    """Validates and stores the `keras.layers.Conv2D` core arguments.
+
+    Shared by the locally connected layers (unshared, tiled): sets
+    `filters, kernel_size, strides, padding, use_bias` and the activation,
+    initializers, regularizers and constraints given in `objs` (plus
+    `use_bias`) as attributes of `layer`, resolving each with its
+    `keras.<module>.get`.
+    """
+    if not isinstance(filters, int) or filters <= 0:
+        raise ValueError(
+            f"`filters` must be a positive int. Received: filters={filters!r}"
+        )
+    layer.filters = filters
+    layer.kernel_size = normalize_tuple(kernel_size, rank, "kernel_size")
+    layer.strides = normalize_tuple(strides, rank, "strides")
+    layer.padding = normalize_padding(padding)
+    layer.use_bias = bool(objs.pop("use_bias"))
+    for key, module in _SERIALIZED.items():
+        setattr(layer, key, module.get(objs.pop(key)))
+    if objs:
+        raise TypeError(f"Unexpected arguments: {sorted(objs)}")
+
+
+def conv_config(layer):
+    """The `get_config` entries of the arguments `set_conv_args` stored."""
+    config = {
+        "filters": layer.filters,
+        "kernel_size": layer.kernel_size,
+        "strides": layer.strides,
+        "padding": layer.padding,
+        "use_bias": layer.use_bias,
+    }
+    for key, module in _SERIALIZED.items():
+        config[key] = module.serialize(getattr(layer, key))
+    return config

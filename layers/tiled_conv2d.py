@@ -147,24 +147,23 @@ class TiledConv2D(keras.layers.Layer):
         _utils.check_conv2d_extras(
             "TiledConv2D", groups, data_format, dilation_rate, 2
         )
-        if not isinstance(filters, int) or filters <= 0:
-            raise ValueError(
-                "`filters` must be a positive int. "
-                f"Received: filters={filters!r}"
-            )
-        self.filters = filters
-        self.kernel_size = _utils.normalize_tuple(kernel_size, 2, "kernel_size")
-        self.strides = _utils.normalize_tuple(strides, 2, "strides")
-        self.padding = _utils.normalize_padding(padding)
+        _utils.set_conv_args(
+            self,
+            2,
+            filters,
+            kernel_size,
+            strides,
+            padding,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+        )
         self.tile_size = _utils.normalize_tuple(tile_size, 2, "tile_size")
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -394,33 +393,5 @@ class TiledConv2D(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "tile_size": self.tile_size,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": keras.regularizers.serialize(
-                    self.bias_regularizer
-                ),
-                "kernel_constraint": keras.constraints.serialize(
-                    self.kernel_constraint
-                ),
-                "bias_constraint": keras.constraints.serialize(
-                    self.bias_constraint
-                ),
-            }
-        )
+        config.update({**_utils.conv_config(self), "tile_size": self.tile_size})
         return config

@@ -60,25 +60,22 @@ class _UnsharedConv(keras.layers.Layer):
         _utils.check_conv2d_extras(
             name, groups, data_format, dilation_rate, self.rank
         )
-        if not isinstance(filters, int) or filters <= 0:
-            raise ValueError(
-                "`filters` must be a positive int. "
-                f"Received: filters={filters!r}"
-            )
-        self.filters = filters
-        self.kernel_size = _utils.normalize_tuple(
-            kernel_size, self.rank, "kernel_size"
+        _utils.set_conv_args(
+            self,
+            self.rank,
+            filters,
+            kernel_size,
+            strides,
+            padding,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
         )
-        self.strides = _utils.normalize_tuple(strides, self.rank, "strides")
-        self.padding = _utils.normalize_padding(padding)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
         self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
 
     def _spatial_out(self, spatial):
@@ -189,33 +186,7 @@ class _UnsharedConv(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "implementation": self.implementation,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": keras.regularizers.serialize(
-                    self.bias_regularizer
-                ),
-                "kernel_constraint": keras.constraints.serialize(
-                    self.kernel_constraint
-                ),
-                "bias_constraint": keras.constraints.serialize(
-                    self.bias_constraint
-                ),
-            }
+            {**_utils.conv_config(self), "implementation": self.implementation}
         )
         return config
 
