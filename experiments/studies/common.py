@@ -10,12 +10,13 @@ Reference:
 """
 
 import contextlib
-import gzip
 import os
 import pathlib
 import time
 
 import numpy as np
+
+from experiments.data import read_idx
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -31,22 +32,6 @@ def data_dir():
     if env:
         return pathlib.Path(env)
     return REPO_ROOT.parent / "shared" / "data"
-
-
-def _read_idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    magic = int.from_bytes(raw[:4], "big")
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08:
-        raise ValueError(
-            f"Not an unsigned-byte IDX file; use the original MNIST files. "
-            f"Received: path={str(path)!r} with magic={magic:#x}"
-        )
-    shape = [
-        int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
-    ]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def load_mnist(split="train", limit=None):
@@ -71,8 +56,8 @@ def load_mnist(split="train", limit=None):
             f"MNIST IDX files not found; set CONVNET_REPRO_DATA_DIR to the "
             f"folder holding mnist/. Received: path={str(root)!r}"
         )
-    images = _read_idx(root / image_file)
-    labels = _read_idx(root / label_file).astype(np.int32)
+    images = read_idx(root / image_file)
+    labels = read_idx(root / label_file).astype(np.int32)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return images, labels
@@ -253,6 +238,35 @@ class _MlflowLogger:
 
         for p in paths:
             mlflow.log_artifact(str(p))
+
+
+def hydra_main(name, run, objective=None):
+    """Builds the `python -m experiments.studies.<name>` entry point.
+
+    The returned function composes `conf/study/<name>.yaml` (plus CLI
+    overrides), runs `run(cfg)` inside `tracked_run`, logs its metrics and
+    files, and returns the value sweeps optimise: `metrics[objective]` for
+    a string, `objective(result)` for a callable, NaN for None.
+    """
+    import hydra
+
+    # An absolute path: Hydra resolves a relative one against this module,
+    # not the study module run with `python -m`.
+    @hydra.main(
+        version_base="1.3",
+        config_path=str(REPO_ROOT / "conf" / "study"),
+        config_name=name,
+    )
+    def main(cfg):
+        with tracked_run(cfg, name) as log:
+            result = run(cfg)
+            log.metrics(result["metrics"])
+            log.artifacts(result["paths"])
+        if callable(objective):
+            return float(objective(result))
+        return float(result["metrics"].get(objective, float("nan")))
+
+    return main
 
 
 def single_thread():

@@ -26,10 +26,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import hydra  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
 
 from experiments.studies import common  # noqa: E402
 from layers import filter_bank  # noqa: E402
@@ -266,15 +264,7 @@ def _assoc_figure(image, cfg, out_dir):
     return common.save_figure(fig, out_dir / f"{NAME}_associativity.png")
 
 
-@hydra.main(
-    version_base="1.3", config_path="../../conf/study", config_name=NAME
-)
-def main(cfg: DictConfig) -> float:
-    with common.tracked_run(cfg, NAME) as log:
-        result = run(cfg)
-        log.metrics(result["metrics"])
-        log.artifacts(result["paths"])
-    return result["metrics"]["assoc_conv_max_abs"]
+main = common.hydra_main(NAME, run, objective="assoc_conv_max_abs")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import time  # noqa: E402
 
-import hydra  # noqa: E402
 import numpy as np  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
 
 from experiments.studies import common  # noqa: E402
 
@@ -332,15 +330,9 @@ def _figure(image, edges, entries, seconds, slope, counts, t_conv, out_dir):
     return common.save_figure(fig, out_dir / f"{NAME}.png")
 
 
-@hydra.main(
-    version_base="1.3", config_path="../../conf/study", config_name=NAME
+main = common.hydra_main(
+    NAME, run, objective="measured_speed_ratio_dense_vs_conv"
 )
-def main(cfg: DictConfig) -> float:
-    with common.tracked_run(cfg, NAME) as log:
-        result = run(cfg)
-        log.metrics(result["metrics"])
-        log.artifacts(result["paths"])
-    return result["metrics"]["measured_speed_ratio_dense_vs_conv"]
 
 
 if __name__ == "__main__":

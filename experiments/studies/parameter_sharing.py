@@ -39,10 +39,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import time  # noqa: E402
 
-import hydra  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
 
 import layers  # noqa: E402
 from experiments.studies import common  # noqa: E402
@@ -302,15 +300,7 @@ def _figure(rows, out_dir):
     return common.save_figure(fig, out_dir / f"{NAME}.png")
 
 
-@hydra.main(
-    version_base="1.3", config_path="../../conf/study", config_name=NAME
-)
-def main(cfg: DictConfig) -> float:
-    with common.tracked_run(cfg, NAME) as log:
-        result = run(cfg)
-        log.metrics(result["metrics"])
-        log.artifacts(result["paths"])
-    return result["metrics"].get("mnist_conv_test_acc", float("nan"))
+main = common.hydra_main(NAME, run, objective="mnist_conv_test_acc")
 
 
 if __name__ == "__main__":

@@ -30,11 +30,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import hydra  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
 
 import layers  # noqa: E402
 from experiments.studies import common  # noqa: E402
@@ -182,18 +180,13 @@ def _figure(rows, cfg, out_dir):
     return common.save_figure(fig, out_dir / f"{NAME}.png")
 
 
-@hydra.main(
-    version_base="1.3", config_path="../../conf/study", config_name=NAME
+main = common.hydra_main(
+    NAME,
+    run,
+    objective=lambda result: np.mean(
+        [r["acc mixed-size training"] for r in result["rows"]]
+    ),
 )
-def main(cfg: DictConfig) -> float:
-    with common.tracked_run(cfg, NAME) as log:
-        result = run(cfg)
-        log.metrics(result["metrics"])
-        log.artifacts(result["paths"])
-    return float(
-        np.mean([r["acc mixed-size training"] for r in result["rows"]])
-    )
-
 
 if __name__ == "__main__":
     main()
