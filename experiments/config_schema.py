@@ -437,3 +437,17 @@ def fit_chunk_steps(trainer):
     """Steps per Keras "epoch": gcd of the eval and checkpoint intervals."""
     ckpt = trainer.checkpoint_every_steps or trainer.eval_every_steps
     return math.gcd(trainer.eval_every_steps, ckpt)
+
+
+def compose(overrides=()):
+    """Composes `conf/train.yaml` with Hydra `overrides` (list of strings).
+
+    For command-line tools that need an experiment's config outside
+    `@hydra.main` (reports, evaluation).
+    """
+    import hydra
+
+    with hydra.initialize_config_dir(
+        str(REPO_ROOT / "conf"), version_base="1.3"
+    ):
+        return hydra.compose("train", overrides=list(overrides))

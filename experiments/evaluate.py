@@ -42,7 +42,6 @@ Reference:
 
 import argparse
 import os
-import pathlib
 import sys
 import tempfile
 
@@ -746,20 +745,10 @@ def _parser():
     return p
 
 
-def compose(overrides):
-    """Composes `conf/train.yaml` with `overrides` (a list of strings)."""
-    import hydra
-
-    from experiments import config_schema  # noqa: F401  (train_schema)
-
-    conf_dir = pathlib.Path(__file__).resolve().parents[1] / "conf"
-    with hydra.initialize_config_dir(str(conf_dir), version_base="1.3"):
-        return hydra.compose("train", overrides=list(overrides))
-
-
 def main(argv=None):
     """CLI entry point; prints and returns the result dict."""
-    import mlflow
+    from experiments import tracking
+    from experiments.config_schema import compose
 
     args = _parser().parse_args(argv)
     overrides = list(args.override)
@@ -773,12 +762,9 @@ def main(argv=None):
             "or --data NAME. Received: experiment=None, data=None"
         )
     cfg = compose(overrides)
-    if args.tracking_uri:
-        mlflow.set_tracking_uri(args.tracking_uri)
-    else:
-        from experiments import tracking
-
-        tracking.configure(cfg.tracking, args.experiment_name)
+    tracking.configure_cli(
+        cfg.tracking, args.experiment_name, args.tracking_uri
+    )
     models = [load_model(s) for s in args.sources]
     ds, _ = eval_dataset(cfg.data, args.max_images)
     resize = args.resize or cfg.data.get("resize_size")

@@ -135,6 +135,23 @@ def configure(tracking_cfg, experiment_name):
     return experiment_id
 
 
+def configure_cli(tracking_cfg, experiment_name, uri=None):
+    """`configure` for command-line tools: `uri` (if given) wins.
+
+    Reports and evaluation accept `--tracking-uri`; without it they use the
+    store of the experiment's config.
+    """
+    if uri:
+        tracking_cfg = {**_as_dict(tracking_cfg), "uri": uri}
+    return configure(tracking_cfg, experiment_name)
+
+
+def _as_dict(tracking_cfg):
+    if isinstance(tracking_cfg, DictConfig):
+        return OmegaConf.to_container(tracking_cfg, resolve=True)
+    return dict(tracking_cfg or {})
+
+
 def flatten(container, prefix=""):
     """`{"a": {"b": 1}}` -> `{"a.b": 1}` (lists are kept as values)."""
     flat = {}

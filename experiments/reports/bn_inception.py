@@ -579,22 +579,13 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    import hydra
-    import mlflow
     from omegaconf import OmegaConf
 
-    import experiments.config_schema  # noqa: F401  (registers train_schema)
+    from experiments import tracking
+    from experiments.config_schema import compose
 
-    with hydra.initialize_config_dir(
-        str(REPO_ROOT / "conf"), version_base="1.3"
-    ):
-        cfg = hydra.compose("train", [f"experiment={args.experiment}"])
-    if args.tracking_uri:
-        mlflow.set_tracking_uri(args.tracking_uri)
-    else:
-        from experiments import tracking
-
-        tracking.configure(cfg.tracking, cfg.experiment_name)
+    cfg = compose([f"experiment={args.experiment}"])
+    tracking.configure_cli(cfg.tracking, cfg.experiment_name, args.tracking_uri)
     kwargs = OmegaConf.to_container(cfg.report, resolve=True)
     kwargs.pop("_target_", None)
     if args.results_dir:

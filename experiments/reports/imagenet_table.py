@@ -481,7 +481,7 @@ def run_mini_table(
     import time
 
     from experiments import train as engine
-    from experiments.evaluate import compose
+    from experiments.config_schema import compose
 
     seconds = {}
     for name in experiments:
@@ -525,18 +525,13 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    import mlflow
-
-    from experiments.evaluate import compose
+    from experiments import tracking
+    from experiments.config_schema import compose
 
     if args.tracking_uri:
-        mlflow.set_tracking_uri(args.tracking_uri)
         args.override.append(f"tracking.uri={args.tracking_uri}")
-    else:
-        from experiments import tracking
-
-        cfg = compose([f"experiment={args.experiments[0]}", *args.override])
-        tracking.configure(cfg.tracking, "imagenet_table")
+    cfg = compose([f"experiment={args.experiments[0]}", *args.override])
+    tracking.configure(cfg.tracking, "imagenet_table")
     if args.run:
         run_mini_table(
             args.experiments, args.fraction, args.max_images, args.override
