@@ -1,8 +1,27 @@
 """Shared test helpers (STYLE.md Sec. 6): the essentials of keras
 `testing.TestCase.run_layer_test`, for our custom layers."""
 
+import os
+import pathlib
+
 import keras
 import numpy as np
+import pytest
+
+# The offline data root (tests/conftest.py defaults it to ../shared/data).
+DATA_ROOT = pathlib.Path(
+    os.environ.get("CONVNET_REPRO_DATA_DIR", "/nonexistent")
+)
+MNIST_DIR = DATA_ROOT / "mnist"
+IMAGENETTE_DIR = DATA_ROOT / "imagenette2-224"
+needs_mnist = pytest.mark.skipif(
+    not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
+    reason=f"real MNIST IDX files not found in {MNIST_DIR}",
+)
+needs_imagenette = pytest.mark.skipif(
+    not (IMAGENETTE_DIR / "val").is_dir(),
+    reason=f"Imagenette not found in {IMAGENETTE_DIR}",
+)
 
 
 def check_layer(

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from experiments import config_schema
 from experiments import evaluate as ev
+from experiments.config_schema import compose
 from experiments.reports import imagenet_table as it
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
@@ -21,7 +22,7 @@ MINI = sorted(
 
 
 def _compose(name, *overrides):
-    return ev.compose([f"experiment={name}", *overrides])
+    return compose([f"experiment={name}", *overrides])
 
 
 def _check_rows(cfg):

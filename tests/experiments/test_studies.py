@@ -13,6 +13,8 @@ from hydra import compose
 from hydra import initialize_config_dir
 
 from experiments.studies import common
+from tests.helpers import needs_imagenette
+from tests.helpers import needs_mnist
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf" / "study"
 
@@ -43,6 +45,7 @@ def test_markdown_table_formats_rows():
     ]
 
 
+@needs_mnist
 def test_load_mnist_reads_real_idx():
     x, y = common.load_mnist("test", limit=10)
     assert x.shape == (10, 28, 28) and x.dtype == np.uint8
@@ -105,6 +108,7 @@ def test_edge_efficiency_matrices_equal_the_convolution():
     )
 
 
+@needs_imagenette
 def test_edge_efficiency_run_writes_table(tmp_path):
     from experiments.studies import edge_efficiency as ee
 
@@ -164,6 +168,7 @@ def test_conv_vs_correlation_matches_numpy_formula():
     assert cvc.flip_relation(np.arange(4.0).reshape(2, 2)) == "other"
 
 
+@needs_imagenette
 def test_conv_vs_correlation_run(tmp_path):
     from experiments.studies import conv_vs_correlation as cvc
 
@@ -203,6 +208,7 @@ def test_equivariance_shift_is_zero_filled():
         eq.shift(x, -1, 0)
 
 
+@needs_imagenette
 def test_equivariance_run(tmp_path):
     from experiments.studies import equivariance as eq
 
@@ -270,6 +276,7 @@ def test_parameter_sharing_conv_with_global_pool_cannot_see_quadrant():
     assert sens["dense"] > 1e-3
 
 
+@needs_mnist
 def test_parameter_sharing_run(tmp_path):
     from experiments.studies import parameter_sharing as ps
 
@@ -312,6 +319,7 @@ def test_variable_size_pooling_net_takes_any_size():
         assert tuple(model(x).shape) == (2, 10)
 
 
+@needs_mnist
 def test_variable_size_pooling_run(tmp_path):
     from experiments.studies import variable_size_pooling as vsp
 
@@ -340,6 +348,7 @@ def test_variable_size_pooling_run(tmp_path):
 # ------------------------------------------------------- structured_output
 
 
+@needs_mnist
 def test_structured_output_composite_labels():
     from experiments.studies import structured_output as so
 
@@ -367,6 +376,7 @@ def test_structured_output_metrics_match_hand_count():
     assert np.isclose(m["mean_iou"], 1 / 3)
 
 
+@needs_mnist
 def test_structured_output_run(tmp_path):
     from experiments.studies import structured_output as so
 
@@ -401,6 +411,7 @@ def test_low_frequency_fraction_extremes():
     np.testing.assert_allclose(frac, [1.0, 0.0], atol=1e-12)
 
 
+@needs_imagenette
 def test_first_layer_filters_run(tmp_path):
     from experiments.studies import first_layer_filters as flf
 
@@ -433,6 +444,7 @@ def test_every_study_has_a_config_and_a_make_target():
 
 
 @pytest.mark.slow
+@needs_imagenette
 def test_study_entry_point_logs_an_mlflow_run(tmp_path):
     import os
     import subprocess
