@@ -17,7 +17,7 @@ ARGS ?=
 .DEFAULT_GOAL := help
 
 help:  ## Show the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-22s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-28s %s\n", $$1, $$2}'
 
 install:  ## Create .venv and install the project (TF_EXTRA=cpu|cuda)
 	python3 -m venv $(VENV)
