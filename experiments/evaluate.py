@@ -554,15 +554,9 @@ def log_evaluation(
 def _child_runs(parent_run_id):
     from mlflow import MlflowClient
 
-    client = MlflowClient()
-    parent = client.get_run(parent_run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1000,
-    )
-    return [r.info.run_id for r in children]
+    from experiments.tracking import child_runs
+
+    return [r.info.run_id for r in child_runs(MlflowClient(), parent_run_id)]
 
 
 def _as_container(value):

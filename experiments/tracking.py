@@ -341,3 +341,14 @@ class MetricBuffer:
         while self._buffer:
             chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
             self.client.log_batch(self.run_id, metrics=chunk)
+
+
+def child_runs(client, parent_run_id, max_results=1000):
+    """The direct child runs of `parent_run_id`, oldest first."""
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=max_results,
+    )

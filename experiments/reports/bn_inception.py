@@ -36,7 +36,7 @@ import json
 import math
 import pathlib
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+from experiments.reports import resolve_dir
 
 # Child-run (variant) names in the paper's row order, with the paper's labels.
 VARIANT_LABELS = {
@@ -398,12 +398,9 @@ def fetch_histories(client, parent_run_id, metric="val_accuracy", status=None):
     Raises:
         ValueError: if the parent run has no child runs.
     """
-    parent = client.get_run(parent_run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        max_results=1000,
-    )
+    from experiments.tracking import child_runs
+
+    children = child_runs(client, parent_run_id)
     if not children:
         raise ValueError(
             "The parent run has no child runs; was it started with "
@@ -418,11 +415,6 @@ def fetch_histories(client, parent_run_id, metric="val_accuracy", status=None):
             reason = run.data.tags.get("failure_reason")
             status[name] = run.info.status + (f": {reason}" if reason else "")
     return histories
-
-
-def _resolve_dir(path):
-    path = pathlib.Path(path)
-    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def report(
@@ -544,7 +536,7 @@ def report(
     written = write_outputs(
         thr,
         results,
-        _resolve_dir(results_dir),
+        resolve_dir(results_dir),
         paper,
         title,
         notes,

@@ -39,7 +39,7 @@ import pathlib
 
 import numpy as np
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+from experiments.reports import resolve_dir
 
 # Variant (child-run) names in the paper's legend order, with its labels.
 VARIANT_LABELS = {"baseline": "Without BN", "bn": "With BN"}
@@ -522,11 +522,6 @@ def fetch_runs(
     return out
 
 
-def _resolve_dir(path):
-    path = pathlib.Path(path)
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
 def report(
     cfg,
     parent_run_id,
@@ -603,7 +598,7 @@ def report(
     written = write_outputs(
         summary,
         runs,
-        _resolve_dir(results_dir),
+        resolve_dir(results_dir),
         title,
         notes,
         extra={"wall_time_s": wall, "parent_run_id": parent_run_id},
