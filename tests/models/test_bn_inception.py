@@ -111,8 +111,11 @@ def test_kernel_initializer_reaches_every_kernel():
     inits = [
         getattr(la, attr)
         for la in model.layers
-        for attr in ("kernel_initializer", "depthwise_initializer",
-                     "pointwise_initializer")  # fmt: skip
+        for attr in (
+            "kernel_initializer",
+            "depthwise_initializer",
+            "pointwise_initializer",
+        )  # fmt: skip
         if hasattr(la, attr)
     ]
     assert len(inits) > 40
