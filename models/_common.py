@@ -101,6 +101,27 @@ def is_plain(conv_layer):
     return getattr(conv_layer, "func", None) is keras.layers.Conv2D
 
 
+def initialized_stage_conv(conv, stage, all_stages, kernel_initializer):
+    """`stage_conv` whose layers use `kernel_initializer`."""
+    return functools.partial(
+        stage_conv(conv, stage, all_stages),
+        kernel_initializer=kernel_initializer,
+    )
+
+
+def separable_stem_conv(conv_layer, kernel_initializer, depth_multiplier=8):
+    """Inception's separable conv1 (depth multiplier 8) where `conv_layer`
+    is a plain Conv2D; an unshared/tiled `conv_layer` is kept as it is."""
+    if not is_plain(conv_layer):
+        return conv_layer
+    return functools.partial(
+        keras.layers.SeparableConv2D,
+        depth_multiplier=depth_multiplier,
+        depthwise_initializer=kernel_initializer,
+        pointwise_initializer=kernel_initializer,
+    )
+
+
 def grouped_conv(
     x, conv_layer, filters, kernel_size, groups, name, native=False, **kw
 ):

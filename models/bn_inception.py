@@ -35,16 +35,14 @@ Deliberate deviations:
   16x16, inception4 at 8x8 and inception5 at 4x4.
 """
 
-import functools
-
 import keras
 
 from models._common import apply_conv
 from models._common import check_inputs
-from models._common import is_plain
+from models._common import initialized_stage_conv
 from models._common import lrn as make_lrn
 from models._common import scaled
-from models._common import stage_conv
+from models._common import separable_stem_conv
 
 STAGES = ("conv1", "conv2", "inception3", "inception4", "inception5")
 
@@ -187,10 +185,7 @@ def build_bn_inception(
     keras.activations.get(activation)  # fails early on a bad name
 
     def conv_for(stage):
-        return functools.partial(
-            stage_conv(conv, stage, STAGES),
-            kernel_initializer=kernel_initializer,
-        )
+        return initialized_stage_conv(conv, stage, STAGES, kernel_initializer)
 
     def pool(t, pool_name):
         return keras.layers.MaxPooling2D(
@@ -205,16 +200,8 @@ def build_bn_inception(
     c64, c192 = scaled(64, width_multiplier), scaled(192, width_multiplier)
     k1, s1 = (3, 1) if small_input else (7, 2)
     conv1 = conv_for("conv1")
-    if separable_conv1 and is_plain(conv1):
-
-        def conv1(*args, **kwargs):
-            return keras.layers.SeparableConv2D(
-                *args,
-                depth_multiplier=8,
-                depthwise_initializer=kernel_initializer,
-                pointwise_initializer=kernel_initializer,
-                **kwargs,
-            )
+    if separable_conv1:
+        conv1 = separable_stem_conv(conv1, kernel_initializer)
 
     x = apply_conv(inputs, conv1, c64, k1, strides=s1, name="conv1", **common)
     if not small_input:

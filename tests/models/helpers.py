@@ -82,3 +82,15 @@ def roundtrip(model, x, tmp_path):
 def output_shapes(model, names):
     """`{name: output shape without batch}` for the named layers."""
     return {n: tuple(model.get_layer(n).output.shape[1:]) for n in names}
+
+
+def kernel_initializers(model):
+    """Every kernel initializer of `model` (conv, separable, dense)."""
+    attrs = ("kernel_initializer", "depthwise_initializer",
+             "pointwise_initializer")  # fmt: skip
+    return [
+        getattr(layer, attr)
+        for layer in model.layers
+        for attr in attrs
+        if hasattr(layer, attr)
+    ]

@@ -8,6 +8,7 @@ import layers
 from models.bn_inception import MODULES
 from models.bn_inception import build_bn_inception
 from tests.models.helpers import conv_params
+from tests.models.helpers import kernel_initializers
 from tests.models.helpers import output_shapes
 from tests.models.helpers import roundtrip
 from tests.models.helpers import train_step
@@ -108,16 +109,7 @@ def test_kernel_initializer_reaches_every_kernel():
         kernel_initializer="he_normal", conv={"kind": "tiled",
         "stages": ["inception5"]}, **SMALL,
     )  # fmt: skip
-    inits = [
-        getattr(la, attr)
-        for la in model.layers
-        for attr in (
-            "kernel_initializer",
-            "depthwise_initializer",
-            "pointwise_initializer",
-        )  # fmt: skip
-        if hasattr(la, attr)
-    ]
+    inits = kernel_initializers(model)
     assert len(inits) > 40
     assert all(isinstance(i, keras.initializers.HeNormal) for i in inits)
 

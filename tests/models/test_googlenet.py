@@ -10,6 +10,7 @@ from models.googlenet import aux_compile_args
 from models.googlenet import aux_targets
 from models.googlenet import build_googlenet
 from tests.models.helpers import conv_params
+from tests.models.helpers import kernel_initializers
 from tests.models.helpers import output_shapes
 from tests.models.helpers import roundtrip
 from tests.models.helpers import train_step
@@ -75,6 +76,19 @@ def test_aux_heads_and_separable_conv1():
     dense_conv1 = 7 * 7 * 3 * 64 + 64
     sep_conv1 = 7 * 7 * 3 * 8 + 24 * 64 + 64
     assert sep.count_params() == 6_998_552 - dense_conv1 + sep_conv1
+
+
+def test_kernel_initializer_reaches_every_kernel_and_aux_head():
+    model = build_googlenet(
+        aux_logits=True, separable_conv1=True, kernel_initializer="he_normal",
+        **SMALL,
+    )  # fmt: skip
+    inits = kernel_initializers(model)
+    assert len(inits) > 60
+    assert all(isinstance(i, keras.initializers.HeNormal) for i in inits)
+    assert isinstance(
+        model.get_layer("conv1_conv"), keras.layers.SeparableConv2D
+    )
 
 
 @pytest.mark.parametrize("kind", ["conv2d", "unshared", "tiled"])
