@@ -352,3 +352,15 @@ def child_runs(client, parent_run_id, max_results=1000):
         order_by=["attributes.start_time ASC"],
         max_results=max_results,
     )
+
+
+def descendant_runs(client, parent_run_id, max_results=5000):
+    """Every run below `parent_run_id` (children, grandchildren, ...)."""
+    found, frontier = [], [parent_run_id]
+    while frontier:
+        batch = []
+        for run_id in frontier:
+            batch += child_runs(client, run_id, max_results=max_results)
+        found += batch
+        frontier = [r.info.run_id for r in batch]
+    return found

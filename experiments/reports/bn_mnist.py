@@ -440,22 +440,6 @@ def write_outputs(summary, runs, out_dir, title=None, notes=(), extra=None):
     return [md, csv_path, js] + plot_figures(summary, runs, out_dir)
 
 
-def _descendants(client, experiment_id, parent_run_id):
-    """All runs below `parent_run_id` (children, grandchildren, ...)."""
-    found, frontier = [], [parent_run_id]
-    while frontier:
-        batch = []
-        for run_id in frontier:
-            batch += client.search_runs(
-                [experiment_id],
-                filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
-                max_results=5000,
-            )
-        found += batch
-        frontier = [r.info.run_id for r in batch]
-    return found
-
-
 def fetch_runs(
     client,
     parent_run_id,
@@ -483,8 +467,9 @@ def fetch_runs(
     Raises:
         ValueError: if no run below the parent logged `metric`.
     """
-    parent = client.get_run(parent_run_id)
-    runs = _descendants(client, parent.info.experiment_id, parent_run_id)
+    from experiments.tracking import descendant_runs
+
+    runs = descendant_runs(client, parent_run_id)
     names = {r.info.run_id: r.info.run_name for r in runs}
     out = []
     for run in runs:
