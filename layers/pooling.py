@@ -20,24 +20,41 @@ from keras import ops
 from layers import _utils
 
 
-def _pool_args(pool_size, strides, padding):
-    pool_size = _utils.normalize_tuple(pool_size, 2, "pool_size")
-    strides = pool_size if strides is None else strides
-    strides = _utils.normalize_tuple(strides, 2, "strides")
-    return pool_size, strides, _utils.normalize_padding(padding)
+class _WindowPooling2D(keras.layers.Layer):
+    """Base of the sliding-window poolings: `pool_size`, `strides`
+    (None = pool_size) and `padding`, their output shape and config."""
 
+    def __init__(self, pool_size, strides=None, padding="valid", **kwargs):
+        super().__init__(**kwargs)
+        pool_size = _utils.normalize_tuple(pool_size, 2, "pool_size")
+        strides = pool_size if strides is None else strides
+        self.pool_size = pool_size
+        self.strides = _utils.normalize_tuple(strides, 2, "strides")
+        self.padding = _utils.normalize_padding(padding)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
 
-def _pool_output_shape(input_shape, pool_size, strides, padding):
-    b, h, w, c = input_shape
-    oh, ow = (
-        _utils.conv_output_length(n, k, s, padding)
-        for n, k, s in zip((h, w), pool_size, strides)
-    )
-    return (b, oh, ow, c)
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        oh, ow = (
+            _utils.conv_output_length(n, k, s, self.padding)
+            for n, k, s in zip((h, w), self.pool_size, self.strides)
+        )
+        return (b, oh, ow, c)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pool_size": self.pool_size,
+                "strides": self.strides,
+                "padding": self.padding,
+            }
+        )
+        return config
 
 
 @keras.saving.register_keras_serializable(package="repro")
-class LpPooling2D(keras.layers.Layer):
+class LpPooling2D(_WindowPooling2D):
     """Lp pooling as a power mean: `(avg_pool(|x|^p))^(1/p)` per window.
 
     p = 1 gives the average of |x| (average pooling for x >= 0), p = 2 the
@@ -77,7 +94,7 @@ class LpPooling2D(keras.layers.Layer):
     def __init__(
         self, p=2.0, pool_size=2, strides=None, padding="valid", **kwargs
     ):
-        super().__init__(**kwargs)
+        super().__init__(pool_size, strides, padding, **kwargs)
         try:
             p_value = float(p)
         except (TypeError, ValueError):
@@ -88,10 +105,6 @@ class LpPooling2D(keras.layers.Layer):
                 f"its gradient is infinite at 0). Received: p={p!r}"
             )
         self.p = p_value
-        self.pool_size, self.strides, self.padding = _pool_args(
-            pool_size, strides, padding
-        )
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
         dynamic = input_shape[1] is None or input_shape[2] is None
@@ -157,26 +170,14 @@ class LpPooling2D(keras.layers.Layer):
                 valid.append(ones[:, rows, cols, :])
         return ops.stack(views, axis=3), ops.stack(valid, axis=3)
 
-    def compute_output_shape(self, input_shape):
-        return _pool_output_shape(
-            input_shape, self.pool_size, self.strides, self.padding
-        )
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "p": self.p,
-                "pool_size": self.pool_size,
-                "strides": self.strides,
-                "padding": self.padding,
-            }
-        )
+        config["p"] = self.p
         return config
 
 
 @keras.saving.register_keras_serializable(package="repro")
-class WeightedAveragePooling2D(keras.layers.Layer):
+class WeightedAveragePooling2D(_WindowPooling2D):
     """Average pooling weighted by the distance from the window centre.
 
     Each window position `(u, v)` at distance `d` from the window centre
@@ -220,10 +221,7 @@ class WeightedAveragePooling2D(keras.layers.Layer):
         sigma=1.0,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.pool_size, self.strides, self.padding = _pool_args(
-            pool_size, strides, padding
-        )
+        super().__init__(pool_size, strides, padding, **kwargs)
         if weighting not in ("gaussian", "linear"):
             raise ValueError(
                 "`weighting` must be 'gaussian' or 'linear'. "
@@ -233,7 +231,6 @@ class WeightedAveragePooling2D(keras.layers.Layer):
             raise ValueError(f"`sigma` must be > 0. Received: sigma={sigma!r}")
         self.weighting = weighting
         self.sigma = float(sigma)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def window_weights(self):
         """The `(kh, kw)` numpy weights, summing to 1."""
@@ -273,22 +270,9 @@ class WeightedAveragePooling2D(keras.layers.Layer):
             out = out / norm
         return out
 
-    def compute_output_shape(self, input_shape):
-        return _pool_output_shape(
-            input_shape, self.pool_size, self.strides, self.padding
-        )
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "pool_size": self.pool_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "weighting": self.weighting,
-                "sigma": self.sigma,
-            }
-        )
+        config.update({"weighting": self.weighting, "sigma": self.sigma})
         return config
 
 
