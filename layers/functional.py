@@ -27,7 +27,15 @@ from keras import ops
 _MODES = ("full", "valid", "same")
 
 
-def _prepare(x, kernel, rank, fn_name):
+def _prepare(x, kernel, fn_name):
+    """Checks the rank (1 or 2, from `x`) and casts both to `x`'s float
+    dtype. Returns `(x, kernel, rank)`."""
+    rank = len(np.shape(x))
+    if rank not in (1, 2):
+        raise ValueError(
+            f"{fn_name} supports 1-D and 2-D inputs. "
+            f"Received: x.shape={np.shape(x)}"
+        )
     x = ops.convert_to_tensor(x)
     kernel = ops.convert_to_tensor(kernel)
     if not str(x.dtype).startswith(("float", "bfloat")):
@@ -39,7 +47,7 @@ def _prepare(x, kernel, rank, fn_name):
             f"Received: x.shape={tuple(x.shape)}, "
             f"kernel.shape={tuple(kernel.shape)}"
         )
-    return x, kernel
+    return x, kernel, rank
 
 
 def _correlate(x, kernel, mode, rank, fn_name):
@@ -88,13 +96,7 @@ def cross_correlate(x, kernel, mode="valid"):
     >>> np.asarray(cross_correlate([1.0, 2.0, 3.0], [0.0, 1.0], "full"))
     array([1., 2., 3., 0.], dtype=float32)
     """
-    rank = len(np.shape(x))
-    if rank not in (1, 2):
-        raise ValueError(
-            "cross_correlate supports 1-D and 2-D inputs. "
-            f"Received: x.shape={np.shape(x)}"
-        )
-    x, kernel = _prepare(x, kernel, rank, "cross_correlate")
+    x, kernel, rank = _prepare(x, kernel, "cross_correlate")
     return _correlate(x, kernel, mode, rank, "cross_correlate")
 
 
@@ -119,13 +121,7 @@ def convolve(x, kernel, mode="valid"):
     >>> np.asarray(convolve([1.0, 2.0, 3.0], [0.0, 1.0], "full"))
     array([0., 1., 2., 3.], dtype=float32)
     """
-    rank = len(np.shape(x))
-    if rank not in (1, 2):
-        raise ValueError(
-            "convolve supports 1-D and 2-D inputs. "
-            f"Received: x.shape={np.shape(x)}"
-        )
-    x, kernel = _prepare(x, kernel, rank, "convolve")
+    x, kernel, rank = _prepare(x, kernel, "convolve")
     flipped = ops.flip(kernel, axis=tuple(range(rank)))
     if mode == "valid" and any(k > n for k, n in zip(kernel.shape, x.shape)):
         # Valid convolution is commutative, like numpy.convolve's swap.
