@@ -12,6 +12,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from experiments import evaluate as ev
+from experiments.data import protocol_views as pv
 
 
 def np_five_crops(image, crop):
@@ -35,33 +36,33 @@ def np_ten_crops(image, crop):
 
 
 def test_num_views():
-    assert ev.num_views("center") == 1
-    assert ev.num_views("ten_crop") == 10
-    assert ev.num_views("multi_crop") == 144  # GoogLeNet: 4 scales
-    assert ev.num_views("multi_crop", scales=[64, 72]) == 72
+    assert pv.num_views("center") == 1
+    assert pv.num_views("ten_crop") == 10
+    assert pv.num_views("multi_crop") == 144  # GoogLeNet: 4 scales
+    assert pv.num_views("multi_crop", scales=[64, 72]) == 72
 
 
 def test_unknown_protocol_message():
     with pytest.raises(ValueError, match="Received: protocol='dense'"):
-        ev.num_views("dense")
+        pv.num_views("dense")
 
 
 def test_ten_crop_matches_numpy_on_a_rectangle():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (6, 9, 3)).astype(np.float32)
     # Shorter side already equals `resize`: the resize is the identity.
-    views = ev.image_views(image, "ten_crop", crop=4, resize=6).numpy()
+    views = pv.image_views(image, "ten_crop", crop=4, resize=6).numpy()
     assert views.shape == (10, 4, 4, 3)
     np.testing.assert_allclose(views, np_ten_crops(image, 4), atol=1e-3)
-    centre = ev.image_views(image, "center", crop=4, resize=6).numpy()
+    centre = pv.image_views(image, "center", crop=4, resize=6).numpy()
     np.testing.assert_allclose(centre[0], np_five_crops(image, 4)[0], atol=1e-3)
 
 
 def test_ten_crop_resizes_shorter_side_first():
     image = np.zeros((20, 40, 3), np.uint8)
-    resized = ev.resize_shorter_side(tf.cast(image, tf.float32), 10)
+    resized = pv.resize_shorter_side(tf.cast(image, tf.float32), 10)
     assert tuple(resized.shape) == (10, 20, 3)
-    views = ev.image_views(image, "ten_crop", crop=8)  # default resize 9
+    views = pv.image_views(image, "ten_crop", crop=8)  # default resize 9
     assert tuple(views.shape) == (10, 8, 8, 3)
 
 
@@ -70,7 +71,7 @@ def test_multi_crop_views_numpy():
     image = rng.uniform(0, 255, (4, 6, 3)).astype(np.float32)
     # One scale equal to the shorter side: no resize; squares of side 4 at
     # x = 0, 1, 2; per square 5 crops of side 3 + the square resized to 3.
-    views = ev.image_views(
+    views = pv.image_views(
         image, "multi_crop", crop=3, resize=4, scales=[4]
     ).numpy()
     assert views.shape == (36, 3, 3, 3)
@@ -88,7 +89,7 @@ def test_multi_crop_views_numpy():
 
 def test_resize_smaller_than_crop_message():
     with pytest.raises(ValueError, match="Received: resize=4"):
-        ev.image_views(np.zeros((8, 8, 3)), "center", crop=6, resize=4)
+        pv.image_views(np.zeros((8, 8, 3)), "center", crop=6, resize=4)
 
 
 def test_average_probabilities_numpy():
