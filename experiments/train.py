@@ -46,25 +46,18 @@ from omegaconf import OmegaConf  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
 from experiments import callbacks as cbs  # noqa: E402
+from experiments import distribute  # noqa: E402
+from experiments import optimization  # noqa: E402
 from experiments import tracking  # noqa: E402
 from experiments.config_schema import ConfigError  # noqa: E402
 from experiments.config_schema import MixedPrecision  # noqa: E402
-from experiments.config_schema import OptimizerName  # noqa: E402
-from experiments.config_schema import ScheduleName  # noqa: E402
 from experiments.config_schema import Strategy  # noqa: E402
 from experiments.config_schema import WeightDecayStyle  # noqa: E402
 from experiments.config_schema import fit_chunk_steps  # noqa: E402
-from experiments.config_schema import optimizer_kwargs  # noqa: E402
 from experiments.config_schema import validate_config  # noqa: E402
 from experiments.config_schema import variant_items  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-_OPTIMIZERS = {
-    OptimizerName.sgd: keras.optimizers.SGD,
-    OptimizerName.adam: keras.optimizers.Adam,
-    OptimizerName.rmsprop: keras.optimizers.RMSprop,
-}
 
 
 @dataclasses.dataclass
@@ -112,256 +105,6 @@ def expand_children(cfg):
         )
         children.append(Child(name, child, variant, seed))
     return children
-
-
-# --------------------------------------------------------------------------
-# Building blocks
-# --------------------------------------------------------------------------
-
-
-def _split_cpu(n):
-    cpus = tf.config.list_physical_devices("CPU")
-    try:
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * n
-        )
-    except RuntimeError:
-        # Already initialized: keep the existing split (same process).
-        pass
-
-
-def make_strategy(trainer):
-    """`tf.distribute` strategy of `trainer.strategy`.
-
-    Args:
-        trainer: the trainer config.
-
-    Returns:
-        A `tf.distribute.Strategy`.
-    """
-    if trainer.logical_cpu_devices:
-        _split_cpu(trainer.logical_cpu_devices)
-    kind = trainer.strategy
-    if kind == Strategy.default:
-        return tf.distribute.get_strategy()
-    if kind == Strategy.mirrored:
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-        if not devices:
-            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
-    if kind == Strategy.multi_worker:
-        from experiments.engine_compat import patch_multi_worker_reduce
-
-        patch_multi_worker_reduce()
-        # Reads TF_CONFIG; every worker runs the same command.
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-
-
-def is_chief(strategy):
-    """True unless this is a non-chief worker of a multi-worker job."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return (
-        resolver.task_type == "worker"
-        and resolver.task_id == 0
-        and (not has_chief)
-    )
-
-
-def build_learning_rate(cfg):
-    """Learning rate (float or Keras schedule) and optional LR callback.
-
-    Schedules: constant; step (x `gamma` at each boundary, the papers'
-    "divide by 10"); exponential (`decay_rate ** (step / decay_steps)`,
-    `staircase` for integer powers; BN paper 4.2.1 "decay 6x faster" is
-    `decay_steps / 6`); plateau (`ReduceLROnPlateau` on `monitor`, checked at
-    evaluations; AlexNet/VGG "divide by 10 when val error stops improving").
-    """
-    lr = float(cfg.optimizer.learning_rate)
-    s = cfg.schedule
-    if s.name == ScheduleName.constant:
-        return lr, None
-    if s.name == ScheduleName.step:
-        values = [lr * s.gamma**i for i in range(len(s.boundaries) + 1)]
-        return (
-            keras.optimizers.schedules.PiecewiseConstantDecay(
-                [int(b) for b in s.boundaries], values
-            ),
-            None,
-        )
-    if s.name == ScheduleName.exponential:
-        return (
-            keras.optimizers.schedules.ExponentialDecay(
-                lr, s.decay_steps, s.decay_rate, staircase=s.staircase
-            ),
-            None,
-        )
-    callback = keras.callbacks.ReduceLROnPlateau(
-        monitor=s.monitor,
-        factor=s.factor,
-        patience=s.patience,
-        cooldown=s.cooldown,
-        min_delta=s.min_delta,
-        min_lr=s.min_lr,
-        verbose=0,
-    )
-    return lr, callback
-
-
-def build_optimizer(cfg, learning_rate):
-    o = cfg.optimizer
-    return _OPTIMIZERS[o.name](
-        learning_rate=learning_rate, **optimizer_kwargs(o)
-    )
-
-
-def add_l2_weight_decay(model, weight_decay):
-    """Paper-style weight decay: `weight_decay / 2 * ||W||^2` per kernel.
-
-    Its gradient is `weight_decay * W`, the update of AlexNet Sec. 5 / Caffe.
-    Applied to kernels (conv, dense, depthwise) only, not to biases or BN
-    parameters.
-
-    Returns:
-        The number of regularized variables.
-    """
-    count = 0
-    regularizer = keras.regularizers.L2(weight_decay / 2.0)
-    for variable in model.trainable_variables:
-        if variable.path.split("/")[-1].endswith("kernel"):
-            variable.regularizer = regularizer
-            count += 1
-    return count
-
-
-def _output_names(model):
-    return (
-        [t.name.split("/")[0] for t in model.outputs]
-        if len(model.outputs) > 1
-        else None
-    )
-
-
-@keras.saving.register_keras_serializable(package="repro")
-class SparseTopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
-    """`SparseTopKCategoricalAccuracy` that accepts float16/bfloat16 logits.
-
-    `tf.math.in_top_k` only takes float32, so mixed-precision logits are
-    cast first.
-    """
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_pred = keras.ops.cast(y_pred, "float32")
-        return super().update_state(y_true, y_pred, sample_weight)
-
-
-def effective_steps_per_execution(trainer):
-    """`trainer.steps_per_execution`, or 1 under mirrored/multi-worker.
-
-    Keras 3.15's multi-step `tf.while_loop` over a *distributed* iterator
-    fails ("You must feed a value for placeholder tensor ... Placeholder_1"),
-    so multi-device strategies run one step per call (a deviation in speed
-    only; intervals stay valid since they are multiples of any value).
-    """
-    if trainer.strategy in (Strategy.mirrored, Strategy.multi_worker):
-        if trainer.steps_per_execution != 1:
-            log.warning(
-                "trainer.steps_per_execution=%d -> 1 under strategy=%s "
-                "(Keras multi-step loop bug with distributed iterators).",
-                trainer.steps_per_execution,
-                trainer.strategy.value,
-            )
-        return 1
-    return trainer.steps_per_execution
-
-
-def compile_model(model, cfg, optimizer):
-    """Compiles with sparse CE from logits and top-1/top-k accuracy."""
-    t = cfg.trainer
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1_accuracy")]
-    if t.top_k > 1:
-        metrics.append(
-            SparseTopKAccuracy(k=t.top_k, name=f"top{t.top_k}_accuracy")
-        )
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    n_outputs = len(model.outputs)
-    loss_weights = None
-    if n_outputs > 1:
-        if t.loss_weights is None or len(t.loss_weights) != n_outputs:
-            raise ConfigError(
-                f"the model has {n_outputs} outputs; set trainer.loss_weights "
-                f"to {n_outputs} weights (main output first). Received: "
-                f"trainer.loss_weights={t.loss_weights}"
-            )
-        loss = [loss] * n_outputs
-        loss_weights = [float(w) for w in t.loss_weights]
-        metrics = [metrics] + [[] for _ in range(n_outputs - 1)]
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        loss_weights=loss_weights,
-        metrics=metrics,
-        steps_per_execution=effective_steps_per_execution(t),
-        jit_compile="auto" if t.jit_compile is None else t.jit_compile,
-    )
-    return model
-
-
-def _metric_names(model):
-    """Keras log key -> logged name (main-output metrics lose the prefix)."""
-    names = {}
-    if len(model.outputs) > 1:
-        main = model.output_names[0] if hasattr(model, "output_names") else ""
-        for metric in ("top1_accuracy", "top5_accuracy"):
-            names[f"{main}_{metric}"] = metric
-    return names
-
-
-def _labels_for(model, ds):
-    n = len(model.outputs)
-    if n == 1:
-        return ds
-    return ds.map(lambda x, y: (x, tuple([y] * n)))
-
-
-def _patch_symbolic_build(model, strategy, sample_ds):
-    """Builds metrics/optimizer from a plain batch under a strategy.
-
-    Keras 3.15 `fit` under a strategy takes one batch off the *training*
-    iterator and `strategy.reduce`s it to build the model: that shifts the
-    deterministic data stream by one batch and fails outright under
-    `MultiWorkerMirroredStrategy` ("Attempt to convert a value (PerReplica)
-    ... to a Tensor"). We build from a batch of a separate iterator instead.
-    """
-    if not tf.distribute.has_strategy() and (
-        strategy is tf.distribute.get_strategy()
-    ):
-        return
-    sample = next(iter(sample_ds.take(1)))
-
-    def build(iterator=None, data_batch=None):
-        with strategy.scope():
-            model._symbolic_build(data_batch=sample)
-
-    model._maybe_symbolic_build = build
-
-
-def _distribute_options(ds, strategy_kind):
-    if strategy_kind != Strategy.multi_worker:
-        return ds
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA
-    )
-    return ds.with_options(options)
 
 
 # --------------------------------------------------------------------------
@@ -415,7 +158,7 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
         Dict of final metrics (`val/...`), plus `status` and `run_id`.
     """
     t = cfg.trainer
-    chief = is_chief(strategy)
+    chief = distribute.is_chief(strategy)
     name = child.name if child else ""
     key = tracking.run_key(cfg, extra=name)
     ckpt_dir = _checkpoint_dir(cfg, key)
@@ -518,10 +261,10 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
             cfg.optimizer.weight_decay > 0
             and cfg.optimizer.weight_decay_style == WeightDecayStyle.l2
         ):
-            add_l2_weight_decay(model, cfg.optimizer.weight_decay)
-        learning_rate, lr_callback = build_learning_rate(cfg)
-        optimizer = build_optimizer(cfg, learning_rate)
-        compile_model(model, cfg, optimizer)
+            optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
+        learning_rate, lr_callback = optimization.build_learning_rate(cfg)
+        optimizer = optimization.build_optimizer(cfg, learning_rate)
+        optimization.compile_model(model, cfg, optimizer)
         if start_step:
             optimizer.build(model.trainable_variables)
             model.load_weights(ckpt_dir / cbs.CHECKPOINT_FILE)
@@ -532,13 +275,13 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
                     f"checkpoint {ckpt_dir} holds step {got}, state.json says "
                     f"{start_step}; delete the folder to restart the run."
                 )
-    train_ds = _labels_for(model, train_ds)
-    val_ds = _labels_for(model, val_ds)
-    train_ds = _distribute_options(train_ds, t.strategy)
-    val_ds = _distribute_options(val_ds, t.strategy)
+    train_ds = optimization.labels_for(model, train_ds)
+    val_ds = optimization.labels_for(model, val_ds)
+    train_ds = distribute.distribute_options(train_ds, t.strategy)
+    val_ds = distribute.distribute_options(val_ds, t.strategy)
     fit_ds = train_ds.skip(start_step) if start_step else train_ds
     if t.strategy != Strategy.default:
-        _patch_symbolic_build(model, strategy, train_ds)
+        distribute.patch_symbolic_build(model, strategy, train_ds)
 
     buffer = tracking.MetricBuffer(run_id, resume=resumed) if chief else None
     logger = cbs.StepLogger(
@@ -547,7 +290,7 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
         total_steps=t.steps,
         log_every_steps=t.log_every_steps,
         verbose=t.verbose if chief else 0,
-        metric_names=_metric_names(model),
+        metric_names=optimization.metric_names(model),
     )
     callbacks = [
         logger,
@@ -662,8 +405,8 @@ def train(cfg):
     children = expand_children(cfg)
     for child in children:
         validate_config(child.cfg)
-    strategy = make_strategy(cfg.trainer)
-    chief = is_chief(strategy)
+    strategy = distribute.make_strategy(cfg.trainer)
+    chief = distribute.is_chief(strategy)
     experiment_id = (
         tracking.configure(cfg.tracking, cfg.experiment_name) if chief else None
     )

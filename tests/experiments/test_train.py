@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from experiments import optimization
 from experiments import train as train_lib
 from experiments.engine_fixtures import compose
 
@@ -229,7 +230,7 @@ def test_l2_weight_decay_adds_half_wd_squared_norm_of_kernels():
     from experiments.engine_fixtures import build_engine_mlp
 
     model = build_engine_mlp(batch_norm=True)
-    n = train_lib.add_l2_weight_decay(model, 0.01)
+    n = optimization.add_l2_weight_decay(model, 0.01)
     assert n == 2  # hidden + logits kernels; not biases, not BN
     kernels = [
         v.numpy() for v in model.trainable_variables if "kernel" in v.path
@@ -267,7 +268,7 @@ def test_top_k_accuracy_takes_mixed_precision_logits(dtype):
         [[0.1, 0.5, 0.3, 0.2], [0.9, 0.1, 0.0, 0.4], [0.2, 0.1, 0.3, 0.8]]
     )
     labels = np.array([2, 2, 3])
-    metric = train_lib.SparseTopKAccuracy(k=2)
+    metric = optimization.SparseTopKAccuracy(k=2)
     metric.update_state(labels, keras.ops.cast(logits, dtype))
     # numpy: label among the 2 largest logits?
     top2 = np.argsort(-logits, axis=1)[:, :2]

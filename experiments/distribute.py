@@ -1,0 +1,120 @@
+"""`tf.distribute` plumbing of the training engine: the strategy of
+`trainer.strategy`, the chief test, and the Keras 3.15 work-arounds that
+multi-device strategies need (documented where they are applied)."""
+
+import logging
+
+import tensorflow as tf
+
+from experiments.config_schema import Strategy
+
+log = logging.getLogger(__name__)
+
+
+def _split_cpu(n):
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * n
+        )
+    except RuntimeError:
+        # Already initialized: keep the existing split (same process).
+        pass
+
+
+def make_strategy(trainer):
+    """`tf.distribute` strategy of `trainer.strategy`.
+
+    Args:
+        trainer: the trainer config.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+    """
+    if trainer.logical_cpu_devices:
+        _split_cpu(trainer.logical_cpu_devices)
+    kind = trainer.strategy
+    if kind == Strategy.default:
+        return tf.distribute.get_strategy()
+    if kind == Strategy.mirrored:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if not devices:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if kind == Strategy.multi_worker:
+        from experiments.engine_compat import patch_multi_worker_reduce
+
+        patch_multi_worker_reduce()
+        # Reads TF_CONFIG; every worker runs the same command.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """True unless this is a non-chief worker of a multi-worker job."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and (not has_chief)
+    )
+
+
+def effective_steps_per_execution(trainer):
+    """`trainer.steps_per_execution`, or 1 under mirrored/multi-worker.
+
+    Keras 3.15's multi-step `tf.while_loop` over a *distributed* iterator
+    fails ("You must feed a value for placeholder tensor ... Placeholder_1"),
+    so multi-device strategies run one step per call (a deviation in speed
+    only; intervals stay valid since they are multiples of any value).
+    """
+    if trainer.strategy in (Strategy.mirrored, Strategy.multi_worker):
+        if trainer.steps_per_execution != 1:
+            log.warning(
+                "trainer.steps_per_execution=%d -> 1 under strategy=%s "
+                "(Keras multi-step loop bug with distributed iterators).",
+                trainer.steps_per_execution,
+                trainer.strategy.value,
+            )
+        return 1
+    return trainer.steps_per_execution
+
+
+def patch_symbolic_build(model, strategy, sample_ds):
+    """Builds metrics/optimizer from a plain batch under a strategy.
+
+    Keras 3.15 `fit` under a strategy takes one batch off the *training*
+    iterator and `strategy.reduce`s it to build the model: that shifts the
+    deterministic data stream by one batch and fails outright under
+    `MultiWorkerMirroredStrategy` ("Attempt to convert a value (PerReplica)
+    ... to a Tensor"). We build from a batch of a separate iterator instead.
+    """
+    if not tf.distribute.has_strategy() and (
+        strategy is tf.distribute.get_strategy()
+    ):
+        return
+    sample = next(iter(sample_ds.take(1)))
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=sample)
+
+    model._maybe_symbolic_build = build
+
+
+def distribute_options(ds, strategy_kind):
+    if strategy_kind != Strategy.multi_worker:
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return ds.with_options(options)
