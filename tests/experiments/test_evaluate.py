@@ -182,6 +182,20 @@ def test_evaluate_ensemble_ten_crop_against_numpy():
     assert result["top5_error"] == pytest.approx(top5)
 
 
+def test_evaluate_scores_the_main_head_of_an_aux_model():
+    """GoogLeNet trained with aux heads (Sec. 5) outputs a dict; the test
+    protocols score `logits` only."""
+    main = _linear_model(0)
+    inputs = main.input
+    aux = keras.layers.Dense(6)(keras.layers.Flatten()(inputs))
+    with_aux = keras.Model(
+        inputs, {"logits": main.output, "aux1": aux, "aux2": aux}
+    )
+    ds, _, _ = _tiny_dataset()
+    expected = ev.evaluate([main], ds, "ten_crop", resize=6)
+    assert ev.evaluate([with_aux], ds, "ten_crop", resize=6) == expected
+
+
 def test_evaluate_rejects_mixed_input_sizes():
     ds, _, _ = _tiny_dataset()
     with pytest.raises(ValueError, match="same static input size"):

@@ -99,7 +99,11 @@ def test_mini_config_builds_its_models(name):
     for child in configs[:3]:  # the five seeds share one architecture
         model = hydra.utils.instantiate(child.model)
         assert tuple(model.input_shape[1:]) == (56, 56, 3)
-        assert model.output_shape[-1] == 10
+        outputs = model.outputs
+        assert all(tuple(o.shape[1:]) == (10,) for o in outputs)
+        # One loss weight per output (GoogLeNet's aux heads, Sec. 5).
+        if len(outputs) > 1:
+            assert len(child.trainer.loss_weights) == len(outputs)
 
 
 def test_mini_table_lists_existing_configs():
