@@ -437,7 +437,9 @@ def train(cfg):
                 tracking.log_config(cfg)
         else:
             parent_id = parent.info.run_id
-            MlflowClient().update_run(parent_id, status="RUNNING")
+        # Ending the `with` block marked the parent FINISHED; it runs until
+        # its last child has (the UI shows it running meanwhile).
+        MlflowClient().update_run(parent_id, status="RUNNING")
     results = {}
     try:
         for child in children:

@@ -20,8 +20,10 @@ REPORT_CALLS = []
 
 
 def record_report(cfg, parent_run_id):
-    """A `report:` target that records its call."""
-    REPORT_CALLS.append((cfg.experiment_name, parent_run_id))
+    """A `report:` target that records its call and the parent's status
+    (the report runs after the children, before the parent ends)."""
+    status = MlflowClient().get_run(parent_run_id).info.status
+    REPORT_CALLS.append((cfg.experiment_name, parent_run_id, status))
 
 
 def _history(client, run_id, key):
@@ -126,7 +128,7 @@ def test_variants_and_seeds_make_child_runs_and_call_report(tmp_path):
     )
     parent = client.get_run(result["run_id"])
     assert parent.info.status == "FINISHED"
-    assert REPORT_CALLS == [("smoke", parent.info.run_id)]
+    assert REPORT_CALLS == [("smoke", parent.info.run_id, "RUNNING")]
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
