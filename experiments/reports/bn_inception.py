@@ -349,7 +349,8 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(results, paper)
     md = out_dir / "table.md"
-    text = format_markdown(threshold, results, paper, title, notes)
+    heading = title and f"{title} (cf. BN paper Fig. 3)"
+    text = format_markdown(threshold, results, paper, heading, notes)
     fixed = format_fixed_thresholds(results, fixed_thresholds)
     if fixed:
         text += (
@@ -376,7 +377,9 @@ def write_outputs(
         )
     )
     png = out_dir / "accuracy_vs_steps.png"
-    plot_curves(results, threshold, png, title)
+    plot_curves(
+        results, threshold, png, title and f"{title} (cf. BN paper Fig. 2)"
+    )
     return [md, csv_path, summary, png]
 
 
@@ -445,7 +448,8 @@ def report(
         threshold: float to use instead of the baseline's maximum.
         results_dir: folder for the committed copies (relative paths are
             relative to the repository root).
-        title: optional table/plot heading.
+        title: optional name in the table/plot headings (defaults to the
+            experiment name).
         fixed_thresholds: accuracies for an extra "steps to X" table.
         chance: chance accuracy (1 / classes); with it the table warns when
             the threshold is within `chance_margin` of chance (the baseline
@@ -530,8 +534,7 @@ def report(
         notes.append("Runs not finished: " + "; ".join(unfinished) + ".")
     if paper.get("source"):
         notes.append(f"Paper column: {paper['source']}.")
-    if cfg.get("experiment_name"):
-        title = title or f"{cfg['experiment_name']} (cf. BN paper Fig. 3)"
+    title = title or cfg.get("experiment_name")
     fixed_thresholds = [float(t) for t in fixed_thresholds or ()]
     written = write_outputs(
         thr,
