@@ -43,7 +43,7 @@ DATASETS = {
     "synthetic": ("synthetic", None, None, None),
     "mnist": ("idx", "mnist", "train", "test"),
     "fashion_mnist": ("idx", "fashion_mnist", "train", "test"),
-    "cifar10": ("none", "cifar10", "train", "test"),
+    "cifar10": ("cifar10", "cifar10", "train", "test"),
     "imagenette": ("folder", "imagenette/full-size-v2", "train", "validation"),
     "imagenet2012": ("folder", "imagenet2012", "train", "validation"),
 }
@@ -357,10 +357,14 @@ def _load(
             download,
             local_dir,
         )
-    if kind == "idx":
+    if kind in ("idx", "cifar10"):
+        load = {
+            "idx": sources.load_idx_split,
+            "cifar10": sources.load_cifar10_split,
+        }[kind]
         splits = []
         for split in ("train", "test"):
-            images, labels = sources.load_idx_split(directory, split)
+            images, labels = load(directory, split)
             splits.append(_Split(labels, images, num_classes=10))
         return splits[0], splits[1]
     train_paths, train_labels, classes = sources.list_image_folder(

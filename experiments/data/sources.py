@@ -4,16 +4,20 @@ Everything here returns plain NumPy arrays or lists of file paths; the
 `tf.data` pipelines live in `experiments.data.pipeline`.
 
 Offline data root: the env var `CONVNET_REPRO_DATA_DIR` holds `mnist/` (the
-four IDX `.gz` files) and `imagenette2-224/{train,val}/<wnid>/*.JPEG` (see
-`shared/data/PROVENANCE.md`). A config's `local_dir` overrides it.
+four IDX `.gz` files), `imagenette2-224/{train,val}/<wnid>/*.JPEG` (see
+`shared/data/PROVENANCE.md`) and optionally `cifar10/` (the extracted
+`cifar-10-python.tar.gz` or `cifar-10-binary.tar.gz`). A config's
+`local_dir` overrides it.
 
 Reference:
     LeCun et al., 1998, IDX format: http://yann.lecun.com/exdb/mnist/
+    Krizhevsky, 2009, CIFAR-10 batches: https://www.cs.toronto.edu/~kriz/cifar.html
 """
 
 import gzip
 import os
 import pathlib
+import pickle
 
 import numpy as np
 
@@ -35,6 +39,12 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif")
+# CIFAR-10 batch files (python pickles, or `<name>.bin` in the binary
+# version), inside `cifar-10-batches-py/` or `cifar-10-batches-bin/`.
+CIFAR10_BATCHES = {
+    "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+    "test": ("test_batch",),
+}
 
 _IDX_DTYPES = {
     0x08: np.uint8,
@@ -135,6 +145,72 @@ def load_idx_split(directory, split):
     return images[..., None], labels.astype(np.int32)
 
 
+def cifar10_batches_dir(directory):
+    """The folder holding all six CIFAR-10 batch files below `directory`
+    (itself, `cifar-10-batches-py/` or `cifar-10-batches-bin/`), or None."""
+    directory = pathlib.Path(directory)
+    names = [n for split in CIFAR10_BATCHES.values() for n in split]
+    for candidate in (
+        directory,
+        directory / "cifar-10-batches-py",
+        directory / "cifar-10-batches-bin",
+    ):
+        for suffix in ("", ".bin"):
+            if all((candidate / (n + suffix)).is_file() for n in names):
+                return candidate
+    return None
+
+
+def _read_cifar10_batch(path):
+    if path.suffix == ".bin":
+        # Binary version: records of 1 label byte + 3072 pixel bytes.
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size % 3073:
+            raise ValueError(
+                f"{path.name} is not a CIFAR-10 binary batch (size "
+                f"{raw.size} is not a multiple of 3073). Received: {path}"
+            )
+        raw = raw.reshape(-1, 3073)
+        return raw[:, 1:], raw[:, 0]
+    # Python version: a pickled dict written by the dataset's authors (load
+    # only files you trust, as with keras.datasets.cifar10).
+    with path.open("rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    return np.asarray(batch[b"data"], np.uint8), np.asarray(batch[b"labels"])
+
+
+def load_cifar10_split(directory, split):
+    """Loads `split` ("train" or "test") of an extracted CIFAR-10 archive.
+
+    Each image row is 1024 red, 1024 green, then 1024 blue values of a
+    32x32 image in row-major order (the dataset's own layout).
+
+    Returns:
+        `(images uint8 (N, 32, 32, 3), labels int32 (N,))`.
+    """
+    if split not in CIFAR10_BATCHES:
+        raise ValueError(
+            f"CIFAR-10 split must be one of {sorted(CIFAR10_BATCHES)}. "
+            f"Received: split={split!r}"
+        )
+    batches_dir = cifar10_batches_dir(directory)
+    if batches_dir is None:
+        raise MissingDataError(
+            "No CIFAR-10 batch files (data_batch_1..5, test_batch) found; "
+            "extract cifar-10-python.tar.gz there. "
+            f"Received: directory={str(directory)!r}"
+        )
+    suffix = ".bin" if (batches_dir / "test_batch.bin").is_file() else ""
+    parts = [
+        _read_cifar10_batch(batches_dir / (name + suffix))
+        for name in CIFAR10_BATCHES[split]
+    ]
+    data = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts]).astype(np.int32)
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
 def list_image_folder(directory, class_names=None):
     """Lists an image-folder tree `directory/<class>/<image>`.
 
@@ -215,7 +291,8 @@ def resolve_local_dir(name, local_dir=None):
     Search order: `local_dir` itself, `local_dir/<subdir>`, then
     `$CONVNET_REPRO_DATA_DIR/<subdir>` (and, for Fashion-MNIST, Debian's
     `/usr/share/dataset-fashion-mnist`). A candidate counts only if it holds
-    the expected files (four IDX files, or `train/` and `val/` folders).
+    the expected files (four IDX files, the six CIFAR-10 batches, or
+    `train/` and `val/` folders).
     """
     subdir = LOCAL_SUBDIRS.get(name, name)
     candidates = []
@@ -237,6 +314,8 @@ def _looks_like(name, directory):
         return False
     if name in ("mnist", "fashion_mnist"):
         return is_idx_dir(directory)
+    if name == "cifar10":
+        return cifar10_batches_dir(directory) is not None
     return (directory / "train").is_dir() and (directory / "val").is_dir()
 
 

@@ -194,6 +194,59 @@ def test_image_folder_listing_and_pipeline(tmp_path):
     pipeline._DECODE_CACHE.clear()
 
 
+def _write_tiny_cifar10(directory, binary, n=3):
+    """The six batch files in the dataset's own layout: per image 1024 red,
+    1024 green, 1024 blue bytes, row-major."""
+    import pickle
+
+    rng = np.random.default_rng(1)
+    arrays = {}
+    directory.mkdir(parents=True)
+    for split, names in sources.CIFAR10_BATCHES.items():
+        images, labels = [], []
+        for name in names:
+            hwc = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+            label = rng.integers(0, 10, n).astype(np.uint8)
+            rows = hwc.transpose(0, 3, 1, 2).reshape(n, 3072)
+            if binary:
+                records = np.concatenate([label[:, None], rows], axis=1)
+                (directory / f"{name}.bin").write_bytes(records.tobytes())
+            else:
+                batch = {b"data": rows, b"labels": label.tolist()}
+                (directory / name).write_bytes(pickle.dumps(batch))
+            images.append(hwc)
+            labels.append(label)
+        arrays[split] = np.concatenate(images), np.concatenate(labels)
+    return arrays
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_cifar10_batches_offline(tmp_path, binary, monkeypatch):
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    folder = "cifar-10-batches-bin" if binary else "cifar-10-batches-py"
+    arrays = _write_tiny_cifar10(tmp_path / "cifar10" / folder, binary)
+    images, labels = sources.load_cifar10_split(tmp_path / "cifar10", "train")
+    np.testing.assert_array_equal(images, arrays["train"][0])
+    np.testing.assert_array_equal(labels, arrays["train"][1])
+    assert images.shape == (15, 32, 32, 3) and labels.dtype == np.int32
+    # Found from the data root, as the env var would point to it.
+    assert sources.resolve_local_dir("cifar10", tmp_path) is not None
+    _, val_ds = make_datasets(
+        "cifar10",
+        batch_size=4,
+        eval_batch_size=3,
+        source="local",
+        local_dir=str(tmp_path),
+        input_shape=(32, 32, 3),
+        num_classes=10,
+    )
+    x, y = next(iter(val_ds))
+    np.testing.assert_allclose(x, arrays["test"][0] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y, arrays["test"][1])
+    with pytest.raises(sources.MissingDataError, match="cifar-10-python"):
+        sources.load_cifar10_split(tmp_path, "train")
+
+
 def test_missing_data_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.delenv(sources.ENV_VAR, raising=False)
     with pytest.raises(sources.MissingDataError) as info:
