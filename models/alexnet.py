@@ -54,6 +54,8 @@ def build_alexnet(
     native_groups=False,
     conv=None,
     name=None,
+    kernel_initializer=None,
+    unit_biases=True,
 ):
     """Builds AlexNet (Krizhevsky et al. 2012); outputs logits.
 
@@ -75,6 +77,11 @@ def build_alexnet(
         conv: conv spec `{"kind", "tile_size", "stages"}`; stages are
             `"conv1".."conv5"`.
         name: model name. Defaults to `"alexnet"`.
+        kernel_initializer: initializer of every kernel; `None` (default)
+            is the paper's `RandomNormal(stddev=init_stddev)`.
+        unit_biases: bool, biases 1 in conv2, conv4, conv5, fc6 and fc7
+            (Sec. 5: "accelerates the early stages of learning by providing
+            the ReLUs with positive inputs"); False gives zero biases.
 
     Returns:
         A `keras.Model`.
@@ -107,6 +114,8 @@ def build_alexnet(
         )
 
     def weights():
+        if kernel_initializer is not None:
+            return keras.initializers.get(kernel_initializer)
         return keras.initializers.RandomNormal(stddev=init_stddev)
 
     inputs = keras.Input(shape=shape, name="image")
@@ -128,7 +137,9 @@ def build_alexnet(
             name=f"{stage}_conv",
             native=native_groups,
             kernel_initializer=weights(),
-            bias_initializer=keras.initializers.Constant(bias),
+            bias_initializer=keras.initializers.Constant(
+                bias if unit_biases else 0.0
+            ),
             **kw,
         )
         x = keras.layers.ReLU(name=f"{stage}_relu")(x)
@@ -143,7 +154,9 @@ def build_alexnet(
         x = keras.layers.Dense(
             units,
             kernel_initializer=weights(),
-            bias_initializer=keras.initializers.Constant(1.0),
+            bias_initializer=keras.initializers.Constant(
+                1.0 if unit_biases else 0.0
+            ),
             name=fc,
         )(x)
         x = keras.layers.ReLU(name=f"{fc}_relu")(x)

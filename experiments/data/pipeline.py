@@ -187,7 +187,10 @@ def make_datasets(
         scale_range=scale_range,
         area_range=area_range,
         aspect_range=aspect_range,
-        lighting_std=lighting_std,
+        # The PCA eigenvalues are for [0, 1] pixels; scaling alpha scales
+        # the colour shift to the pixel range `rescale` gives (raw 0-255
+        # pixels with rescale=1, as AlexNet Sec. 2 trains on).
+        lighting_std=(lighting_std or 0.0) * 255.0 * rescale,
     )
     needs_augment = augment not in (None, "none", [], ["none"])
 

@@ -119,3 +119,20 @@ def test_merge_views_averages_view_major_predictions():
     preds = np.arange(3 * 2 * 4, dtype=np.float32).reshape(6, 4)
     merged = merge_views(preds, num_views=3).numpy()
     np.testing.assert_allclose(merged, preds.reshape(3, 2, 4).mean(0))
+
+
+def test_pca_lighting_follows_the_pixel_scale():
+    """AlexNet trains on raw 0-255 pixels (rescale=1); the colour shift must
+    then be 255x the one on [0, 1] pixels, i.e. the same augmentation."""
+    from experiments.data import make_datasets
+
+    def first_batch(rescale):
+        train_ds, _ = make_datasets(
+            "synthetic", batch_size=4, input_shape=(8, 8, 3),
+            num_classes=2, augment="alexnet", crop_size=8, resize_size=8,
+            lighting_std=0.5, rescale=rescale, seed=3,
+        )  # fmt: skip
+        return next(iter(train_ds))[0].numpy()
+
+    raw, unit = first_batch(1.0), first_batch(1.0 / 255.0)
+    np.testing.assert_allclose(raw, 255.0 * unit, rtol=1e-4, atol=1e-3)

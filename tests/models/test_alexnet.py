@@ -1,10 +1,12 @@
 """AlexNet builder (Krizhevsky et al. 2012; PAPERS.md 3)."""
 
+import keras
 import numpy as np
 import pytest
 
 from models.alexnet import build_alexnet
 from tests.models.helpers import conv_params
+from tests.models.helpers import kernel_initializers
 from tests.models.helpers import output_shapes
 from tests.models.helpers import roundtrip
 from tests.models.helpers import train_step
@@ -93,6 +95,33 @@ def test_stage_swap_changes_count_by_formula(kind):
         - conv_params("conv2d", (7, 7), 3, 24, 24)
     )
     assert swapped.count_params() - base == delta
+
+
+def test_init_options():
+    """Sec. 5 biases (1 in conv2/4/5 and fc6/7, 0 elsewhere), the paper's
+    N(0, init_stddev^2) weights, and the mini table's He/zero-bias switch."""
+
+    def biases(model):
+        return {
+            la.name: float(np.mean(la.bias))
+            for la in model.layers
+            if isinstance(getattr(la, "bias", None), keras.Variable)
+        }
+
+    paper = build_alexnet(**SMALL)
+    ones = {n for n, b in biases(paper).items() if b == 1.0}
+    assert {n.split("_")[0] for n in ones} == {
+        "conv2", "conv4", "conv5", "fc6", "fc7"
+    }  # fmt: skip
+    assert all(b in (0.0, 1.0) for b in biases(paper).values())
+    inits = kernel_initializers(paper)
+    assert all(i.stddev == 0.01 for i in inits)
+    he = build_alexnet(
+        kernel_initializer="he_normal", unit_biases=False, **SMALL
+    )
+    assert set(biases(he).values()) == {0.0}
+    inits = kernel_initializers(he)
+    assert all(isinstance(i, keras.initializers.HeNormal) for i in inits)
 
 
 def test_roundtrip(tmp_path):
