@@ -80,7 +80,7 @@ study-structured_output:  ## DL book 9.6: FCN labels every pixel of MNIST compos
 study-first_layer_filters:  ## DL book 9.10: learned first-layer filters (Imagenette)
 	$(STUDY).first_layer_filters $(ARGS)
 
-imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~1 h CPU; FRACTION=0.25 shortens
+imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~35 min CPU; FRACTION=0.25 shortens
 	$(PY) -m experiments.reports.imagenet_table --run --fraction $(or $(FRACTION),1.0) $(ARGS)
 
 imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|full)
