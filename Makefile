@@ -50,7 +50,7 @@ bn-mnist-short:  ## BN Fig. 1 shortened: 3k steps, 1 seed (outputs/bn_mnist_shor
 data-check:  ## Build every conf/data config; print shapes, ranges, speed
 	$(PY) -m experiments.data $(ARGS)
 
-bn-inception:  ## BN Fig. 2-3: Inception vs BN-x5/x30 steps (SCALE=full: ImageNet)
+bn-inception:  ## BN Fig. 2-3: Inception vs BN-x5/x30 steps, mini ~34 min CPU (SCALE=full: ImageNet)
 	$(RUN) experiment=$(if $(filter full,$(SCALE)),bn_inception_full,bn_inception) $(ARGS)
 
 # Concept studies (issue #8): experiments/studies/, conf/study/, results/studies/.
