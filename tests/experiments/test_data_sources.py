@@ -68,17 +68,22 @@ def _idx_bytes_truncated():
     return bytes([0, 0, 8, 1]) + np.asarray([10], ">u4").tobytes() + b"abc"
 
 
-def test_tiny_idx_dir_through_make_datasets(tmp_path):
-    arrays = _write_tiny_mnist(tmp_path)
-    train_ds, val_ds = make_datasets(
-        "mnist",
+def _local_datasets(name, directory, input_shape):
+    """`make_datasets` on an offline folder only, batches of 3."""
+    return make_datasets(
+        name,
         batch_size=3,
         eval_batch_size=3,
         source="local",
-        local_dir=str(tmp_path),
-        input_shape=(28, 28, 1),
+        local_dir=str(directory),
+        input_shape=input_shape,
         num_classes=10,
     )
+
+
+def test_tiny_idx_dir_through_make_datasets(tmp_path):
+    arrays = _write_tiny_mnist(tmp_path)
+    train_ds, val_ds = _local_datasets("mnist", tmp_path, (28, 28, 1))
     x, y = next(iter(val_ds))
     images, labels = arrays["test"]
     np.testing.assert_allclose(x[..., 0], images[:3] / 255.0, rtol=1e-6)
@@ -231,15 +236,7 @@ def test_cifar10_batches_offline(tmp_path, binary, monkeypatch):
     assert images.shape == (15, 32, 32, 3) and labels.dtype == np.int32
     # Found from the data root, as the env var would point to it.
     assert sources.resolve_local_dir("cifar10", tmp_path) is not None
-    _, val_ds = make_datasets(
-        "cifar10",
-        batch_size=4,
-        eval_batch_size=3,
-        source="local",
-        local_dir=str(tmp_path),
-        input_shape=(32, 32, 3),
-        num_classes=10,
-    )
+    _, val_ds = _local_datasets("cifar10", tmp_path, (32, 32, 3))
     x, y = next(iter(val_ds))
     np.testing.assert_allclose(x, arrays["test"][0] / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(y, arrays["test"][1])
