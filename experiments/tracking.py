@@ -343,24 +343,33 @@ class MetricBuffer:
             self.client.log_batch(self.run_id, metrics=chunk)
 
 
-def child_runs(client, parent_run_id, max_results=1000):
-    """The direct child runs of `parent_run_id`, oldest first."""
-    parent = client.get_run(parent_run_id)
+def _search_children(client, experiment_id, parent_run_id, max_results):
     return client.search_runs(
-        [parent.info.experiment_id],
+        [experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
         order_by=["attributes.start_time ASC"],
         max_results=max_results,
     )
 
 
+def child_runs(client, parent_run_id, max_results=1000):
+    """The direct child runs of `parent_run_id`, oldest first."""
+    parent = client.get_run(parent_run_id)
+    return _search_children(
+        client, parent.info.experiment_id, parent_run_id, max_results
+    )
+
+
 def descendant_runs(client, parent_run_id, max_results=5000):
     """Every run below `parent_run_id` (children, grandchildren, ...)."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
     found, frontier = [], [parent_run_id]
     while frontier:
         batch = []
         for run_id in frontier:
-            batch += child_runs(client, run_id, max_results=max_results)
+            batch += _search_children(
+                client, experiment_id, run_id, max_results
+            )
         found += batch
         frontier = [r.info.run_id for r in batch]
     return found

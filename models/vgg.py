@@ -25,9 +25,9 @@ Deliberate deviations:
 import keras
 
 from models._common import check_inputs
+from models._common import initialized_stage_conv
 from models._common import lrn as make_lrn
 from models._common import scaled
-from models._common import stage_conv
 
 STAGES = ("block1", "block2", "block3", "block4", "block5")
 
@@ -140,16 +140,10 @@ def build_vgg(
     x = inputs
     for i, block in enumerate(spec["blocks"]):
         stage = STAGES[i]
-        base = stage_conv(conv, stage, STAGES)
-
-        def conv_layer(*args, _base=base, **kwargs):
-            kwargs.setdefault("kernel_initializer", kernel_initializer)
-            return _base(*args, **kwargs)
-
         x = apply_vgg_block(
             x,
             block,
-            conv_layer,
+            initialized_stage_conv(conv, stage, STAGES, kernel_initializer),
             width_multiplier,
             lrn=spec.get("lrn", False) and i == 0,
             name=stage,

@@ -47,6 +47,11 @@ DATASETS = {
     "imagenette": ("folder", "imagenette/full-size-v2", "train", "validation"),
     "imagenet2012": ("folder", "imagenet2012", "train", "validation"),
 }
+# Offline kinds read whole into uint8 arrays: (directory, split) -> arrays.
+_ARRAY_READERS = {
+    "idx": sources.load_idx_split,
+    "cifar10": sources.load_cifar10_split,
+}
 # tfds datasets small enough to load whole into memory.
 _TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10")
 
@@ -360,14 +365,10 @@ def _load(
             download,
             local_dir,
         )
-    if kind in ("idx", "cifar10"):
-        load = {
-            "idx": sources.load_idx_split,
-            "cifar10": sources.load_cifar10_split,
-        }[kind]
+    if kind in _ARRAY_READERS:
         splits = []
         for split in ("train", "test"):
-            images, labels = load(directory, split)
+            images, labels = _ARRAY_READERS[kind](directory, split)
             splits.append(_Split(labels, images, num_classes=10))
         return splits[0], splits[1]
     train_paths, train_labels, classes = sources.list_image_folder(

@@ -11,6 +11,11 @@ them.
 The batched crops come from `experiments.data.eval_views`.
 """
 
+import tensorflow as tf
+
+from experiments.data import augment
+from experiments.data.eval_views import eval_views
+
 PROTOCOLS = ("center", "ten_crop", "multi_crop")
 # Szegedy et al. 2015, Sec. 7: shorter sides 256, 288, 320, 352 for a 224 crop.
 GOOGLENET_SCALE_RATIOS = (256 / 224, 288 / 224, 320 / 224, 352 / 224)
@@ -58,10 +63,6 @@ def resize_shorter_side(image, size):
     Bilinear with antialiasing, aspect ratio kept: the training pipeline's
     `experiments.data.augment.resize_shorter_side`. Returns float32.
     """
-    import tensorflow as tf
-
-    from experiments.data import augment
-
     return augment.resize_shorter_side(tf.cast(image, tf.float32), size)
 
 
@@ -75,22 +76,16 @@ def five_crops(image, crop):
     Returns:
         `(5, crop, crop, C)` tensor (`experiments.data.eval_views` order).
     """
-    from experiments.data.eval_views import eval_views
-
     views = eval_views(image[None], "ten_crop", crop, flip=False)
     return views[:, 0]
 
 
 def _with_mirrors(views):
-    import tensorflow as tf
-
     return tf.concat([views, tf.reverse(views, axis=[2])], axis=0)
 
 
 def _squares(image):
     """Left/centre/right (or top/centre/bottom) squares of `image`."""
-    import tensorflow as tf
-
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     s = tf.minimum(h, w)
     dy, dx = h - s, w - s  # one of them is zero
@@ -120,10 +115,6 @@ def image_views(image, protocol, crop, resize=None, scales=None):
     Returns:
         float32 tensor `(num_views(protocol, scales), crop, crop, C)`.
     """
-    import tensorflow as tf
-
-    from experiments.data.eval_views import eval_views
-
     _check_protocol(protocol)
     resize = resize or default_resize(crop)
     scales = list(scales or default_scales(crop))

@@ -145,19 +145,23 @@ def load_idx_split(directory, split):
     return images[..., None], labels.astype(np.int32)
 
 
-def cifar10_batches_dir(directory):
-    """The folder holding all six CIFAR-10 batch files below `directory`
-    (itself, `cifar-10-batches-py/` or `cifar-10-batches-bin/`), or None."""
+def cifar10_batch_files(directory):
+    """`{split: [batch file paths]}` of the CIFAR-10 batches below
+    `directory` (itself, `cifar-10-batches-py/` or `cifar-10-batches-bin/`;
+    python or `.bin` files), or None when any of the six is missing."""
     directory = pathlib.Path(directory)
-    names = [n for split in CIFAR10_BATCHES.values() for n in split]
     for candidate in (
         directory,
         directory / "cifar-10-batches-py",
         directory / "cifar-10-batches-bin",
     ):
         for suffix in ("", ".bin"):
-            if all((candidate / (n + suffix)).is_file() for n in names):
-                return candidate
+            files = {
+                split: [candidate / (name + suffix) for name in names]
+                for split, names in CIFAR10_BATCHES.items()
+            }
+            if all(p.is_file() for paths in files.values() for p in paths):
+                return files
     return None
 
 
@@ -193,18 +197,14 @@ def load_cifar10_split(directory, split):
             f"CIFAR-10 split must be one of {sorted(CIFAR10_BATCHES)}. "
             f"Received: split={split!r}"
         )
-    batches_dir = cifar10_batches_dir(directory)
-    if batches_dir is None:
+    files = cifar10_batch_files(directory)
+    if files is None:
         raise MissingDataError(
             "No CIFAR-10 batch files (data_batch_1..5, test_batch) found; "
             "extract cifar-10-python.tar.gz there. "
             f"Received: directory={str(directory)!r}"
         )
-    suffix = ".bin" if (batches_dir / "test_batch.bin").is_file() else ""
-    parts = [
-        _read_cifar10_batch(batches_dir / (name + suffix))
-        for name in CIFAR10_BATCHES[split]
-    ]
+    parts = [_read_cifar10_batch(path) for path in files[split]]
     data = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts]).astype(np.int32)
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -315,7 +315,7 @@ def _looks_like(name, directory):
     if name in ("mnist", "fashion_mnist"):
         return is_idx_dir(directory)
     if name == "cifar10":
-        return cifar10_batches_dir(directory) is not None
+        return cifar10_batch_files(directory) is not None
     return (directory / "train").is_dir() and (directory / "val").is_dir()
 
 
