@@ -35,3 +35,28 @@ def _reset_op_determinism():
 
     if config.is_op_determinism_enabled():
         config.disable_op_determinism()
+
+
+@pytest.fixture(scope="session")
+def ilsvrc_sample(tmp_path_factory):
+    """An ILSVRC-2012-format sample of the Imagenette JPEGs, made once per
+    session (`experiments.data.ilsvrc_sample`; 20 train + 20 val images of
+    each of 10 wnids, ~7 s): `{"folder", "manual_dir", "wnids", "train",
+    "val"}`."""
+    from experiments.data import ilsvrc_sample as sample
+    from experiments.data import sources
+
+    if sources.resolve_local_dir("imagenette") is None:
+        pytest.skip("Imagenette not found in the offline data root")
+    return sample.make_ilsvrc_sample(tmp_path_factory.mktemp("ilsvrc"))
+
+
+@pytest.fixture(scope="session")
+def ilsvrc_tfds_dir(ilsvrc_sample, tmp_path_factory):
+    """tfds `data_dir` with `imagenet2012` really prepared from the sample's
+    `manual_dir` tars (once per session, ~8 s)."""
+    from experiments.data import ilsvrc_sample as sample
+
+    data_dir = tmp_path_factory.mktemp("ilsvrc_tfds")
+    sample.prepare_tfds(ilsvrc_sample["manual_dir"], data_dir)
+    return str(data_dir)

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.data import augment as aug
+from experiments.data import ilsvrc_sample
 from experiments.data import sources
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -54,6 +55,9 @@ _ARRAY_READERS = {
 }
 # tfds datasets small enough to load whole into memory.
 _TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10")
+
+# Datasets whose image folders are labelled by a fixed, full class list.
+_CLASS_INDEX = {"imagenet2012": ilsvrc_sample.imagenet_wnids}
 
 # Decoded image-folder arrays, shared by the runs of one process (seeds).
 _DECODE_CACHE = {}
@@ -371,11 +375,16 @@ def _load(
             images, labels = _ARRAY_READERS[kind](directory, split)
             splits.append(_Split(labels, images, num_classes=10))
         return splits[0], splits[1]
+    # ILSVRC-2012 folders hold any subset of the 1,000 wnids; each label is
+    # the wnid's canonical index (tfds' list), as on the tfds path.
+    index = _CLASS_INDEX[name]() if name in _CLASS_INDEX else None
     train_paths, train_labels, classes = sources.list_image_folder(
-        directory / "train"
+        directory / "train", class_index=index
     )
     val_paths, val_labels, _ = sources.list_image_folder(
-        directory / "val", classes
+        directory / "val",
+        None if index else classes,
+        class_index=index,
     )
     return (
         _Split(train_labels, paths=train_paths, num_classes=len(classes)),

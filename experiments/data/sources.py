@@ -211,7 +211,7 @@ def load_cifar10_split(directory, split):
     return np.ascontiguousarray(images), labels
 
 
-def list_image_folder(directory, class_names=None):
+def list_image_folder(directory, class_names=None, class_index=None):
     """Lists an image-folder tree `directory/<class>/<image>`.
 
     Classes are the sub-folder names in sorted order (label = index), files
@@ -221,20 +221,40 @@ def list_image_folder(directory, class_names=None):
         directory: root of the tree (e.g. `imagenette2-224/train`).
         class_names: optional list fixing the class order (e.g. the train
             split's classes when listing val).
+        class_index: optional full class list (e.g. the 1,000 ILSVRC-2012
+            wnids): the sub-folders found may be any subset of it and each
+            label is the folder's position in it.
 
     Returns:
-        `(paths list[str], labels int32 (N,), class_names list[str])`.
+        `(paths list[str], labels int32 (N,), class_names list[str])`, with
+        `class_names` the `class_index` when given.
+
+    Raises:
+        ValueError: no class folders, a `class_names` folder is missing, or
+            a folder is not in `class_index`.
     """
     directory = pathlib.Path(directory)
     if class_names is None:
         class_names = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    positions = range(len(class_names))
+    if class_index is not None:
+        where = {name: i for i, name in enumerate(class_index)}
+        unknown = [name for name in class_names if name not in where]
+        if unknown:
+            raise ValueError(
+                f"Folder {unknown[0]!r} is not one of the "
+                f"{len(where)} class names of this dataset (e.g. an ILSVRC-"
+                f"2012 wnid); rename or remove it. Received: "
+                f"directory={str(directory)!r}"
+            )
+        positions = [where[name] for name in class_names]
     if not class_names:
         raise ValueError(
             "Image folder has no class sub-folders; expected "
             f"<dir>/<class>/<image>. Received: directory={str(directory)!r}"
         )
     paths, labels = [], []
-    for label, name in enumerate(class_names):
+    for label, name in zip(positions, class_names):
         class_dir = directory / name
         if not class_dir.is_dir():
             raise ValueError(
@@ -248,6 +268,8 @@ def list_image_folder(directory, class_names=None):
         )
         paths.extend(str(f) for f in files)
         labels.extend([label] * len(files))
+    if class_index is not None:
+        class_names = class_index
     return paths, np.asarray(labels, np.int32), list(class_names)
 
 
