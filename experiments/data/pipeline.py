@@ -23,7 +23,9 @@ example in that map; large tfds sets stream with a seeded shuffle buffer.
 
 Value pipeline per example: uint8 -> float32 * `rescale` (- mean image if
 `mean="pixel"`) -> augmentation (train) or resize + centre crop (val) ->
-`binarize` -> `(x - mean) / std` -> `flatten`.
+`binarize` -> `(x - mean) / std` -> `flatten`. `mean` and `std` are always
+in the units of the rescaled pixels: computed ones on rescaled data, list
+ones given in 0-255 units and multiplied by `rescale` (`pixel_statistic`).
 """
 
 import hashlib
@@ -121,12 +123,16 @@ def make_datasets(
         binarize: threshold rescaled pixels at 0.5 (BN paper Sec. 4.1 "28x28
             binary image"): `x > 0.5 -> 1.0 else 0.0`.
         flatten: reshape each example to a vector.
-        mean: per-channel mean to subtract (list, in rescaled units), or
-            `"channel"` to compute it on the training set, or `"pixel"`
-            for the training set's mean image (AlexNet Sec. 2, ResNet Sec.
-            3.4; in-memory data only; subtracted before augmentation at the
-            stored resolution), or None.
-        std: per-channel std to divide by (list or `"channel"`), or None.
+        mean: per-channel mean to subtract: a list in raw 0-255 pixel
+            units (multiplied by `rescale`, so it is in the units of the
+            pixels the model sees whatever `rescale` is; e.g. ImageNet's
+            `[123.68, 116.78, 103.94]`), or `"channel"` to compute it on
+            the training set, or `"pixel"` for the training set's mean
+            image (AlexNet Sec. 2, ResNet Sec. 3.4; in-memory data only;
+            subtracted before augmentation at the stored resolution), or
+            None.
+        std: per-channel std to divide by (a list in 0-255 pixel units,
+            multiplied by `rescale`, or `"channel"`), or None.
         augment: training policy name(s) of `augment.POLICIES`, or None.
         crop_size: train and val crop side (None: no crop).
         resize_size: val (and AlexNet train) shorter side before the centre
@@ -546,7 +552,30 @@ def _statistic(value, what, split, rescale):
         mean = total / count
         stat = mean if what == "mean" else np.sqrt(total_sq / count - mean**2)
         return tf.constant(stat * rescale, tf.float32)
-    return tf.constant(np.asarray(value, np.float32))
+    return tf.constant(pixel_statistic(value, what, rescale), tf.float32)
+
+
+def pixel_statistic(value, what, rescale):
+    """A list `mean`/`std` given in 0-255 pixel units, in `rescale` units.
+
+    Raises:
+        ValueError: every entry is in (0, 1]: the list looks like [0, 1]
+            units (e.g. `[0.485, 0.456, 0.406]`), which would subtract
+            almost nothing from the pixels.
+    """
+    array = np.asarray(value, np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(
+            f"data.{what} must be a non-empty list (one value per channel). "
+            f"Received: {what}={value!r}"
+        )
+    if np.all((np.abs(array) > 0) & (np.abs(array) <= 1.0)):
+        raise ValueError(
+            f"data.{what} lists are in 0-255 pixel units (scaled by "
+            f"data.rescale); {list(value)} looks like [0, 1] units: multiply "
+            f"it by 255. Received: {what}={list(value)!r}"
+        )
+    return array * rescale
 
 
 def _options():

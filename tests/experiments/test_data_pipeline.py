@@ -101,9 +101,14 @@ def test_binarize_flatten_and_channel_normalization():
     np.testing.assert_allclose(
         next(iter(val_ds))[0].numpy(), grey - mean_image, atol=1e-5
     )
-    _, val_ds = make_datasets("synthetic", mean=[0.5], std=[0.25], **SYN)
+    # List statistics are in 0-255 units, scaled by `rescale`.
+    _, val_ds = make_datasets("synthetic", mean=[127.5], std=[63.75], **SYN)
     np.testing.assert_allclose(
         next(iter(val_ds))[0].numpy(), (grey - 0.5) / 0.25, atol=1e-5
+    )
+    _, val_ds = make_datasets("synthetic", mean=[127.5], rescale=1.0, **SYN)
+    np.testing.assert_allclose(
+        next(iter(val_ds))[0].numpy(), grey * 255.0 - 127.5, atol=1e-3
     )
 
 
@@ -120,6 +125,7 @@ def test_binarize_flatten_and_channel_normalization():
         (dict(augment="autoaugment"), "Unknown augmentation policy"),
         (dict(augment="vgg"), "crop size"),
         (dict(mean="median"), "mean="),
+        (dict(mean=[0.485]), "looks like \\[0, 1\\] units"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, match):
