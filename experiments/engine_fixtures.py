@@ -25,6 +25,7 @@ def make_synthetic_datasets(
     nan_after_batches=None,
     source="local",
     local_dir=None,
+    skip_batches=0,
 ):
     """Gaussian blobs, one mean image per class: learnable in a few steps.
 
@@ -42,6 +43,7 @@ def make_synthetic_datasets(
             divergence handling).
         source: unused (contract of `experiments.data.make_datasets`).
         local_dir: unused.
+        skip_batches: first batch of the train stream (resume).
 
     Returns:
         `(train_ds, val_ds)`: an infinite, deterministic stream of
@@ -82,7 +84,7 @@ def make_synthetic_datasets(
                 ),
             )
         )
-    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
+    train_ds = train_ds.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(
         batch_size
     )

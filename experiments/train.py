@@ -7,7 +7,7 @@ The engine behind every `make` target. It composes the Hydra config
 2. builds the `tf.distribute` strategy, data, model and optimizer;
 3. trains with `model.fit`, step-based: Keras epochs are the intervals
    between evaluations/checkpoints, `steps_per_execution` steps per compiled
-   call, `train_ds.skip(step)` to resume the data stream;
+   call, `make_datasets(skip_batches=step)` to resume the data stream;
 4. logs to MLflow (params, tags, windowed train metrics, eval metrics with
    top-1/top-5 errors, model, figures) and checkpoints every N steps; the
    same command restarted after a kill resumes the same MLflow run from the
@@ -254,7 +254,9 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
     start_step = min(int(state["step"]), t.steps) if state else 0
     chunk = fit_chunk_steps(t)
     ckpt_every = t.checkpoint_every_steps or t.eval_every_steps
-    train_ds, val_ds = hydra.utils.instantiate(cfg.data, _convert_="all")
+    train_ds, val_ds = hydra.utils.instantiate(
+        cfg.data, _convert_="all", skip_batches=start_step
+    )
     with strategy.scope():
         model = hydra.utils.instantiate(cfg.model, _convert_="all")
         if (
@@ -279,7 +281,7 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
     val_ds = optimization.labels_for(model, val_ds)
     train_ds = distribute.distribute_options(train_ds, t.strategy)
     val_ds = distribute.distribute_options(val_ds, t.strategy)
-    fit_ds = train_ds.skip(start_step) if start_step else train_ds
+    fit_ds = train_ds  # already starts at batch `start_step`
     if t.strategy != Strategy.default:
         distribute.patch_symbolic_build(model, strategy, train_ds)
 

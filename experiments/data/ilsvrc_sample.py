@@ -260,13 +260,15 @@ def _tiny_jpeg():
     return buffer.getvalue()
 
 
-def prepare_tfds(manual_dir, data_dir):
+def prepare_tfds(manual_dir, data_dir, num_shards=None):
     """Runs tfds' real `imagenet2012` preparation on a sample's tars.
 
     Args:
         manual_dir: the `"manual_dir"` of `make_ilsvrc_sample`.
         data_dir: tfds `data_dir` to write the prepared dataset to (pass
             the same folder to `make_datasets(tfds_data_dir=...)`).
+        num_shards: files per split (tfds' default writes one for a sample
+            this small; the real train split has 1,024).
 
     Returns:
         The prepared `tfds` builder.
@@ -277,7 +279,7 @@ def prepare_tfds(manual_dir, data_dir):
     if not builder.is_prepared():
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
-                manual_dir=str(manual_dir)
+                manual_dir=str(manual_dir), num_shards=num_shards
             )
         )
     return builder

@@ -19,7 +19,8 @@ gather a batch of indices per step (no per-example Python; augmentation-free
 data is gathered and preprocessed per batch; augmented data goes through a
 parallel, deterministic per-example map, which measured faster than one
 batched `crop_and_resize`). Image folders without cache are decoded per
-example in that map; large tfds sets stream with a seeded shuffle buffer.
+example in that map. Large tfds sets (ImageNet) stream from their shard
+files, reshuffled every epoch and resumable in O(1) (`tfds_stream`).
 
 Value pipeline per example: uint8 -> float32 * `rescale` (- mean image if
 `mean="pixel"`) -> augmentation (train) or resize + centre crop (val) ->
@@ -37,6 +38,7 @@ import tensorflow as tf
 from experiments.data import augment as aug
 from experiments.data import ilsvrc_sample
 from experiments.data import sources
+from experiments.data import tfds_stream
 
 AUTOTUNE = tf.data.AUTOTUNE
 SOURCES = ("auto", "tfds", "local")
@@ -96,6 +98,7 @@ def make_datasets(
     num_train_examples=None,
     num_val_examples=None,
     noise=0.25,
+    shuffle_chunk_files=8,
 ):
     """Builds the `(train_ds, val_ds)` pair of a dataset.
 
@@ -152,6 +155,8 @@ def make_datasets(
             fixed, seed-independent order; the synthetic set size).
         num_val_examples: same for validation.
         noise: `synthetic` noise std.
+        shuffle_chunk_files: tfds training stream: shard files whose records
+            are fully shuffled together each epoch (`tfds_stream`).
 
     Returns:
         `(train_ds, val_ds)`: `train_ds` an infinite stream of
@@ -287,6 +292,7 @@ def make_datasets(
         train_batch,
         per_example=needs_augment or train.kind != "array",
         decode_size=decode_size,
+        chunk_files=shuffle_chunk_files,
     )
     val_ds = _val_stream(
         val, eval_batch_size, val_example, val_example, decode_size
@@ -299,18 +305,27 @@ class _Split:
     """One split: a uint8 array, a list of image files, or a tf.data stream."""
 
     def __init__(
-        self, labels, images=None, paths=None, stream=None, num_classes=None
+        self,
+        labels,
+        images=None,
+        paths=None,
+        stream=None,
+        num_classes=None,
+        records=None,
     ):
         self.labels = labels
         self.images = images
         self.paths = paths
         self.stream = stream
         self.num_classes = num_classes
+        self.records = records  # tfds_stream.TfdsRecords (tfds train split)
 
     @property
     def kind(self):
         if self.images is not None:
             return "array"
+        if self.records is not None:
+            return "records"
         return "files" if self.paths is not None else "stream"
 
     @property
@@ -435,6 +450,12 @@ def _load_tfds(
             result.append(
                 _Split(labels.astype(np.int32), images, num_classes=num_classes)
             )
+        elif split == splits[0]:  # train: shuffled shards, cheap resume
+            records = tfds_stream.TfdsRecords.from_builder(builder, split)
+            labels = np.zeros(records.size)
+            result.append(
+                _Split(labels, num_classes=num_classes, records=records)
+            )
         else:
             ds = builder.as_dataset(
                 split,
@@ -449,7 +470,7 @@ def _load_tfds(
 
 def _subset(split, n):
     """The first `n` examples of a fixed (seed 0) permutation, in order."""
-    if n is None or split.kind == "stream" or n >= split.size:
+    if n is None or split.kind in ("stream", "records") or n >= split.size:
         return split
     if n <= 0:
         raise ValueError(f"Subset size must be > 0. Received: n={n}")
@@ -593,11 +614,20 @@ def _train_stream(
     batch_fn,
     per_example,
     decode_size,
+    chunk_files,
 ):
-    if split.kind == "stream":
-        return _stream_train(
-            split, batch_size, seed, skip_batches, example_fn, decode_size
+    if split.kind == "records":
+
+        def one(record, seed_pair):
+            image, label = tfds_stream.decode_record(split.records, record)
+            return example_fn(
+                square_image(image, decode_size), seed_pair
+            ), label
+
+        ds = tfds_stream.train_stream(
+            split.records, batch_size, seed, skip_batches, one, chunk_files
         )
+        return ds.prefetch(AUTOTUNE).with_options(_options())
     n = split.size
     per_epoch = n // batch_size
     if per_epoch == 0:
@@ -655,27 +685,6 @@ def _train_stream(
             .map(one, num_parallel_calls=AUTOTUNE, deterministic=True)
             .batch(batch_size, drop_remainder=True)
         )
-    return ds.prefetch(AUTOTUNE).with_options(_options())
-
-
-def _stream_train(
-    split, batch_size, seed, skip_batches, example_fn, decode_size
-):
-    """Large tfds datasets: seeded full-reshuffle stream; skip is exact."""
-    ds = split.stream.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().enumerate()
-    seed = tf.constant(seed, tf.int64)
-
-    def one(pos, example):
-        image, label = example
-        image = square_image(image, decode_size)
-        return (
-            example_fn(image, tf.stack([seed, pos])),
-            tf.cast(label, tf.int32),
-        )
-
-    ds = ds.map(one, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True).skip(skip_batches)
     return ds.prefetch(AUTOTUNE).with_options(_options())
 
 
