@@ -38,6 +38,9 @@ lint:  ## ruff check + format check
 bench:  ## Layer benchmarks (UnsharedConv2D / TiledConv2D vs peers)
 	$(PY) -m benchmarks.bench_layers $(ARGS)
 
+bench-input:  ## Input pipeline images/s per CPU core, each paper's augmentation (results/bench_input.md)
+	$(PY) -m benchmarks.bench_input $(ARGS)
+
 ui:  ## MLflow UI on the local tracking store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts
 
