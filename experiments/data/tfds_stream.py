@@ -17,9 +17,10 @@ Every example is seen once per epoch, in an order that changes every epoch,
 next to examples drawn from a random `chunk_files / num_files` of the data
 set. tfds writes ILSVRC-2012 train into 1,024 shards, each already a random
 mix of classes (it shuffles examples by key hash when writing), so a chunk
-of 8 shards (~10k images, ~1.1 GB of JPEG bytes in memory, two chunks with
-read-ahead) mixes classes as a full shuffle does, and which images meet in a
-batch changes every epoch: the point of the BN paper's Sec. 4.2.1 item 6
+of 8 shards (~10k images, ~1.1 GB of JPEG bytes; up to ~3 GB in memory with
+the shuffled copy and the next chunk read ahead) mixes classes as a full
+shuffle does, and which images meet in a batch changes every epoch: the
+point of the BN paper's Sec. 4.2.1 item 6
 ("within-shard shuffling ... prevents the same examples from always
 appearing in a mini-batch together"). A global per-epoch permutation would
 need random access to records (tfds `array_record`), which the TFRecord
@@ -136,7 +137,9 @@ def train_stream(
         group = order[chunk * chunk_files : (chunk + 1) * chunk_files]
         size = tf.reduce_sum(tf.gather(counts, group))
         data = (
-            tf.data.TFRecordDataset(tf.gather(files, group))
+            tf.data.TFRecordDataset(
+                tf.gather(files, group), num_parallel_reads=chunk_files
+            )
             .batch(size)
             .get_single_element()
         )
