@@ -139,3 +139,26 @@ def test_sample_refuses_a_folder_made_with_other_arguments(
     sample.make_ilsvrc_sample(tmp_path, images_per_class=1, layouts=("folder",))
     with pytest.raises(ValueError, match="other arguments"):
         sample.make_ilsvrc_sample(tmp_path, images_per_class=2)
+
+
+@pytest.mark.slow
+def test_jpeg_placeholders_also_give_true_labels(tmp_path):
+    # The measured variant: 8x8 JPEGs for the other 49,800 names,
+    # which tfds turns into val examples too (~1 min to prepare).
+    import tensorflow_datasets as tfds
+
+    made = sample.make_ilsvrc_sample(
+        tmp_path / "sample",
+        images_per_class=2,
+        layouts=("tfds",),
+        placeholder="jpeg",
+    )
+    builder = sample.prepare_tfds(made["manual_dir"], tmp_path / "tfds")
+    assert builder.info.splits["validation"].num_examples == 50_000
+    wnids, truth = sample.imagenet_wnids(), sample.validation_wnids()
+    found = 0
+    for example in tfds.as_numpy(builder.as_dataset("validation")):
+        name = example["file_name"].decode()
+        assert wnids[example["label"]] == truth[int(name[15:23]) - 1]
+        found += name in made["val"]
+    assert found == len(made["val"]) == 20
