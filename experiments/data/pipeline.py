@@ -469,11 +469,21 @@ def _load_tfds(
 
 
 def _subset(split, n):
-    """The first `n` examples of a fixed (seed 0) permutation, in order."""
-    if n is None or split.kind in ("stream", "records") or n >= split.size:
+    """The first `n` examples of a fixed (seed 0) permutation, in order.
+
+    A tfds val stream keeps its first `n` records (tfds writes examples in
+    a key-hash order, a fixed shuffle); the tfds train stream is kept whole.
+    """
+    if n is None or split.kind == "records" or n >= split.size:
         return split
     if n <= 0:
         raise ValueError(f"Subset size must be > 0. Received: n={n}")
+    if split.kind == "stream":
+        return _Split(
+            split.labels[:n],
+            stream=split.stream.take(n),
+            num_classes=split.num_classes,
+        )
     index = np.sort(np.random.default_rng(0).permutation(split.size)[:n])
     return split.take(index)
 

@@ -84,6 +84,13 @@ def test_tfds_path_gives_true_wnid_indices(ilsvrc_sample, ilsvrc_tfds_dir):
     )
     assert got_val == expected_val
     assert 0 in got_val.values()  # tench
+    _, first = _raw(
+        "imagenet2012",
+        "tfds",
+        tfds_data_dir=ilsvrc_tfds_dir,
+        num_val_examples=7,
+    )
+    assert len(_fingerprints(first)) == 7  # evaluate's num_images
     got_train = _fingerprints(train_ds.take(len(ilsvrc_sample["train"])))
     expected_train = _pixels_of(
         (
