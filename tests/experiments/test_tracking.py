@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
+from experiments import metric_log
 from experiments import tracking
 from experiments.engine_fixtures import compose
 from experiments.engine_fixtures import fresh_sqlite_store
@@ -79,12 +80,12 @@ def test_metric_buffer_logs_each_step_once_after_resume(tmp_path):
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    first = tracking.MetricBuffer(run_id)
+    first = metric_log.MetricBuffer(run_id)
     for step in (5, 10, 15):
         first.log({"loss": step / 10, "acc": 1 - step / 100}, step)
     first.flush()
     # A resumed process redoes steps 10..20: only 20 is new.
-    second = tracking.MetricBuffer(run_id, resume=True)
+    second = metric_log.MetricBuffer(run_id, resume=True)
     assert second.last_step == {"loss": 15, "acc": 15}
     for step in (10, 15, 20):
         second.log({"loss": step / 10}, step)
