@@ -184,6 +184,10 @@ class MetricBuffer:
         if self.offline and not force and time.monotonic() < self._next_try:
             return False
         pending = len(self._buffer)
+        # urllib3 logs each HTTP retry; the outage gets one line, below.
+        urllib3_log = logging.getLogger("urllib3.connectionpool")
+        level = urllib3_log.level
+        urllib3_log.setLevel(logging.ERROR)
         try:
             if self.offline:
                 self._probe()
@@ -206,6 +210,8 @@ class MetricBuffer:
                 )
             self._next_try = time.monotonic() + self.retry_every_s
             return False
+        finally:
+            urllib3_log.setLevel(level)
         if self.offline:
             log.warning(
                 "MLflow server %s is back: sent %d buffered metric values "
