@@ -136,7 +136,7 @@ class MetricBuffer:
         self._next_try = 0.0
         self._load_spill()
         if self._buffer:
-            self.flush()
+            self.flush(force=True)
         if resume:
             run = self.client.get_run(run_id)
             for key in run.data.metrics:
@@ -172,8 +172,12 @@ class MetricBuffer:
     def flush(self, force=False):
         """Sends the queued values; never raises on an unreachable server.
 
+        Without `force`, one request (<= 1000 values) per call: a backlog
+        left by an outage goes out over the next calls instead of holding
+        training up for all of its requests at once.
+
         Args:
-            force: try now even if the last failure is under
+            force: send everything now, even if the last failure is under
                 `retry_every_s` seconds old.
 
         Returns:
@@ -195,6 +199,8 @@ class MetricBuffer:
                 chunk = self._buffer[:1000]  # MLflow's batch limit
                 self.client.log_batch(self.run_id, metrics=chunk)
                 del self._buffer[: len(chunk)]
+                if not force:
+                    break
         except Exception as e:
             if not unreachable(e):
                 raise
@@ -214,7 +220,7 @@ class MetricBuffer:
             urllib3_log.setLevel(level)
         if self.offline:
             log.warning(
-                "MLflow server %s is back: sent %d buffered metric values "
+                "MLflow server %s is back: sending %d buffered metric values "
                 "(steps %d-%d)",
                 self.uri,
                 pending,
@@ -222,7 +228,7 @@ class MetricBuffer:
                 max(self.last_step.values(), default=0),
             )
             self._offline_since = None
-        return True
+        return not self._buffer
 
     def _probe(self):
         """One short request before a batch (no MLflow retry cycle)."""

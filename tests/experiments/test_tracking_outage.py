@@ -155,7 +155,7 @@ def test_server_back_gets_every_step_once(tmp_path, http_settings, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2
     assert "unreachable" in messages[0]
-    assert "is back: sent" in messages[1] and "steps 11-" in messages[1]
+    assert "is back: sending" in messages[1] and "steps 11-" in messages[1]
 
 
 def test_hung_server_stalls_at_most_the_timeout(http_settings, caplog):
