@@ -486,7 +486,10 @@ def _finish_parent(cfg, parent_id, done, failed):
 
     The means are over the children's final `val/*` metrics read back from
     MLflow (`tracking.child_summary`), so they are the same whether the
-    children were trained now, resumed or skipped as finished.
+    children were trained now, resumed or skipped as finished. They are
+    logged only when every child finished (else they would average a
+    subset; `failed_children` says which failed): the rerun that recovers
+    the failed children logs them.
 
     Returns:
         The summary, or None when the server is unreachable (the parent
@@ -499,14 +502,16 @@ def _finish_parent(cfg, parent_id, done, failed):
             client.set_tag(parent_id, "failed_children", ",".join(failed))
         else:
             metric_log.clear_failure_tags(client, parent_id)
-        client.log_batch(
-            parent_id,
-            metrics=[
-                mlflow.entities.Metric(f"mean/{k}", v, 0, cfg.trainer.steps)
-                for k, v in summary.items()
-                if math.isfinite(v)
-            ],
-        )
+            # Timestamp 0: a rerun logs the same row again (not a second
+            # point), so every `mean/*` has one value, at the last step.
+            client.log_batch(
+                parent_id,
+                metrics=[
+                    mlflow.entities.Metric(f"mean/{k}", v, 0, cfg.trainer.steps)
+                    for k, v in summary.items()
+                    if math.isfinite(v)
+                ],
+            )
         _call_report(cfg, parent_id, True)
         client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
     except Exception as e:
