@@ -192,6 +192,9 @@ class MetricBuffer:
         urllib3_log = logging.getLogger("urllib3.connectionpool")
         level = urllib3_log.level
         urllib3_log.setLevel(logging.ERROR)
+        retries = os.environ.get(RETRIES_ENV)
+        if self.offline:  # a retry is one try: training waits <= 1 timeout
+            os.environ[RETRIES_ENV] = "0"
         try:
             if self.offline:
                 self._probe()
@@ -218,6 +221,10 @@ class MetricBuffer:
             return False
         finally:
             urllib3_log.setLevel(level)
+            if retries is None:
+                os.environ.pop(RETRIES_ENV, None)
+            else:
+                os.environ[RETRIES_ENV] = retries
         if self.offline:
             log.warning(
                 "MLflow server %s is back: sending %d buffered metric values "
