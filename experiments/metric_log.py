@@ -6,12 +6,14 @@ Every metric of a training run, the engine's and the callbacks' (through
 - a step that the run already holds for a key is dropped, so a resumed run
   has every step exactly once;
 - values go out in few `log_batch` calls. When the server cannot be reached
-  they stay in memory (one warning line), training goes on, the buffer
-  tries again every `retry_every_s` seconds and sends them in order when the
-  server answers (one line). A value re-sent after a timed-out request that
-  had in fact arrived is not duplicated: it keeps its original timestamp,
-  and MLflow's SQL stores ignore an identical (key, step, timestamp, value)
-  row;
+  they stay in memory (one warning line) and training goes on. The buffer
+  tries again after `retry_every_s` seconds, doubling the wait up to 8x
+  while the server stays away (a try against a server that accepts
+  connections but does not answer blocks for one health check, <= 2 s, plus
+  one request timeout), and sends them in order when the server answers
+  (one line). A value re-sent after a timed-out request that had in fact
+  arrived is not duplicated: it keeps its original timestamp, and MLflow's
+  SQL stores ignore an identical (key, step, timestamp, value) row;
 - `close()` at the end of the run retries for `final_wait_s`; if the server
   is still away, the values go to a JSON-lines file (`spill_path`, in the
   run's checkpoint folder) that the next `MetricBuffer` of the same run (the
@@ -54,6 +56,8 @@ RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 SPILL_FILE = "unsent_metrics.jsonl"
 
 _TRANSIENT_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE")
+
+_MAX_BACKOFF = 8  # longest wait between tries, in `retry_every_s`
 
 _active = None  # the MetricBuffer of the run being trained
 
@@ -134,6 +138,7 @@ class MetricBuffer:
         self._buffer = []
         self._offline_since = None  # step of the first failed send
         self._next_try = 0.0
+        self._failures = 0  # failed tries in a row
         self._load_spill()
         if self._buffer:
             self.flush(force=True)
@@ -211,13 +216,18 @@ class MetricBuffer:
                 self._offline_since = self._buffer[0].step
                 log.warning(
                     "MLflow server %s unreachable at step %d (%s); keeping "
-                    "metrics locally and retrying every %gs",
+                    "metrics locally and retrying every %g-%gs",
                     self.uri,
                     self._buffer[-1].step,
                     reason(e),
                     self.retry_every_s,
+                    self.retry_every_s * _MAX_BACKOFF,
                 )
-            self._next_try = time.monotonic() + self.retry_every_s
+            # Each try may block training for a timeout (a server that
+            # accepts connections but does not answer yet): back off.
+            self._failures += 1
+            backoff = min(2 ** (self._failures - 1), _MAX_BACKOFF)
+            self._next_try = time.monotonic() + self.retry_every_s * backoff
             return False
         finally:
             urllib3_log.setLevel(level)
@@ -235,6 +245,7 @@ class MetricBuffer:
                 max(self.last_step.values(), default=0),
             )
             self._offline_since = None
+        self._failures = 0
         return not self._buffer
 
     def _probe(self):
@@ -242,9 +253,9 @@ class MetricBuffer:
         from experiments.tracking import TrackingUnavailableError
         from experiments.tracking import check_reachable
 
-        timeout = float(os.environ.get(TIMEOUT_ENV, 5))
+        timeout = float(os.environ.get(TIMEOUT_ENV, 2))
         try:
-            check_reachable(self.uri, timeout_s=min(timeout, 5.0))
+            check_reachable(self.uri, timeout_s=min(timeout, 2.0))
         except TrackingUnavailableError as e:
             raise ConnectionError("health check failed") from e
 

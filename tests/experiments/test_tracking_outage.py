@@ -94,6 +94,8 @@ def http_settings(monkeypatch):
 
 
 def test_http_settings_come_from_the_config(monkeypatch):
+    tracking_cfg = compose(["experiment=smoke"]).tracking
+    assert (tracking_cfg.request_timeout_s, tracking_cfg.max_retries) == (10, 1)
     monkeypatch.setenv(metric_log.TIMEOUT_ENV, "120")
     monkeypatch.delenv(metric_log.RETRIES_ENV, raising=False)
     metric_log.apply_http_settings({"request_timeout_s": 7, "max_retries": 0})
