@@ -14,8 +14,10 @@ work: callbacks run once per execution and act only on their intervals.
 - `FaultInjection`: kills the process at a step (tests of resume).
 
 User callbacks (config `callbacks:`) get the global step as
-`int(self.model.optimizer.iterations)` and may call
-`mlflow.log_metric(key, value, step=...)`: the run is active during `fit`.
+`int(self.model.optimizer.iterations)` and log with
+`experiments.metric_log.log_metrics({key: value}, step)`: the same
+resume-safe buffer as `StepLogger` (a resumed run drops steps it already
+holds; values wait in memory while the tracking server is away).
 """
 
 import json
@@ -53,7 +55,7 @@ class StepLogger(keras.callbacks.Callback):
     a constant batch size) as `(m_t * n_t - m_p * n_p) / (n_t - n_p)`.
 
     Args:
-        buffer: a `tracking.MetricBuffer` (or None to log nothing).
+        buffer: a `metric_log.MetricBuffer` (or None to log nothing).
         chunk_steps: steps per Keras epoch.
         total_steps: `trainer.steps` (progress bar target).
         log_every_steps: train-metric interval (0: only at epoch ends).

@@ -123,6 +123,17 @@ class TrackingConfig:
     log_figures: bool = True
     # Seconds to wait for a remote server in the reachability check.
     connect_timeout_s: float = 5.0
+    # A server that dies mid-run: MLflow's HTTP timeout (s) and retries
+    # per request (env MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES; null
+    # keeps the environment's). Metrics stay in memory while it is away.
+    request_timeout_s: Optional[int] = 10
+    max_retries: Optional[int] = 1
+    # Seconds between tries while the server is away (training goes on).
+    retry_every_s: float = 30.0
+    # At the end of a run, seconds to keep trying before the unsent metrics
+    # go to `unsent_metrics.jsonl` in the checkpoint folder (sent by the
+    # rerun of the same command, which also sets the final status).
+    final_wait_s: float = 60.0
 
 
 @dataclasses.dataclass

@@ -6,7 +6,9 @@ of training, shown as {15, 50, 85}th percentiles". Every `every_steps`
 optimizer steps it runs a fixed set of probe images (by default the first
 test images) through the model in inference mode, reads the *input* of one
 layer (e.g. `hidden3_act`, the last hidden sigmoid) and logs the percentiles
-of the chosen units to MLflow at that global step.
+of the chosen units to MLflow at that global step, through the training
+run's resume-safe metric buffer (`experiments.metric_log.log_metrics`): after
+a resume, the probe steps the run already holds are not logged again.
 
 Cost: one forward pass over `num_images` images per probe, so it can run at
 the same cadence as the test-accuracy evaluation.
@@ -100,8 +102,9 @@ class PercentileProbe(keras.callbacks.Callback):
 
     Every `every_steps` optimizer steps (and once before training) the model
     runs in inference mode on the probe images; for each unit in `units` the
-    `percentiles` of that unit's input over the images are logged to the
-    active MLflow run as `metric_key(prefix, unit, q)` at
+    `percentiles` of that unit's input over the images are logged (through
+    `experiments.metric_log.log_metrics`: the engine's buffer, else the
+    active MLflow run) as `metric_key(prefix, unit, q)` at
     `step = optimizer.iterations`, and kept in `self.history`.
 
     With `steps_per_execution=k`, Keras calls the callback every `k` steps,
@@ -234,7 +237,8 @@ class PercentileProbe(keras.callbacks.Callback):
         # Next probe at the next multiple of `every_steps` after `step`.
         self._next_step = (step // self.every_steps + 1) * self.every_steps
         if self.log_to_mlflow:
-            import mlflow
+            from experiments import metric_log
 
-            if mlflow.active_run() is not None:
-                mlflow.log_metrics(values, step=step)
+            # The engine's resume-safe path: a resumed run drops the probe
+            # steps it already holds (no duplicates).
+            metric_log.log_metrics(values, step=step)

@@ -7,8 +7,8 @@
   `.hydra/` folder as artifacts, reproducibility tags.
 - `run_key(cfg)` / `find_run(...)`: the deterministic key (a config hash) that
   lets a restarted command resume the same MLflow run.
-- `MetricBuffer`: batches metrics into `log_batch` calls and drops steps that
-  the run already has (no duplicated steps after a resume).
+- metric logging (every step once, outages survived) is in
+  `experiments.metric_log`; `configure` applies its HTTP timeout settings.
 
 Default store: an embedded SQLite file `sqlite:///<repo>/mlruns.db` with
 artifacts in `<repo>/mlartifacts`; `make ui` shows both, no server needed.
@@ -20,16 +20,16 @@ import os
 import pathlib
 import platform
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import mlflow
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from omegaconf import OmegaConf
+
+from experiments import metric_log
 
 RUN_KEY_TAG = "repro.run_key"
 PARENT_TAG = "mlflow.parentRunId"
@@ -92,7 +92,7 @@ def configure(tracking_cfg, experiment_name):
 
     Args:
         tracking_cfg: the `tracking` config (`uri`, `artifact_location`,
-            `connect_timeout_s`).
+            `connect_timeout_s`, `request_timeout_s`, `max_retries`).
         experiment_name: MLflow experiment name (created if missing, with
             `artifact_location` for local stores).
 
@@ -103,6 +103,7 @@ def configure(tracking_cfg, experiment_name):
         TrackingUnavailableError: a remote server does not answer.
     """
     uri = str(_get(tracking_cfg, "uri"))
+    metric_log.apply_http_settings(_as_dict(tracking_cfg))
     check_reachable(uri, float(_get(tracking_cfg, "connect_timeout_s", 5.0)))
     if uri.startswith("sqlite:///"):
         pathlib.Path(uri[len("sqlite:///") :]).parent.mkdir(
@@ -300,47 +301,32 @@ def log_config(cfg, log_params=True):
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
 
-class MetricBuffer:
-    """Buffers metrics and writes them with few `log_batch` calls.
+def child_summary(client, run_ids, prefix="val/"):
+    """Means of the children's final `prefix*` metrics, as MLflow holds them.
 
-    Steps that the run already holds for a key (after a resume) are dropped,
-    so a resumed run has every step exactly once.
+    Read back from the store rather than taken from this process's results,
+    so a parent whose children were resumed or skipped as finished gets the
+    same summary as one that trained them all. Only keys that every child
+    has are averaged (never a mean over a subset of children).
 
     Args:
-        run_id: MLflow run id.
-        resume: read the last logged step of every metric of the run.
-        max_buffer: flush automatically when this many values are waiting.
+        client: an `MlflowClient`.
+        run_ids: the child runs to average.
+        prefix: which metrics to average (the final eval metrics).
+
+    Returns:
+        `{key: mean}`, keys sorted.
     """
-
-    def __init__(self, run_id, resume=False, max_buffer=900):
-        self.run_id = run_id
-        self.client = MlflowClient()
-        self.max_buffer = max_buffer
-        self._buffer = []
-        self.last_step = {}
-        if resume:
-            run = self.client.get_run(run_id)
-            for key in run.data.metrics:
-                history = self.client.get_metric_history(run_id, key)
-                if history:
-                    self.last_step[key] = max(m.step for m in history)
-
-    def log(self, metrics, step):
-        """Queues `{key: value}` at `step` (skipping already logged steps)."""
-        now = int(time.time() * 1000)
-        for key, value in metrics.items():
-            if step <= self.last_step.get(key, -1):
-                continue
-            self._buffer.append(Metric(key, float(value), now, int(step)))
-            self.last_step[key] = int(step)
-        if len(self._buffer) >= self.max_buffer:
-            self.flush()
-
-    def flush(self):
-        """Writes the queued metrics (MLflow takes <= 1000 per batch)."""
-        while self._buffer:
-            chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+    finals = []
+    for run_id in run_ids:
+        metrics = client.get_run(run_id).data.metrics
+        finals.append(
+            {k: v for k, v in metrics.items() if k[: len(prefix)] == prefix}
+        )
+    if not finals:
+        return {}
+    keys = set.intersection(*(set(m) for m in finals))
+    return {k: sum(m[k] for m in finals) / len(finals) for k in sorted(keys)}
 
 
 def _search_children(client, experiment_id, parent_run_id, max_results):

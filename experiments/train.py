@@ -47,6 +47,7 @@ from omegaconf import open_dict  # noqa: E402
 
 from experiments import callbacks as cbs  # noqa: E402
 from experiments import distribute  # noqa: E402
+from experiments import metric_log  # noqa: E402
 from experiments import optimization  # noqa: E402
 from experiments import tracking  # noqa: E402
 from experiments.config_schema import ConfigError  # noqa: E402
@@ -233,17 +234,21 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
         result = _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed)
     except BaseException as e:
         if chief:
-            mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
-            mlflow.end_run("FAILED" if isinstance(e, Exception) else "KILLED")
+            metric_log.end_run(
+                "FAILED" if isinstance(e, Exception) else "KILLED",
+                tags={"failure_reason": f"{type(e).__name__}: {e}"[:5000]},
+                wait=isinstance(e, Exception),
+            )
         raise
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
     if chief:
         status = result.pop("status")
+        tags = {"status_detail": status.lower()}
         if status == "FAILED":
-            mlflow.set_tag("failure_reason", result["failure_reason"])
-        mlflow.set_tag("status_detail", status.lower())
-        mlflow.end_run(status)
+            tags["failure_reason"] = result["failure_reason"]
+        if not metric_log.end_run(status, tags=tags):
+            result["tracking_pending"] = True  # rerun to finish the run
         del active
         result.update(status=status, run_id=run_id)
     return result
@@ -285,7 +290,15 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
     if t.strategy != Strategy.default:
         distribute.patch_symbolic_build(model, strategy, train_ds)
 
-    buffer = tracking.MetricBuffer(run_id, resume=resumed) if chief else None
+    buffer = None
+    if chief:  # the one metric path, for callbacks too (`log_metrics`)
+        buffer = metric_log.MetricBuffer(
+            run_id,
+            resume=resumed,
+            spill_path=ckpt_dir / metric_log.SPILL_FILE,
+            retry_every_s=cfg.tracking.retry_every_s,
+            final_wait_s=cfg.tracking.final_wait_s,
+        ).activate()
     logger = cbs.StepLogger(
         buffer,
         chunk_steps=chunk,
@@ -361,8 +374,9 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
         if buffer is not None:
             buffer.log(population, t.steps)
         final.update(population)
-    if buffer is not None:
-        buffer.flush()
+    if buffer is not None and not buffer.close():
+        # Metrics spilled; the rerun resumes here and logs model + figures.
+        return {**{k: float(v) for k, v in final.items()}, "status": "FINISHED"}
     if chief:
         if cfg.tracking.log_model:
             with tempfile.TemporaryDirectory() as tmp:
@@ -453,29 +467,66 @@ def train(cfg):
             MlflowClient().set_terminated(parent_id, "FAILED")
         raise
     failed = [n for n, r in results.items() if r.get("status") == "FAILED"]
-    summary = _mean_metrics(
-        [r for r in results.values() if r.get("status") != "FAILED"]
-    )
+    done = [r for r in results.values() if r.get("status") != "FAILED"]
+    summary = _mean_metrics(done)  # non-chief workers: no MLflow
+    pending = {}
     if chief:
-        client = MlflowClient()
-        if failed:
-            client.set_tag(parent_id, "failed_children", ",".join(failed))
-        client.log_batch(
-            parent_id,
-            metrics=[
-                mlflow.entities.Metric(f"mean/{k}", v, 0, cfg.trainer.steps)
-                for k, v in summary.items()
-                if math.isfinite(v)
-            ],
-        )
-        _call_report(cfg, parent_id, chief)
-        client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+        logged = _finish_parent(cfg, parent_id, done, failed)
+        summary = summary if logged is None else logged
+        pending = {"tracking_pending": True} if logged is None else {}
     return {
         **summary,
+        **pending,
         "children": results,
         "status": "FAILED" if failed else "FINISHED",
         "run_id": parent_id,
     }
+
+
+def _finish_parent(cfg, parent_id, done, failed):
+    """Logs the parent's `mean/*`, calls the report, ends the parent.
+
+    The means are over the children's final `val/*` metrics read back from
+    MLflow (`tracking.child_summary`), so they are the same whether the
+    children were trained now, resumed or skipped as finished. They are
+    logged only when every child finished (else they would average a
+    subset; `failed_children` says which failed): the rerun that recovers
+    the failed children logs them.
+
+    Returns:
+        The summary, or None when the server is unreachable (the parent
+        then stays RUNNING; the rerun of the same command finishes it).
+    """
+    client = MlflowClient()
+    try:
+        summary = tracking.child_summary(client, [r["run_id"] for r in done])
+        if failed:
+            client.set_tag(parent_id, "failed_children", ",".join(failed))
+        else:
+            metric_log.clear_failure_tags(client, parent_id)
+            # Timestamp 0: a rerun logs the same row again (not a second
+            # point), so every `mean/*` has one value, at the last step.
+            client.log_batch(
+                parent_id,
+                metrics=[
+                    mlflow.entities.Metric(f"mean/{k}", v, 0, cfg.trainer.steps)
+                    for k, v in summary.items()
+                    if math.isfinite(v)
+                ],
+            )
+        _call_report(cfg, parent_id, True)
+        client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    except Exception as e:
+        if not metric_log.unreachable(e):
+            raise
+        log.warning(
+            "MLflow server unreachable (%s): parent run %s stays RUNNING; "
+            "rerun the same command to finish it",
+            metric_log.reason(e),
+            parent_id,
+        )
+        return None
+    return summary
 
 
 def _call_report(cfg, parent_run_id, chief):
