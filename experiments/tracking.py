@@ -151,7 +151,7 @@ def _get_or_create_experiment(uri, experiment_name, location):
     remote = urllib.parse.urlparse(uri).scheme in ("http", "https")
     if location and not remote:
         path = pathlib.Path(location).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        _check_writable(path, experiment_name, location)
         location = path.as_uri()
     else:
         location = None
@@ -170,12 +170,16 @@ def _check_artifact_folder(experiment):
     Found before any run exists (otherwise only when the model is logged,
     after training).
     """
-    from experiments.exit_codes import InfrastructureError
-
     parsed = urllib.parse.urlparse(experiment.artifact_location)
     if parsed.scheme not in ("", "file"):
         return  # remote artifact stores are the server's business
     folder = pathlib.Path(urllib.parse.unquote(parsed.path))
+    _check_writable(folder, experiment.name, experiment.artifact_location)
+
+
+def _check_writable(folder, experiment_name, location):
+    from experiments.exit_codes import InfrastructureError
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test-{os.getpid()}"
@@ -184,10 +188,10 @@ def _check_artifact_folder(experiment):
     except OSError as e:
         raise InfrastructureError(
             f"MLflow artifact folder {folder} of experiment "
-            f"{experiment.name!r} is not writable ({e.strerror or e}); fix "
+            f"{experiment_name!r} is not writable ({e.strerror or e}); fix "
             "its permissions or use another experiment_name / "
-            "tracking.artifact_location. "
-            f"Received: artifact_location={experiment.artifact_location!r}"
+            f"tracking.artifact_location. Received: artifact_location="
+            f"{location!r}"
         ) from e
 
 

@@ -336,11 +336,8 @@ def _preflight(children, strategy):
     input errors stop a multi-run before its parent run exists."""
     seen = set()
     for child in children:
-        nodes = OmegaConf.to_container(
-            OmegaConf.masked_copy(child.cfg, ["data", "model", "trainer"]),
-            resolve=True,
-            enum_to_str=True,
-        )
+        full = tracking.resolved_container(child.cfg)
+        nodes = {k: full[k] for k in ("data", "model", "trainer")}
         nodes["data"].pop("seed", None)
         digest = json.dumps(nodes, sort_keys=True, default=str)
         if digest in seen:

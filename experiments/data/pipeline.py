@@ -527,8 +527,10 @@ def _name_undecodable(paths, error):
             bad.append(path)
             if len(bad) == 3:
                 break
+    # TF's message: "{{function_node ...}} <reason>\n\t [[node ...]] ...".
+    reason = error.message.strip().splitlines()[0].split("}} ")[-1]
     return DataError(
-        f"cannot decode image file(s) {bad or '?'} ({error.message.strip()})"
+        f"cannot decode image file(s) {bad or '?'} ({reason.strip()})"
         "; replace them from the original archive (or delete them). "
         f"Received: {len(paths)} files"
     )

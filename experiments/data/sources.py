@@ -308,7 +308,7 @@ def check_image_files(paths):
     if bad:
         raise DataError(
             f"{len(bad)} corrupt image file(s): {'; '.join(bad[:3])}"
-            f"{'; ...' if len(bad) > 3 else ''}. Replace them from the "
+            f"{'; ...' if len(bad) > 3 else ''}; replace them from the "
             "original archive (or delete them). "
             f"Received: {len(paths)} files"
         )
