@@ -196,7 +196,11 @@ def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
     name = child.name if child else ""
     key = tracking.run_key(cfg, extra=name)
     ckpt_dir = _checkpoint_dir(cfg, key)
-    state = cbs.read_checkpoint_state(ckpt_dir) if cfg.tracking.resume else None
+    state = (
+        cbs.read_checkpoint_state(ckpt_dir, heal=chief)
+        if cfg.tracking.resume
+        else None
+    )
 
     # --- find the MLflow run (created below, after the build) -----------
     run_id, resumed = None, False
@@ -497,8 +501,13 @@ def train(cfg):
         `"children"`), `"status"` and `"run_id"` (the parent's for multi-run).
 
     Raises:
-        ConfigError: a config value is wrong (raised before any work).
-        TrackingUnavailableError: the tracking server is unreachable.
+        ConfigError: a config value is wrong, or the model/data cannot be
+            built from it (raised before any MLflow run is created).
+        DataError, MissingDataError: an input file is missing or corrupt
+            (before any run is created).
+        TrackingUnavailableError, InfrastructureError: the tracking server
+            is unreachable, or a checkpoint/artifact folder is not writable.
+        RunLockedError: the same run is already running.
     """
     validate_config(cfg)
     children = expand_children(cfg)

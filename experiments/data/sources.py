@@ -278,8 +278,10 @@ def image_file_problem(path):
 
     Checks the format's magic bytes and its end marker (JPEG EOI, PNG IEND,
     GIF trailer) in the first and last bytes only: it finds truncated
-    copies and non-image files (~30 us a file once cached, ~0.2 ms cold)
-    without decoding. Trailing NUL padding after the marker is accepted.
+    copies and non-image files without decoding (13,394 Imagenette files:
+    1.4 s warm, 2.6 s cold, on a busy 2-core machine). Trailing NUL padding
+    after the marker is accepted. Damaged scan data inside an intact file
+    is found only by decoding (`pipeline` names the file then).
     """
     try:
         size = os.path.getsize(path)
