@@ -40,28 +40,22 @@ import tempfile  # noqa: E402
 import hydra  # noqa: E402
 import keras  # noqa: E402
 import mlflow  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from hydra.errors import InstantiationException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
+from experiments import build  # noqa: E402
 from experiments import callbacks as cbs  # noqa: E402
 from experiments import checkpoints  # noqa: E402
 from experiments import distribute  # noqa: E402
 from experiments import optimization  # noqa: E402
 from experiments import tracking  # noqa: E402
-from experiments.config_schema import ConfigError  # noqa: E402
-from experiments.config_schema import MixedPrecision  # noqa: E402
 from experiments.config_schema import Strategy  # noqa: E402
-from experiments.config_schema import WeightDecayStyle  # noqa: E402
 from experiments.config_schema import fit_chunk_steps  # noqa: E402
 from experiments.config_schema import validate_config  # noqa: E402
 from experiments.config_schema import variant_items  # noqa: E402
-from experiments.data.sources import MissingDataError  # noqa: E402
 from experiments.exit_codes import CheckpointError  # noqa: E402
-from experiments.exit_codes import DataError  # noqa: E402
 from experiments.exit_codes import ExitCode  # noqa: E402
 from experiments.exit_codes import exit_code_for  # noqa: E402
 from experiments.exit_codes import exit_code_for_result  # noqa: E402
@@ -228,9 +222,9 @@ def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
             state = None  # a stale checkpoint of another store/run
     start_step = min(int(state["step"]), t.steps) if state else 0
 
-    policy = _seed_and_policy(cfg)
+    policy = build.seed_and_policy(cfg)
     try:
-        built = _build(cfg, strategy)
+        built = build.build_run(cfg, strategy)
     except BaseException:
         keras.mixed_precision.set_dtype_policy(policy)
         raise
@@ -285,73 +279,6 @@ def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
         del active
         result.update(status=status, run_id=run_id)
     return result
-
-
-def _seed_and_policy(cfg):
-    """Seeds, op determinism and dtype policy of `cfg`; returns the old
-    policy's name (to restore). Set before the model is built."""
-    t = cfg.trainer
-    keras.utils.set_random_seed(int(cfg.seed))
-    if t.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    policy = keras.mixed_precision.dtype_policy().name
-    keras.mixed_precision.set_dtype_policy(
-        "float32"
-        if t.mixed_precision == MixedPrecision.none
-        else t.mixed_precision.value
-    )
-    return policy
-
-
-def _instantiate(node, what):
-    """`hydra.utils.instantiate`, unwrapping input errors from Hydra's
-    `InstantiationException` so they keep their type (and exit code)."""
-    try:
-        return hydra.utils.instantiate(node, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, (DataError, MissingDataError, ConfigError)):
-            raise cause from e
-        if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(
-                f"{what} cannot be built from the config: {cause}"
-            ) from e
-        raise
-
-
-def _build(cfg, strategy):
-    """Data, compiled model and LR callback of a run (before any run)."""
-    train_ds, val_ds = _instantiate(cfg.data, "data")
-    with strategy.scope():
-        model = _instantiate(cfg.model, "model")
-        if (
-            cfg.optimizer.weight_decay > 0
-            and cfg.optimizer.weight_decay_style == WeightDecayStyle.l2
-        ):
-            optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
-        learning_rate, lr_callback = optimization.build_learning_rate(cfg)
-        optimizer = optimization.build_optimizer(cfg, learning_rate)
-        optimization.compile_model(model, cfg, optimizer)
-    return train_ds, val_ds, model, optimizer, lr_callback
-
-
-def _preflight(children, strategy):
-    """Builds each distinct data/model config of `children` once, so that
-    input errors stop a multi-run before its parent run exists."""
-    seen = set()
-    for child in children:
-        full = tracking.resolved_container(child.cfg)
-        nodes = {k: full[k] for k in ("data", "model", "trainer")}
-        nodes["data"].pop("seed", None)
-        digest = json.dumps(nodes, sort_keys=True, default=str)
-        if digest in seen:
-            continue
-        seen.add(digest)
-        policy = _seed_and_policy(child.cfg)
-        try:
-            _build(child.cfg, strategy)
-        finally:
-            keras.mixed_precision.set_dtype_policy(policy)
 
 
 def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed, built):
@@ -538,7 +465,7 @@ def _train_children(cfg, children, experiment_id, strategy, key):
             else None
         )
         if parent is None:
-            _preflight(children, strategy)
+            build.preflight(children, strategy)
             parent_id = (
                 MlflowClient()
                 .create_run(
