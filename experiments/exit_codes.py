@@ -72,11 +72,39 @@ def exit_code_for(error):
         return ExitCode.CONFIG
     if isinstance(error, (DataError, MissingDataError)):
         return ExitCode.DATA
+    if _is_decode_error(error):
+        return ExitCode.DATA
     if isinstance(error, RunLockedError):
         return ExitCode.BUSY
     if isinstance(error, (InfrastructureError, TrackingUnavailableError)):
         return ExitCode.INFRASTRUCTURE
     return ExitCode.UNEXPECTED
+
+
+def _is_decode_error(error):
+    # tf.errors.InvalidArgumentError of a decode op in the tf.data graph
+    # (by name: this module does not import TensorFlow).
+    return type(error).__name__ == "InvalidArgumentError" and (
+        "Decode" in str(error)
+    )
+
+
+def describe(error):
+    """One line for `error: ...` on stderr.
+
+    An image that fails to decode inside the training pipeline (with
+    `data.cache=false` files are decoded per step, after only the cheap
+    header/trailer check) raises TensorFlow's multi-line graph error
+    without a file name: it is reduced to its reason and the fix.
+    """
+    if _is_decode_error(error):
+        reason = str(error).strip().splitlines()[0].split("}} ")[-1]
+        return (
+            f"an image failed to decode during training ({reason.strip()}); "
+            "rerun with data.cache=true to decode every file before "
+            "training and name the bad one."
+        )
+    return " ".join(str(error).split("\n")[:1]) or type(error).__name__
 
 
 def exit_code_for_result(result):

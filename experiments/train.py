@@ -57,6 +57,7 @@ from experiments.config_schema import validate_config  # noqa: E402
 from experiments.config_schema import variant_items  # noqa: E402
 from experiments.exit_codes import CheckpointError  # noqa: E402
 from experiments.exit_codes import ExitCode  # noqa: E402
+from experiments.exit_codes import describe  # noqa: E402
 from experiments.exit_codes import exit_code_for  # noqa: E402
 from experiments.exit_codes import exit_code_for_result  # noqa: E402
 
@@ -562,7 +563,7 @@ def main(cfg):
         code = exit_code_for(e)
         if code == ExitCode.UNEXPECTED:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {describe(e)}", file=sys.stderr)
     if result is not None:
         print(json.dumps({k: v for k, v in result.items() if k != "children"}))
         if code:

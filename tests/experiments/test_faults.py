@@ -300,6 +300,27 @@ def test_corrupt_jpeg_is_named_when_first_read(tmp_path, corrupt):
     assert "replace them" in str(info.value)
 
 
+@pytest.mark.skipif(not IMAGENETTE.is_dir(), reason="no Imagenette")
+def test_decode_error_during_training_is_one_data_line(tmp_path):
+    # cache=false: damaged scan data passes the header/trailer check and
+    # fails only when the step's batch is decoded.
+    _image_folder(tmp_path / "imagenette2-224", "scan")
+    train_ds, _ = pipeline.make_datasets(
+        "imagenette",
+        batch_size=4,
+        local_dir=str(tmp_path),
+        source="local",
+        decode_size=32,
+        cache=False,
+    )
+    with pytest.raises(Exception) as info:
+        for _ in train_ds.take(3):
+            pass
+    assert exit_codes.exit_code_for(info.value) == ExitCode.DATA
+    line = exit_codes.describe(info.value)
+    assert "\n" not in line and "data.cache=true" in line
+
+
 def test_image_check_accepts_real_formats(tmp_path):
     good = tmp_path / "a.png"
     keras.utils.save_img(good, np.zeros((4, 4, 3), np.uint8))
