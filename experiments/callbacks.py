@@ -10,7 +10,8 @@ work: callbacks run once per execution and act only on their intervals.
   learning rate, eval metrics (with top-k errors), a progress bar over all
   steps, and the NaN/Inf guard (stops training and records the reason).
 - `StepCheckpointer`: a `.keras` checkpoint (weights + optimizer state) every
-  `checkpoint_every_steps`, written atomically, never after a bad loss.
+  `checkpoint_every_steps`, written atomically with its `state.json` (see
+  `experiments.checkpoints`), never after a bad loss.
 - `FaultInjection`: kills the process at a step (tests of resume).
 
 User callbacks (config `callbacks:`) get the global step as
@@ -20,16 +21,17 @@ resume-safe buffer as `StepLogger` (a resumed run drops steps it already
 holds; values wait in memory while the tracking server is away).
 """
 
-import json
 import math
 import os
 import pathlib
-import shutil
 
 import keras
 
-STATE_FILE = "state.json"
-CHECKPOINT_FILE = "checkpoint.keras"
+from experiments.checkpoints import CHECKPOINT_FILE  # noqa: F401
+from experiments.checkpoints import STATE_FILE  # noqa: F401
+from experiments.checkpoints import read_checkpoint_state  # noqa: F401
+from experiments.checkpoints import restore_seed_states  # noqa: F401
+from experiments.checkpoints import save_checkpoint
 
 
 def accuracy_to_error(logs, prefix=""):
@@ -159,19 +161,20 @@ class StepLogger(keras.callbacks.Callback):
 
 
 class StepCheckpointer(keras.callbacks.Callback):
-    """Saves `checkpoint.keras` + `state.json` every `every_steps` steps.
+    """Saves `step-<n>/{checkpoint.keras,state.json}` every `every_steps`.
 
     The checkpoint holds weights and optimizer state (the optimizer's
-    `iterations` is the global step). Files are written to a temporary name
-    and renamed, so a kill during saving keeps the previous checkpoint. No
-    checkpoint is written when the epoch's loss is not finite.
+    `iterations` is the global step). `checkpoints.save_checkpoint` writes
+    both files into a temporary folder switched in with one rename, so a
+    kill during saving keeps the previous checkpoints. No checkpoint is
+    written when the epoch's loss is not finite.
 
     Args:
         directory: checkpoint folder of this run.
         chunk_steps: steps per Keras epoch.
         every_steps: checkpoint interval (a multiple of `chunk_steps`).
         state: dict saved in `state.json` beside the step (e.g. run id).
-        keep: older checkpoints to keep as `step-<n>.keras`.
+        keep: older checkpoints to keep beside the newest.
         is_chief: False on non-chief workers (they write to a scratch dir).
     """
 
@@ -207,70 +210,6 @@ class StepCheckpointer(keras.callbacks.Callback):
             self.keep,
             self.is_chief,
         )
-
-
-def save_checkpoint(model, directory, step, state, keep=0, is_chief=True):
-    """Atomically writes `checkpoint.keras` and `state.json` for `step`."""
-    directory = pathlib.Path(directory)
-    if not is_chief:
-        # Every worker must take part in saving; only the chief's file counts.
-        directory = directory / f"worker-scratch-{os.getpid()}"
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f"tmp-{CHECKPOINT_FILE}"
-    model.save(tmp)
-    final = directory / CHECKPOINT_FILE
-    if keep and final.exists():
-        old = json.loads((directory / STATE_FILE).read_text())["step"]
-        shutil.copyfile(final, directory / f"step-{old}.keras")
-        olds = sorted(
-            directory.glob("step-*.keras"),
-            key=lambda p: int(p.stem.split("-")[1]),
-        )
-        for path in olds[:-keep]:
-            path.unlink()
-    os.replace(tmp, final)
-    tmp_state = directory / f"tmp-{STATE_FILE}"
-    seeds = [v.numpy().tolist() for v in _seed_states(model)]
-    tmp_state.write_text(
-        json.dumps({**state, "step": int(step), "seed_states": seeds})
-    )
-    os.replace(tmp_state, directory / STATE_FILE)
-    if not is_chief:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _seed_states(model):
-    """Dropout/noise RNG states (`SeedGenerator`), in model order.
-
-    A `.keras` file does not restore them, so they travel in `state.json`:
-    a resumed run then draws the same dropout masks as an uninterrupted one.
-    """
-    return [v for v in model.variables if "seed_generator_state" in v.path]
-
-
-def restore_seed_states(model, state):
-    """Assigns the RNG states saved by `save_checkpoint` to `model`."""
-    saved = state.get("seed_states") or []
-    variables = _seed_states(model)
-    if len(saved) != len(variables):
-        raise ValueError(
-            f"checkpoint has {len(saved)} RNG states, the model "
-            f"{len(variables)}; delete the checkpoint folder to restart. "
-            f"Received: seed_states={saved}"
-        )
-    for variable, value in zip(variables, saved):
-        variable.assign(value)
-
-
-def read_checkpoint_state(directory):
-    """`state.json` of a checkpoint folder as a dict, or None."""
-    path = pathlib.Path(directory) / STATE_FILE
-    if (
-        not path.exists()
-        or not (pathlib.Path(directory) / CHECKPOINT_FILE).exists()
-    ):
-        return None
-    return json.loads(path.read_text())
 
 
 class FaultInjection(keras.callbacks.Callback):

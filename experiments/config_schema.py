@@ -19,6 +19,7 @@ follows ashleve/lightning-hydra-template `configs/train.yaml`.
 
 import dataclasses
 import enum
+import logging
 import math
 import pathlib
 from typing import Any
@@ -33,6 +34,7 @@ from omegaconf import ListConfig
 from omegaconf import OmegaConf
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -283,10 +285,22 @@ def validate_config(cfg):
     Raises:
         ConfigError: one line naming the key, the rule and the received value.
     """
+    _check_finite(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     t = cfg.trainer
     for key in ("steps", "steps_per_execution", "eval_every_steps"):
         if t[key] <= 0:
             _fail(f"trainer.{key} must be > 0.", **{f"trainer.{key}": t[key]})
+    if t.eval_every_steps > t.steps:
+        # Warned, not rejected: the run still evaluates once, at its last
+        # step ("train, then score", used by short runs and tests); only the
+        # learning curve has no validation points.
+        log.warning(
+            "trainer.eval_every_steps=%d > trainer.steps=%d: no evaluation "
+            "during training, only the final one; lower eval_every_steps "
+            "for a validation curve.",
+            t.eval_every_steps,
+            t.steps,
+        )
     for key in ("log_every_steps", "checkpoint_every_steps", "top_k"):
         if t[key] < 0:
             _fail(f"trainer.{key} must be >= 0.", **{f"trainer.{key}": t[key]})
@@ -374,6 +388,26 @@ def validate_config(cfg):
                     "use a dotted path of the composed config.",
                     **{f"variants.{name}.{key}": value},
                 )
+
+
+def _check_finite(node, prefix=""):
+    """Rejects NaN/Inf anywhere in the config (`optimizer.learning_rate=nan`
+    would otherwise train and diverge, or silently do nothing)."""
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            _fail(
+                f"{name} must be a finite number; give a real value.",
+                **{name: value},
+            )
+        _check_finite(value, name)
 
 
 _OPTIMIZER_FIELDS = {

@@ -14,6 +14,8 @@ Default store: an embedded SQLite file `sqlite:///<repo>/mlruns.db` with
 artifacts in `<repo>/mlartifacts`; `make ui` shows both, no server needed.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -90,6 +92,13 @@ def check_reachable(uri, timeout_s=5.0):
 def configure(tracking_cfg, experiment_name):
     """Sets the tracking URI and the active experiment.
 
+    For an SQLite store, the first use (which creates and migrates the
+    database) and the experiment creation run under an exclusive `flock` on
+    `<db>.lock`: runs started at once on a fresh store (`-m`, parallel
+    jobs) would otherwise race in MLflow's schema migration. MLflow has no
+    such guard of its own (its `create_sqlalchemy_engine_with_retry` only
+    retries connecting).
+
     Args:
         tracking_cfg: the `tracking` config (`uri`, `artifact_location`,
             `connect_timeout_s`, `request_timeout_s`, `max_retries`).
@@ -101,39 +110,90 @@ def configure(tracking_cfg, experiment_name):
 
     Raises:
         TrackingUnavailableError: a remote server does not answer.
+        InfrastructureError: the local artifact folder is not writable.
     """
     uri = str(_get(tracking_cfg, "uri"))
     metric_log.apply_http_settings(_as_dict(tracking_cfg))
     check_reachable(uri, float(_get(tracking_cfg, "connect_timeout_s", 5.0)))
+    lock = None
     if uri.startswith("sqlite:///"):
-        pathlib.Path(uri[len("sqlite:///") :]).parent.mkdir(
-            parents=True, exist_ok=True
-        )
+        db = pathlib.Path(uri[len("sqlite:///") :])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = db.with_name(db.name + ".lock")
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        location = _get(tracking_cfg, "artifact_location")
-        remote = urllib.parse.urlparse(uri).scheme in ("http", "https")
-        if location and not remote:
-            path = pathlib.Path(location).expanduser().resolve()
-            path.mkdir(parents=True, exist_ok=True)
-            location = path.as_uri()
-        else:
-            location = None
-        try:
-            experiment_id = client.create_experiment(
-                experiment_name, artifact_location=location
-            )
-        except mlflow.exceptions.MlflowException:
-            # Created concurrently by another process (multirun, workers).
-            experiment_id = client.get_experiment_by_name(
-                experiment_name
-            ).experiment_id
-    else:
-        experiment_id = experiment.experiment_id
+    with _file_lock(lock):
+        experiment_id = _get_or_create_experiment(
+            uri, experiment_name, _get(tracking_cfg, "artifact_location")
+        )
     mlflow.set_experiment(experiment_id=experiment_id)
+    _check_artifact_folder(MlflowClient().get_experiment(experiment_id))
     return experiment_id
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    """Exclusive, blocking `flock` on `path` (no-op for None)."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _get_or_create_experiment(uri, experiment_name, location):
+    client = MlflowClient()  # first store use: creates/migrates the DB
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    remote = urllib.parse.urlparse(uri).scheme in ("http", "https")
+    if location and not remote:
+        path = pathlib.Path(location).expanduser().resolve()
+        _check_writable(path, experiment_name, location)
+        location = path.as_uri()
+    else:
+        location = None
+    try:
+        return client.create_experiment(
+            experiment_name, artifact_location=location
+        )
+    except mlflow.exceptions.MlflowException:
+        # Created concurrently by another process (remote server, workers).
+        return client.get_experiment_by_name(experiment_name).experiment_id
+
+
+def _check_artifact_folder(experiment):
+    """Raises `InfrastructureError` if a local artifact folder is read-only.
+
+    Found before any run exists (otherwise only when the model is logged,
+    after training).
+    """
+    parsed = urllib.parse.urlparse(experiment.artifact_location)
+    if parsed.scheme not in ("", "file"):
+        return  # remote artifact stores are the server's business
+    folder = pathlib.Path(urllib.parse.unquote(parsed.path))
+    _check_writable(folder, experiment.name, experiment.artifact_location)
+
+
+def _check_writable(folder, experiment_name, location):
+    from experiments.exit_codes import InfrastructureError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InfrastructureError(
+            f"MLflow artifact folder {folder} of experiment "
+            f"{experiment_name!r} is not writable ({e.strerror or e}); fix "
+            "its permissions or use another experiment_name / "
+            f"tracking.artifact_location. Received: artifact_location="
+            f"{location!r}"
+        ) from e
 
 
 def configure_cli(tracking_cfg, experiment_name, uri=None):

@@ -26,6 +26,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import contextlib  # noqa: E402
 import copy  # noqa: E402
 import dataclasses  # noqa: E402
 import itertools  # noqa: E402
@@ -39,24 +40,27 @@ import tempfile  # noqa: E402
 import hydra  # noqa: E402
 import keras  # noqa: E402
 import mlflow  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
+from experiments import build  # noqa: E402
 from experiments import callbacks as cbs  # noqa: E402
+from experiments import checkpoints  # noqa: E402
 from experiments import distribute  # noqa: E402
 from experiments import metric_log  # noqa: E402
 from experiments import optimization  # noqa: E402
 from experiments import tracking  # noqa: E402
-from experiments.config_schema import ConfigError  # noqa: E402
-from experiments.config_schema import MixedPrecision  # noqa: E402
 from experiments.config_schema import Strategy  # noqa: E402
-from experiments.config_schema import WeightDecayStyle  # noqa: E402
 from experiments.config_schema import fit_chunk_steps  # noqa: E402
 from experiments.config_schema import validate_config  # noqa: E402
 from experiments.config_schema import variant_items  # noqa: E402
+from experiments.exit_codes import CheckpointError  # noqa: E402
+from experiments.exit_codes import ExitCode  # noqa: E402
+from experiments.exit_codes import describe  # noqa: E402
+from experiments.exit_codes import exit_code_for  # noqa: E402
+from experiments.exit_codes import exit_code_for_result  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,12 @@ def _log_figures(run_id):
 def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
     """Trains one run (or resumes/skips it); returns its final metrics.
 
+    Order: lock the run's checkpoint folder (a second identical command
+    stops here), find an existing run (read-only), read the newest good
+    checkpoint, build data and model (bad files, shapes and configs fail
+    here), and only then create the MLflow run: an input error leaves no
+    FAILED run behind.
+
     Args:
         cfg: the run's config (no `variants` / `seeds`).
         experiment_id: MLflow experiment id (None on non-chief workers).
@@ -157,15 +167,38 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
 
     Returns:
         Dict of final metrics (`val/...`), plus `status` and `run_id`.
+
+    Raises:
+        RunLockedError: another process runs the same run.
+        CheckpointError: the checkpoint folder is not writable.
+        DataError, ConfigError: from building data and model.
     """
+    name = child.name if child else ""
+    ckpt_dir = _checkpoint_dir(cfg, tracking.run_key(cfg, extra=name))
+    with _run_lock(distribute.is_chief(strategy), ckpt_dir):
+        return _run_one(cfg, experiment_id, strategy, parent_run_id, child)
+
+
+def _run_lock(chief, directory):
+    # Only the chief writes checkpoints (workers use scratch folders).
+    return (
+        checkpoints.run_lock(directory) if chief else contextlib.nullcontext()
+    )
+
+
+def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
     t = cfg.trainer
     chief = distribute.is_chief(strategy)
     name = child.name if child else ""
     key = tracking.run_key(cfg, extra=name)
     ckpt_dir = _checkpoint_dir(cfg, key)
-    state = cbs.read_checkpoint_state(ckpt_dir) if cfg.tracking.resume else None
+    state = (
+        cbs.read_checkpoint_state(ckpt_dir, heal=chief)
+        if cfg.tracking.resume
+        else None
+    )
 
-    # --- find / create the MLflow run -----------------------------------
+    # --- find the MLflow run (created below, after the build) -----------
     run_id, resumed = None, False
     if chief:
         existing = (
@@ -187,7 +220,18 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
             }
         if existing is not None:
             run_id, resumed = existing.info.run_id, True
-        else:
+        if state is not None and state.get("run_id") != run_id:
+            state = None  # a stale checkpoint of another store/run
+    start_step = min(int(state["step"]), t.steps) if state else 0
+
+    policy = build.seed_and_policy(cfg)
+    try:
+        built = build.build_run(cfg, strategy, skip_batches=start_step)
+    except BaseException:
+        keras.mixed_precision.set_dtype_policy(policy)
+        raise
+    if chief:
+        if existing is None:
             tags = {tracking.RUN_KEY_TAG: key}
             if parent_run_id:
                 tags[tracking.PARENT_TAG] = parent_run_id
@@ -205,19 +249,6 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
                 .create_run(experiment_id, run_name=run_name, tags=tags)
                 .info.run_id
             )
-        if state is not None and state.get("run_id") != run_id:
-            state = None  # a stale checkpoint of another store/run
-    start_step = min(int(state["step"]), t.steps) if state else 0
-
-    keras.utils.set_random_seed(int(cfg.seed))
-    if t.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    policy = keras.mixed_precision.dtype_policy().name
-    keras.mixed_precision.set_dtype_policy(
-        "float32"
-        if t.mixed_precision == MixedPrecision.none
-        else t.mixed_precision.value
-    )
     active = mlflow.start_run(run_id=run_id) if chief else None
     try:
         if chief:
@@ -231,7 +262,9 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
             tracking.log_config(cfg, log_params=not resumed)
             if start_step:
                 mlflow.set_tag("resumed_from_step", str(start_step))
-        result = _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed)
+        result = _fit(
+            cfg, strategy, chief, run_id, ckpt_dir, state, resumed, built
+        )
     except BaseException as e:
         if chief:
             metric_log.end_run(
@@ -254,27 +287,23 @@ def run_one(cfg, experiment_id, strategy, parent_run_id=None, child=None):
     return result
 
 
-def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed):
+def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed, built):
     t = cfg.trainer
     start_step = min(int(state["step"]), t.steps) if state else 0
     chunk = fit_chunk_steps(t)
     ckpt_every = t.checkpoint_every_steps or t.eval_every_steps
-    train_ds, val_ds = hydra.utils.instantiate(
-        cfg.data, _convert_="all", skip_batches=start_step
-    )
+    train_ds, val_ds, model, optimizer, lr_callback = built
     with strategy.scope():
-        model = hydra.utils.instantiate(cfg.model, _convert_="all")
-        if (
-            cfg.optimizer.weight_decay > 0
-            and cfg.optimizer.weight_decay_style == WeightDecayStyle.l2
-        ):
-            optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
-        learning_rate, lr_callback = optimization.build_learning_rate(cfg)
-        optimizer = optimization.build_optimizer(cfg, learning_rate)
-        optimization.compile_model(model, cfg, optimizer)
         if start_step:
             optimizer.build(model.trainable_variables)
-            model.load_weights(ckpt_dir / cbs.CHECKPOINT_FILE)
+            path = state.get("path", ckpt_dir / cbs.CHECKPOINT_FILE)
+            try:
+                model.load_weights(path)
+            except (OSError, ValueError) as e:
+                raise CheckpointError(
+                    f"checkpoint {path} does not load ({e}); delete "
+                    f"{ckpt_dir} to restart the run from step 0."
+                ) from e
             cbs.restore_seed_states(model, state)
             got = int(keras.ops.convert_to_numpy(optimizer.iterations))
             if got != start_step:
@@ -414,8 +443,13 @@ def train(cfg):
         `"children"`), `"status"` and `"run_id"` (the parent's for multi-run).
 
     Raises:
-        ConfigError: a config value is wrong (raised before any work).
-        TrackingUnavailableError: the tracking server is unreachable.
+        ConfigError: a config value is wrong, or the model/data cannot be
+            built from it (raised before any MLflow run is created).
+        DataError, MissingDataError: an input file is missing or corrupt
+            (before any run is created).
+        TrackingUnavailableError, InfrastructureError: the tracking server
+            is unreachable, or a checkpoint/artifact folder is not writable.
+        RunLockedError: the same run is already running.
     """
     validate_config(cfg)
     children = expand_children(cfg)
@@ -431,15 +465,22 @@ def train(cfg):
         _call_report(cfg, result.get("run_id"), chief)
         return result
 
+    key = tracking.run_key(cfg, extra="parent")
+    with _run_lock(chief, _checkpoint_dir(cfg, key)):
+        return _train_children(cfg, children, experiment_id, strategy, key)
+
+
+def _train_children(cfg, children, experiment_id, strategy, key):
+    chief = distribute.is_chief(strategy)
     parent_id = None
     if chief:
-        key = tracking.run_key(cfg, extra="parent")
         parent = (
             tracking.find_run(experiment_id, key)
             if cfg.tracking.resume
             else None
         )
         if parent is None:
+            build.preflight(children, strategy)
             parent_id = (
                 MlflowClient()
                 .create_run(
@@ -540,18 +581,71 @@ def _call_report(cfg, parent_run_id, chief):
         )
 
 
+# Worst exit code of the jobs of a `-m` sweep run in this process.
+_SWEEP_EXIT = [ExitCode.OK]
+
+
+def _in_multirun():
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg):
-    """Hydra entry point; returns `optimized_metric` for sweepers."""
+    """Hydra entry point; returns `optimized_metric` for sweepers.
+
+    Exits with an `experiments.exit_codes.ExitCode`: non-zero when a run
+    ended FAILED or KILLED, or an input/config/storage error stopped it (a
+    one-line `error:` on stderr). In a `-m` sweep each job returns NaN on
+    failure (so Optuna marks the trial failed and goes on) and the process
+    exits with the worst code once the sweep is done (`_cli`). A bug (any
+    other exception) keeps Hydra's traceback and exit status 1.
+    """
+    result = None
     try:
         result = train(cfg)
-    except (ConfigError, tracking.TrackingUnavailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    value = result.get(cfg.optimized_metric)
-    print(json.dumps({k: v for k, v in result.items() if k != "children"}))
-    return float("nan") if value is None else float(value)
+        code = exit_code_for_result(result)
+    except Exception as e:
+        code = exit_code_for(e)
+        if code == ExitCode.UNEXPECTED:
+            raise
+        print(f"error: {describe(e)}", file=sys.stderr)
+    if result is not None:
+        print(json.dumps({k: v for k, v in result.items() if k != "children"}))
+        if code:
+            failed = _failures(result)
+            print(f"error: {'; '.join(failed)}", file=sys.stderr)
+    if code and not _in_multirun():
+        sys.exit(int(code))
+    _SWEEP_EXIT[0] = max(_SWEEP_EXIT[0], code)
+    value = None if result is None else result.get(cfg.optimized_metric)
+    return float("nan") if value is None or code else float(value)
+
+
+def _failures(result, name=""):
+    """`["<run>: <status> (<reason>)", ...]` of the failed runs in `result`."""
+    out = []
+    for child, sub in (result.get("children") or {}).items():
+        out += _failures(sub, child)
+    if not result.get("children") and result.get("status") != "FINISHED":
+        reason = result.get("failure_reason", "")
+        out.append(
+            f"run {name or result.get('run_id')} {result.get('status')}"
+            + (f" ({reason})" if reason else "")
+        )
+    return out
+
+
+def _cli():
+    """`python -m experiments.train`: `main`, then the sweep's exit code."""
+    main()
+    sys.exit(int(_SWEEP_EXIT[0]))
 
 
 if __name__ == "__main__":
-    main()
+    _cli()

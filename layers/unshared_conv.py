@@ -89,9 +89,11 @@ class _UnsharedConv(keras.layers.Layer):
         channels = input_shape[-1]
         if any(n is None for n in spatial) or channels is None:
             raise ValueError(
-                f"{type(self).__name__} needs static spatial dimensions and "
-                "channels (one kernel per output position); give the Input a "
-                f"fixed shape. Received: input_shape={tuple(input_shape)}"
+                f"{type(self).__name__} layer {self.name!r} needs static "
+                "spatial dimensions and channels (one kernel per output "
+                "position); give the model a fixed input_shape (or use "
+                "model.conv.kind=conv2d). "
+                f"Received: input_shape={tuple(input_shape)}"
             )
         out = self._spatial_out(spatial)
         if any(n <= 0 for n in out):

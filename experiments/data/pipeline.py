@@ -39,6 +39,7 @@ from experiments.data import augment as aug
 from experiments.data import ilsvrc_sample
 from experiments.data import sources
 from experiments.data import tfds_stream
+from experiments.exit_codes import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 SOURCES = ("auto", "tfds", "local")
@@ -541,9 +542,12 @@ def _materialize(split, decode_size, cache):
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
-        _DECODE_CACHE[key] = np.concatenate(
-            list(ds.batch(256).as_numpy_iterator())
-        )
+        try:
+            _DECODE_CACHE[key] = np.concatenate(
+                list(ds.batch(256).as_numpy_iterator())
+            )
+        except tf.errors.InvalidArgumentError as e:
+            raise _name_undecodable(split.paths, e) from e
     if npy and not os.path.isfile(npy):
         os.makedirs(os.path.dirname(npy), exist_ok=True)
         tmp = f"{npy}.{os.getpid()}.tmp.npy"
@@ -551,6 +555,30 @@ def _materialize(split, decode_size, cache):
         os.replace(tmp, npy)  # atomic: concurrent runs never read half
     return _Split(
         split.labels, _DECODE_CACHE[key], num_classes=split.num_classes
+    )
+
+
+def _name_undecodable(paths, error):
+    """A `DataError` naming the file(s) TensorFlow failed to decode.
+
+    Its error names no file; the files are decoded one by one to find it
+    (only after a failure; the header/trailer check at listing time catches
+    truncated and non-image files first).
+    """
+    bad = []
+    for path in paths:
+        try:
+            decode_image(path)
+        except tf.errors.InvalidArgumentError:
+            bad.append(path)
+            if len(bad) == 3:
+                break
+    # TF's message: "{{function_node ...}} <reason>\n\t [[node ...]] ...".
+    reason = error.message.strip().splitlines()[0].split("}} ")[-1]
+    return DataError(
+        f"cannot decode image file(s) {bad or '?'} ({reason.strip()})"
+        "; replace them from the original archive (or delete them). "
+        f"Received: {len(paths)} files"
     )
 
 

@@ -88,8 +88,8 @@ def test_smoke_run_logs_params_metrics_and_artifacts(tmp_path):
     assert probe == [(10, 10.0), (20, 20.0), (30, 30.0), (40, 40.0)]
     # A checkpoint at the last step.
     ckpt = tmp_path / "checkpoints" / "smoke" / tags["repro.run_key"]
-    assert (ckpt / "checkpoint.keras").exists()
-    assert '"step": 40' in (ckpt / "state.json").read_text()
+    assert (ckpt / "step-40" / "checkpoint.keras").exists()
+    assert '"step": 40' in (ckpt / "step-40" / "state.json").read_text()
 
 
 def test_rerun_of_finished_run_is_skipped(tmp_path):
@@ -160,7 +160,8 @@ def test_nan_loss_marks_run_failed_and_keeps_last_good_checkpoint(tmp_path):
     steps = [s for s, _ in _history(client, run.info.run_id, "train/loss")]
     assert steps == [5, 10, 15, 20]
     ckpt = tmp_path / "checkpoints" / "smoke" / run.data.tags["repro.run_key"]
-    assert '"step": 20' in (ckpt / "state.json").read_text()
+    assert [p.name for p in ckpt.glob("step-*")] == ["step-20"]
+    assert '"step": 20' in (ckpt / "step-20" / "state.json").read_text()
 
 
 @pytest.mark.slow

@@ -1,0 +1,97 @@
+"""Builds a run's data, model and optimizer before its MLflow run exists.
+
+`experiments.train` calls `build_run` before creating a run (and
+`preflight` before creating a multi-run's parent), so a corrupt file, a
+model that cannot be built from its config (e.g. `model.conv.kind=unshared`
+with a dynamic input) or a bad data setting fails with a one-line error and
+leaves no FAILED run behind. Input errors keep their type through Hydra's
+`InstantiationException`, so the process exit code says what failed.
+"""
+
+import json
+
+import hydra
+import keras
+import tensorflow as tf
+from hydra.errors import InstantiationException
+
+from experiments import optimization
+from experiments import tracking
+from experiments.config_schema import ConfigError
+from experiments.config_schema import MixedPrecision
+from experiments.config_schema import WeightDecayStyle
+from experiments.data.sources import MissingDataError
+from experiments.exit_codes import DataError
+
+
+def seed_and_policy(cfg):
+    """Seeds, op determinism and dtype policy of `cfg`; returns the old
+    policy's name (to restore). Set before the model is built."""
+    t = cfg.trainer
+    keras.utils.set_random_seed(int(cfg.seed))
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    policy = keras.mixed_precision.dtype_policy().name
+    keras.mixed_precision.set_dtype_policy(
+        "float32"
+        if t.mixed_precision == MixedPrecision.none
+        else t.mixed_precision.value
+    )
+    return policy
+
+
+def instantiate(node, what, **kwargs):
+    """`hydra.utils.instantiate`, unwrapping input errors from Hydra's
+    `InstantiationException` so they keep their type (and exit code)."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, (DataError, MissingDataError, ConfigError)):
+            raise cause from e
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(
+                f"{what} cannot be built from the config: {cause}"
+            ) from e
+        raise
+
+
+def build_run(cfg, strategy, skip_batches=0):
+    """Data, compiled model and LR callback of a run (before any run).
+
+    The train stream starts at batch `skip_batches` (a resumed run's step),
+    skipped before decoding (`make_datasets(skip_batches=...)`).
+    """
+    train_ds, val_ds = instantiate(
+        cfg.data, "data", skip_batches=skip_batches
+    )
+    with strategy.scope():
+        model = instantiate(cfg.model, "model")
+        if (
+            cfg.optimizer.weight_decay > 0
+            and cfg.optimizer.weight_decay_style == WeightDecayStyle.l2
+        ):
+            optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
+        learning_rate, lr_callback = optimization.build_learning_rate(cfg)
+        optimizer = optimization.build_optimizer(cfg, learning_rate)
+        optimization.compile_model(model, cfg, optimizer)
+    return train_ds, val_ds, model, optimizer, lr_callback
+
+
+def preflight(children, strategy):
+    """Builds each distinct data/model config of `children` once, so that
+    input errors stop a multi-run before its parent run exists."""
+    seen = set()
+    for child in children:
+        full = tracking.resolved_container(child.cfg)
+        nodes = {k: full[k] for k in ("data", "model", "trainer")}
+        nodes["data"].pop("seed", None)
+        digest = json.dumps(nodes, sort_keys=True, default=str)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        policy = seed_and_policy(child.cfg)
+        try:
+            build_run(child.cfg, strategy)
+        finally:
+            keras.mixed_precision.set_dtype_policy(policy)
