@@ -111,8 +111,9 @@ def exit_code_for_result(result):
     """The `ExitCode` of a `train()` result (the worst of its children).
 
     Args:
-        result: dict with `status`, maybe `failure_reason`, `exit_code` and
-            `children` (name -> such a dict).
+        result: dict with `status`, maybe `failure_reason`, `exit_code`,
+            `tracking_pending` (metrics left in a local file because the
+            server was gone) and `children` (name -> such a dict).
 
     Returns:
         An `ExitCode`.
@@ -120,6 +121,8 @@ def exit_code_for_result(result):
     codes = [ExitCode.OK]
     for child in (result.get("children") or {}).values():
         codes.append(exit_code_for_result(child))
+    if result.get("tracking_pending"):
+        codes.append(ExitCode.INFRASTRUCTURE)  # metrics kept in a file
     if "exit_code" in result:
         codes.append(ExitCode(result["exit_code"]))
     elif result.get("status") == "KILLED":

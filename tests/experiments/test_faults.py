@@ -72,6 +72,9 @@ def test_exit_codes_of_errors_and_results():
     assert exit_codes.exit_code_for_result(parent) == ExitCode.DIVERGED
     killed = {"status": "KILLED"}
     assert exit_codes.exit_code_for_result(killed) == ExitCode.INTERRUPTED
+    # Finished, but the server was gone: metrics wait in a file for a rerun.
+    pending = {"status": "FINISHED", "tracking_pending": True}
+    assert exit_codes.exit_code_for_result(pending) == ExitCode.INFRASTRUCTURE
 
 
 @pytest.mark.parametrize(
