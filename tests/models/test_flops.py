@@ -64,3 +64,22 @@ def test_unknown_size_is_refused():
     )
     with pytest.raises(ValueError, match="static input_shape"):
         count_macs(model)
+
+
+def test_gpu_budget_row_from_the_composed_config():
+    from benchmarks import gpu_budget
+
+    assert "bn_inception_full" in gpu_budget.full_scale_configs()
+    assert "imagenet_googlenet_7models" in gpu_budget.full_scale_configs()
+    row = gpu_budget.budget(
+        "imagenet_alexnet_5cnns", 1000.0, 0.5, measure=False, cache={}
+    )
+    # Five seeds of imagenet_alexnet: 900,000 steps of 128 images each.
+    assert row["runs"] == 5 and row["px"] == 227
+    assert row["images"] == 5 * 900_000 * 128
+    (gmacs,) = row["gmacs"]
+    assert gmacs == pytest.approx(0.724, abs=0.001)
+    flops = 6 * gmacs * 1e9 * row["images"]
+    assert row["gpu_hours"] == pytest.approx(flops / 500e12 / 3600)
+    table = gpu_budget.markdown([row], 1000.0, 0.5)
+    assert "| imagenet_alexnet_5cnns | alexnet | 227 | 5 |" in table
