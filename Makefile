@@ -38,6 +38,9 @@ lint:  ## ruff check + format check
 bench:  ## Layer benchmarks (UnsharedConv2D / TiledConv2D vs peers)
 	$(PY) -m benchmarks.bench_layers $(ARGS)
 
+gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config -> results/gpu_budget.md (~20 min CPU)
+	$(PY) -m benchmarks.gpu_budget --measure $(ARGS)
+
 ui:  ## MLflow UI on the local tracking store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts
 
@@ -95,4 +98,4 @@ bench-eval-memory:  ## Evaluation peak RSS at N and 4N images (144 crops, 1000 c
 engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
 	$(PY) -m experiments.engine_bench $(ARGS)
 
-.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report smoke bench-eval-memory engine-bench
+.PHONY: help install test test-slow lint bench gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report smoke bench-eval-memory engine-bench
