@@ -140,20 +140,27 @@ def _compose(args):
     if keras_sources:
         if len(keras_sources) != len(args.sources):
             raise ValueError(
-                "keras:<arch> sources take raw pixels; score them apart from "
-                f"trained runs. Received: sources={args.sources}"
+                "keras:<arch> sources need the caffe mean; score them apart "
+                f"from trained runs. Received: sources={args.sources}"
             )
         if args.keras_weights is None:
             raise ValueError(
                 "keras:<arch> needs --keras-weights imagenet|PATH|none. "
                 "Received: --keras-weights=None"
             )
-        overrides += list(sources.KERAS_DATA_OVERRIDES)
-    return compose(overrides), bool(keras_sources)
+        rescale = compose(overrides).data.get("rescale") or 1.0
+        overrides += sources.keras_data_overrides(rescale)
+        print(
+            "[evaluate] keras:<arch> weights expect the caffe mean RGB: "
+            + " ".join(overrides[-2:])
+        )
+    return compose(overrides)
 
 
-def _score(args, cfg, keras_source, out_dir):
+def _score(args, cfg, out_dir):
     """Streams the protocol through the models; predictions to `out_dir`."""
+    from omegaconf import OmegaConf
+
     from experiments.evaluation import predict
     from experiments.evaluation import sources
     from experiments.evaluation import store
@@ -165,6 +172,7 @@ def _score(args, cfg, keras_source, out_dir):
             s,
             keras_weights=None if weights in (None, "none") else weights,
             num_classes=args.num_classes,
+            data_cfg=OmegaConf.to_container(cfg.data, resolve=True),
         )
         for s in args.sources
     ]
@@ -180,7 +188,6 @@ def _score(args, cfg, keras_source, out_dir):
         scales=args.scales,
         batch_size=args.batch_size,
         max_images=args.max_images,
-        preprocess=sources.keras_preprocess if keras_source else None,
     )
     writer.close()
     return result, {"resize": resize, "scales": args.scales}
@@ -222,7 +229,7 @@ def main(argv=None):
     from experiments import tracking
 
     args = _parser().parse_args(argv)
-    cfg, keras_source = _compose(args)
+    cfg = _compose(args)
     tracking.configure_cli(
         cfg.tracking, args.experiment_name, args.tracking_uri
     )
@@ -231,7 +238,7 @@ def main(argv=None):
             result, predictions, params = _combine(args, tmp)
         else:
             predictions = os.path.join(tmp, "predictions")
-            result, params = _score(args, cfg, keras_source, predictions)
+            result, params = _score(args, cfg, predictions)
         tags = {"table": args.table, "scale": args.scale, "family": args.family}
         if args.paper_top1_error is not None:
             tags["paper_top1_error"] = args.paper_top1_error

@@ -86,7 +86,9 @@ def _find_keras_artifact(client, run_id, path=None):
     return None
 
 
-def load_model(source, dst_dir=None, keras_weights=None, num_classes=1000):
+def load_model(
+    source, dst_dir=None, keras_weights=None, num_classes=1000, data_cfg=None
+):
     """Loads a Keras model from a `.keras` path, an MLflow run or `keras:`.
 
     Models are loaded with `compile=False`: scoring needs the forward pass
@@ -99,6 +101,8 @@ def load_model(source, dst_dir=None, keras_weights=None, num_classes=1000):
         keras_weights: `keras:` sources only: `"imagenet"`, a weights file
             path, or None (random weights, for offline tests).
         num_classes: `keras:` sources only: classifier width.
+        data_cfg: `keras:` sources only: the data config scored (input
+            size and normalisation folded into the first conv).
 
     Returns:
         `keras.Model`.
@@ -112,7 +116,7 @@ def load_model(source, dst_dir=None, keras_weights=None, num_classes=1000):
 
     source = str(source)
     if is_keras_source(source):
-        return build_keras_source(source, keras_weights, num_classes)
+        return build_keras_source(source, keras_weights, num_classes, data_cfg)
     if source.endswith(".keras"):
         if not os.path.exists(source):
             raise ValueError(
@@ -133,8 +137,21 @@ def load_model(source, dst_dir=None, keras_weights=None, num_classes=1000):
     return keras.saving.load_model(local, compile=False)
 
 
-def build_keras_source(source, weights=None, num_classes=1000):
-    """Our VGG/ResNet builder carrying `keras.applications` weights."""
+def build_keras_source(source, weights=None, num_classes=1000, data_cfg=None):
+    """Our VGG/ResNet builder carrying `keras.applications` weights.
+
+    The weights' input convention (caffe: BGR, 0-255, minus the mean BGR)
+    is folded into the first conv by
+    `models.keras_applications.build_with_keras_weights`, for the data
+    config's `rescale`/`mean`/`std` (see `keras_data_overrides`).
+
+    Args:
+        source: `keras:<arch>`.
+        weights: None (random), `"imagenet"` or a weights file.
+        num_classes: classifier width (1000 for published weights).
+        data_cfg: the data config the model will see (its `input_shape`,
+            `rescale`, `mean`, `std`); None: 224 px, 1/255, caffe mean.
+    """
     arch = source[len(KERAS_PREFIX) :]
     if arch not in KERAS_ARCHS:
         raise ValueError(
@@ -143,27 +160,26 @@ def build_keras_source(source, weights=None, num_classes=1000):
         )
     from models.keras_applications import build_with_keras_weights
 
+    data = dict(data_cfg or {})
+    kwargs = {
+        k: data[k]
+        for k in ("rescale", "mean", "std")
+        if data.get(k) is not None
+    }
+    if data.get("input_shape"):
+        kwargs["input_shape"] = tuple(data["input_shape"])
     return build_with_keras_weights(
-        arch, weights=weights, num_classes=num_classes
+        arch, weights=weights, num_classes=num_classes, **kwargs
     )
 
 
-def keras_preprocess(views):
-    """`keras.applications` input scaling of VGG16/19 and ResNet50/101/152.
+def keras_data_overrides(rescale):
+    """Hydra overrides giving `keras:` sources the input their weights
+    were trained on: the caffe mean RGB in the pipeline's units, no std."""
+    from models.keras_applications import keras_data_settings
 
-    Their weights expect 0-255 BGR pixels minus the ImageNet mean BGR
-    (`imagenet_utils.preprocess_input(mode="caffe")`); the views must come
-    from raw pixels (`rescale=1`, no mean/std: see `KERAS_DATA_OVERRIDES`).
-    """
-    import keras
-
-    return keras.applications.imagenet_utils.preprocess_input(
-        views, mode="caffe"
-    )
-
-
-# Hydra overrides that give `keras_preprocess` raw 0-255 pixels.
-KERAS_DATA_OVERRIDES = ("data.rescale=1.0", "data.mean=null", "data.std=null")
+    mean = keras_data_settings(float(rescale))["mean"]
+    return [f"data.mean=[{','.join(repr(m) for m in mean)}]", "data.std=null"]
 
 
 def data_mismatch(run_params, data_cfg):

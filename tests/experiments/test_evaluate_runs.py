@@ -149,3 +149,51 @@ def test_data_mismatch_names_binarized_against_grey_mnist():
         "data.binarize": ("True", False)
     }
     assert sources.data_mismatch(params, trained.data) == {}
+
+
+@pytest.mark.slow
+def test_cli_scores_our_resnet50_with_keras_applications_weights(tmp_path):
+    """`keras:resnet50` (random reference weights, offline) scored by the
+    CLI equals the `keras.applications` model itself under the same
+    protocol, fed caffe-preprocessed raw pixels as Keras documents."""
+    import keras
+    import numpy as np
+
+    from experiments.evaluation import predict
+    from experiments.evaluation import records
+    from experiments.evaluation import store
+    from models.keras_applications import build_reference
+
+    uri = f"sqlite:///{tmp_path}/keras.db"
+    argv = ["keras:resnet50", "--keras-weights", "none", "--data"]
+    argv += ["imagenette", "--protocol", "ten_crop", "--max-images", "4"]
+    argv += ["--tracking-uri", uri]
+    argv += [a for d in DATA for a in ("--override", d)]
+    keras.utils.set_random_seed(7)
+    out = ev.main(argv)
+    assert out["num_images"] == 4 and out["num_views"] == 10
+    mlflow.set_tracking_uri(uri)
+    folder = records.stored_predictions(out["run_id"], tmp_path / "dl")
+    ours = np.load(f"{folder}/{store.PROBABILITIES}").astype(np.float32)
+    assert ours.shape == (4, 1000)
+
+    keras.utils.set_random_seed(7)  # the same random reference weights
+    reference = build_reference("resnet50", None, 1000, (64, 64, 3))
+    raw = compose(["data=imagenette", *DATA, "data.rescale=1.0"])
+    raw.data.mean = None
+    ds, _ = predict.eval_dataset(raw.data, 4)
+    writer = store.PredictionWriter(tmp_path / "ref", "float32")
+    predict.evaluate(
+        [reference],
+        ds,
+        "ten_crop",
+        writer=writer,
+        resize=raw.data.resize_size,
+        preprocess=lambda v: keras.applications.imagenet_utils.preprocess_input(
+            v, mode="caffe"
+        ),
+    )
+    expected = np.load(f"{writer.close()}/{store.PROBABILITIES}")
+    np.testing.assert_allclose(ours, expected, atol=2e-3)
+    with pytest.raises(ValueError, match="--keras-weights imagenet"):
+        ev.main(argv[:1] + argv[3:])
