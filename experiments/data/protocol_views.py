@@ -1,5 +1,5 @@
 """The papers' test protocols as views of one image (TensorFlow ops,
-usable inside `tf.data`); `experiments.evaluate` averages the softmax over
+usable inside `tf.data`); `experiments.evaluation.predict` averages the softmax over
 them.
 
 - `center` (1 view): shorter side resized to `resize`, central crop.

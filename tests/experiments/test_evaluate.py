@@ -289,7 +289,7 @@ def test_evaluate_experiment_logs_rows(mlflow_store):
     assert run.data.metrics["top1_error"] == pytest.approx(out[0]["top1_error"])
     ens = mlflow.get_run(out[1]["run_id"])
     assert len(ens.data.params["sources"].split(",")) == 3
-    # The cached per-model logits give the same ensemble as a direct call.
+    # Members scored once and combined from disk = the live ensemble.
     direct = predict.evaluate(
         [_linear_model(seed) for seed in range(3)], ds, "ten_crop", resize=6
     )
@@ -330,9 +330,14 @@ def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
         "rescale": 1 / 255,
     }
     ds, _ = predict.eval_dataset(data_cfg)
-    images = [x.numpy() for x, _ in ds]
-    assert len(images) == 10 and images[0].shape == (16, 16, 1)
-    assert 0.0 <= min(i.min() for i in images) <= 1.0
+    pairs = [(x.numpy(), int(y)) for x, y in ds]
+    assert len(pairs) == 10 and pairs[0][0].shape == (16, 16, 1)
+    images = np.stack([image for image, _ in pairs])
+    # Rescaled uint8 pixels: every value is k/255 (no resize, no crop
+    # interpolated them), spanning more than one level.
+    np.testing.assert_allclose(images * 255, np.round(images * 255), atol=1e-3)
+    assert images.min() >= 0 and images.max() <= 1 and images.std() > 0.05
+    assert sorted(np.bincount([label for _, label in pairs])) == [2, 2, 3, 3]
 
 
 def _logged_model_run(tmp_path, seed):
