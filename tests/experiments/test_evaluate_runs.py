@@ -43,6 +43,14 @@ FAMILIES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri():
+    """The CLI and the engine point MLflow at each test's own store."""
+    previous = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(previous)
+
+
 def _train(tmp_path, experiment):
     extra, _ = FAMILIES[experiment]
     cfg = compose([f"experiment={experiment}", *DATA, *TINY, *extra], tmp_path)
