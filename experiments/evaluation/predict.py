@@ -29,7 +29,8 @@ def eval_dataset(data_cfg, num_images=None):
     """Uncropped, preprocessed validation images of a data config.
 
     Instantiates `data_cfg` (a `conf/data/*.yaml` node) without crop,
-    resize or augmentation, so every image comes at its decoded size
+    resize or augmentation (the keys its `_target_` accepts), so every
+    image comes at its decoded size
     (`decode_size`) with the training pipeline's value preprocessing
     (rescale, mean/std): the views are then cut by `image_views`. Resizing
     and cropping commute with the per-channel affine normalisation.
@@ -41,6 +42,8 @@ def eval_dataset(data_cfg, num_images=None):
     Returns:
         `(unbatched tf.data of (image (H, W, C), label), num_images or None)`.
     """
+    import inspect
+
     import hydra
     from omegaconf import DictConfig
     from omegaconf import OmegaConf
@@ -48,16 +51,26 @@ def eval_dataset(data_cfg, num_images=None):
     if isinstance(data_cfg, DictConfig):
         data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
     data_cfg = dict(data_cfg)
-    data_cfg.update(
-        crop_size=None,
-        resize_size=None,
-        augment=None,
-        input_shape=None,
-        eval_batch_size=1,
-        val_crop=False,
-    )
+    uncropped = {
+        "crop_size": None,
+        "resize_size": None,
+        "augment": None,
+        "input_shape": None,
+        "eval_batch_size": 1,
+        "val_crop": False,
+    }
     if num_images:
-        data_cfg["num_val_examples"] = int(num_images)
+        uncropped["num_val_examples"] = int(num_images)
+    params = inspect.signature(
+        hydra.utils.get_method(data_cfg["_target_"])
+    ).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        if "crop_size" not in params:
+            # A fixed-size generator (the engine's test data): its
+            # `input_shape` is the image size, not a check on a crop.
+            uncropped.pop("input_shape")
+        uncropped = {k: v for k, v in uncropped.items() if k in params}
+    data_cfg.update(uncropped)
     _, val_ds = hydra.utils.instantiate(data_cfg, _convert_="all")
     return val_ds.unbatch(), num_images
 

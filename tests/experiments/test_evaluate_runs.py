@@ -136,6 +136,25 @@ def test_an_engine_trained_run_scores_without_the_engine_registered(
         ev.main(_argv(run_id, cfg.tracking.uri, "--data", "imagenette"))
 
 
+def test_an_engine_smoke_run_scores_on_its_generated_data(
+    tmp_path, monkeypatch
+):
+    """The engine's own test data (fixed 8x8 images, no crop settings)."""
+    from keras.src.saving import object_registration
+
+    cfg = compose(["experiment=smoke", *TINY], tmp_path)
+    run_id = train_lib.train(cfg)["run_id"]
+    monkeypatch.delitem(
+        object_registration.GLOBAL_CUSTOM_OBJECTS, "repro>SparseTopKAccuracy"
+    )
+    argv = [run_id, "--experiment", "smoke", "--protocol", "ten_crop"]
+    out = ev.main(
+        argv + ["--max-images", "50", "--tracking-uri", cfg.tracking.uri]
+    )
+    assert out["num_images"] == 50 and out["num_views"] == 10
+    assert out["top1_error"] == 100 * round(out["top1_error"] / 100 * 50) / 50
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", list(FAMILIES))
 def test_cli_scores_engine_trained_runs_of_each_family(tmp_path, experiment):
