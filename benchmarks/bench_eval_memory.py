@@ -5,10 +5,11 @@ Each size is scored in a fresh subprocess (the mini AlexNet of
 predictions weigh what ImageNet's do, untrained; GoogLeNet's 144-crop
 protocol on real Imagenette val images, streamed from disk as at full
 scale: `data.cache=false`, a list mean), and the subprocess reports its
-peak resident memory (`resource.getrusage`, `ru_maxrss`). Streaming evaluation keeps one batch of views, so the two
-peaks agree; the growth per image is extrapolated to GoogLeNet's 7-model,
-144-crop ILSVRC-2012 evaluation (50,000 images x 1,000 classes) beside
-what the former design held in memory.
+peak resident memory (`resource.getrusage`, `ru_maxrss`). Streaming
+evaluation keeps one batch of views, so the two peaks agree; the growth
+per image is extrapolated to GoogLeNet's 7-model, 144-crop ILSVRC-2012
+evaluation (50,000 images x 1,000 classes) beside what the former design
+held in memory.
 
 Usage:
     python -m benchmarks.bench_eval_memory [--images 100] [--protocol
