@@ -41,6 +41,9 @@ bench:  ## Layer benchmarks (UnsharedConv2D / TiledConv2D vs peers)
 bench-input:  ## Input pipeline images/s per CPU core, each paper's augmentation (results/bench_input.md)
 	$(PY) -m benchmarks.bench_input $(ARGS)
 
+gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config -> results/gpu_budget.md (~20 min CPU)
+	$(PY) -m benchmarks.gpu_budget --measure $(ARGS)
+
 ui:  ## MLflow UI on the local tracking store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts
 
@@ -92,7 +95,10 @@ imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCAL
 smoke:  ## Engine smoke run (tiny generated data, seconds; into /tmp)
 	$(RUN) experiment=smoke debug=smoke $(ARGS)
 
+bench-eval-memory:  ## Evaluation peak RSS at N and 4N images (144 crops, 1000 classes); ARGS="--images 100"
+	$(PY) -m benchmarks.bench_eval_memory $(ARGS)
+
 engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
 	$(PY) -m experiments.engine_bench $(ARGS)
 
-.PHONY: help install test test-slow lint bench ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report smoke engine-bench
+.PHONY: help install test test-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report smoke bench-eval-memory engine-bench

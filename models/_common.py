@@ -280,6 +280,35 @@ def lrn(name):
     )
 
 
+def symmetric_pad(x, kernel_size, strides, name):
+    """Pads `x` for a strided conv/pool as Caffe, PyTorch and
+    `keras.applications` do: `kernel_size // 2` zeros on every side.
+
+    TF's `padding="same"` pads a strided window asymmetrically (a 7x7/2
+    conv on 224 px pads 2 above/left, 3 below/right), which shifts every
+    output by a pixel against weights trained with symmetric padding. With
+    stride 1 (or a 1x1 kernel) "same" is already symmetric (or pads
+    nothing) and `x` is returned unchanged.
+
+    Args:
+        x: channels-last tensor.
+        kernel_size: int or `(kh, kw)`, odd.
+        strides: int or `(sh, sw)`.
+        name: name of the `ZeroPadding2D` layer.
+
+    Returns:
+        `(x, padding)`: the (padded) tensor and the `padding` argument for
+        the conv/pool that follows (`"valid"` after padding, else
+        `"same"`).
+    """
+    kh, kw = (kernel_size,) * 2 if isinstance(kernel_size, int) else kernel_size
+    sh, sw = (strides,) * 2 if isinstance(strides, int) else strides
+    if (sh, sw) == (1, 1) or (kh // 2, kw // 2) == (0, 0):
+        return x, "same"
+    pad = keras.layers.ZeroPadding2D((kh // 2, kw // 2), name=name)(x)
+    return pad, "valid"
+
+
 def apply_conv(
     x,
     conv_layer,
@@ -291,16 +320,19 @@ def apply_conv(
     name=None,
     **kwargs,
 ):
-    """Conv (+ BN before the nonlinearity) + activation, `padding="same"`.
+    """Conv (+ BN before the nonlinearity) + activation, "same" size.
 
-    With `batch_norm=True` the conv has no bias (BN's beta subsumes it; BN
-    paper Sec. 3.2). Layers: `{name}_conv`, `{name}_bn`, `{name}_{act}`.
+    Stride 1 uses `padding="same"`; a strided conv pads symmetrically first
+    (`symmetric_pad`, layer `{name}_pad`). With `batch_norm=True` the conv
+    has no bias (BN's beta subsumes it; BN paper Sec. 3.2). Layers:
+    `{name}_conv`, `{name}_bn`, `{name}_{act}`.
     """
+    x, padding = symmetric_pad(x, kernel_size, strides, f"{name}_pad")
     x = conv_layer(
         filters,
         kernel_size,
         strides=strides,
-        padding="same",
+        padding=padding,
         use_bias=not batch_norm,
         name=f"{name}_conv",
         **kwargs,

@@ -33,6 +33,10 @@ Deliberate deviations:
 - `small_input=True` (CPU-scale, 32-64 px): conv1 is 3x3 stride 1 and the
   stem's first max pool is dropped, so a 32 px input reaches inception3 at
   16x16, inception4 at 8x8 and inception5 at 4x4.
+- Padding as the public Caffe BN-Inception: strided convs (conv1 7x7/2,
+  the 3x3/2 convs of 3c and 4e) pad k//2 on every side; the 3x3/2 max
+  pools keep TF "same" (one -inf row/column at the end = Caffe's
+  ceil-mode pooling on even sizes).
 """
 
 import keras

@@ -23,6 +23,10 @@ Deliberate deviations:
 - `small_input=True` (CPU-scale, 32-64 px): conv1 is 3x3 stride 1 and the
   stem has one 3x3/2 max pool (after conv2) instead of two, so a 32 px
   input reaches inception3 at 16x16, inception4 at 8x8, inception5 at 4x4.
+- Padding as the authors' Caffe model: conv1 pads 3 on every side before
+  its 7x7/2 (TF "same" would pad 2 above/left, 3 below/right); the 3x3/2
+  max pools keep TF "same", which pads one -inf row/column at the end
+  only, exactly Caffe's ceil-mode pooling on these even sizes.
 """
 
 import functools

@@ -24,6 +24,12 @@ Deliberate choices:
   stem is a 3x3 stride-1 conv without max pool (as the paper's CIFAR nets);
   the four stages and their blocks are unchanged.
 - BN uses epsilon 1e-5 (Caffe/torchvision), momentum 0.99 (Keras default).
+- Strided windows pad symmetrically as Caffe, torchvision and
+  `keras.applications` do: conv1 pads 3 then a valid 7x7/2 conv, pool1
+  pads 1 then a valid 3x3/2 max pool, basic blocks' 3x3/2 convs pad 1 (TF
+  "same" would pad 2/3 and 0/1, shifting every map by a pixel). With the
+  same layer names as `keras.applications.ResNet50`, its weights load into
+  the option-B ResNet-50/101/152 exactly (`models.keras_applications`).
 """
 
 import keras
@@ -32,6 +38,7 @@ from models._common import ZeroPadChannels
 from models._common import check_inputs
 from models._common import scaled
 from models._common import stage_conv
+from models._common import symmetric_pad
 
 # Table 1 as data. "widths" are the stages' (bottleneck inner) widths.
 VARIANTS = {
@@ -58,11 +65,12 @@ _BN_EPS = 1e-5
 
 
 def _conv_bn(x, conv_layer, filters, kernel, strides, name, act=True):
+    x, padding = symmetric_pad(x, kernel, strides, f"{name}_pad")
     x = conv_layer(
         filters,
         kernel,
         strides=strides,
-        padding="same",
+        padding=padding,
         use_bias=False,
         kernel_initializer="he_normal",
         name=f"{name}_conv",
@@ -193,9 +201,10 @@ def build_resnet(
         )  # fmt: skip
     else:
         x = _conv_bn(inputs, stem, scaled(64, width_multiplier), 7, 2, "conv1")
-        x = keras.layers.MaxPooling2D(
-            3, strides=2, padding="same", name="pool1"
-        )(x)
+        # keras.applications / torchvision: pad 1 (zeros: x >= 0 after the
+        # ReLU, so this equals -inf padding), then a valid 3x3/2 max pool.
+        x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1")(x)
     base = 16 if cifar else 64
     for i, num_blocks in enumerate(spec["blocks"]):
         stage = stages[i + 1]

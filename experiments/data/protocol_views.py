@@ -1,6 +1,6 @@
 """The papers' test protocols as views of one image (TensorFlow ops,
-usable inside `tf.data`); `experiments.evaluate` averages the softmax over
-them.
+usable inside `tf.data`); `experiments.evaluation.predict` averages the
+softmax over them.
 
 - `center` (1 view): shorter side resized to `resize`, central crop.
 - `ten_crop` (10): the four corner crops + the centre crop and their

@@ -9,12 +9,13 @@ per table row, and writes to `results/imagenet_table/<scale>/`:
 - `table.csv`: the same rows, machine readable;
 - `errors.png`: our top-1/top-5 error per row, paper values as markers.
 
-Orderings checked (each pair is "holds" when the first has the lower top-1
-error, or top-5 where the row has no top-1):
+Orderings checked (each pair "holds" when the first has the lower error on
+the metric of the paper table the claim comes from, `PAPER_METRIC`):
 
 1. ensembles beat single models (same family, same protocol);
 2. multi-crop beats one crop (same models, more views);
-3. deeper families beat AlexNet (single models, same protocol).
+3. deeper families beat AlexNet (single models, same protocol; on top-5
+   when either table reports only top-5, as GoogLeNet's does).
 
 Usage:
     # table from the runs already in the store
@@ -57,6 +58,16 @@ TABLE_COLUMNS = (
     "paper_top5_error",
     "run_id",
 )
+# The metric of each family's paper table (PAPERS.md): AlexNet Table 2,
+# VGG Table 3 and ResNet Table 3 give top-1 and top-5 and lead with top-1
+# (ResNet Table 2 is top-1 only); GoogLeNet's Table 3 is top-5 only.
+PAPER_METRIC = {
+    "AlexNet": "top1_error",
+    "VGG": "top1_error",
+    "GoogLeNet": "top5_error",
+    "ResNet": "top1_error",
+}
+METRIC_LABELS = {"top1_error": "top-1", "top5_error": "top-5"}
 PROTOCOL_LABELS = {
     "center": "centre crop",
     "ten_crop": "10 crops",
@@ -155,8 +166,28 @@ def build_table(rows):
     )
 
 
-def _score(row):
-    return row.top1_error
+def paper_metric(*rows):
+    """The error metric the papers compare `rows` on.
+
+    A family's own table metric (`PAPER_METRIC`); across families top-5 as
+    soon as one table reports only top-5. Rows of other families follow
+    their paper numbers: top-5 when they quote only a top-5 error.
+
+    Args:
+        *rows: the `Row`s of one comparison.
+
+    Returns:
+        `"top1_error"` or `"top5_error"`.
+    """
+    metrics = set()
+    for row in rows:
+        if row.family in PAPER_METRIC:
+            metrics.add(PAPER_METRIC[row.family])
+        elif row.paper_top1_error is None and row.paper_top5_error is not None:
+            metrics.add("top5_error")
+        else:
+            metrics.add("top1_error")
+    return "top5_error" if "top5_error" in metrics else "top1_error"
 
 
 def check_orderings(rows):
@@ -208,14 +239,17 @@ def _label(row):
 
 
 def _check(claim, better, worse):
+    metric = paper_metric(better, worse)
+    ours, theirs = getattr(better, metric), getattr(worse, metric)
     return {
         "claim": claim,
+        "metric": metric,
         "better": _label(better),
         "worse": _label(worse),
-        "better_top1_error": better.top1_error,
-        "worse_top1_error": worse.top1_error,
-        "holds": _score(better) < _score(worse),
-        "tie": _score(better) == _score(worse),
+        "better_error": ours,
+        "worse_error": theirs,
+        "holds": ours < theirs,
+        "tie": ours == theirs,
     }
 
 
@@ -241,7 +275,11 @@ def format_markdown(rows, checks, title=None, notes=()):
             f"{_fmt(r.paper_top1_error)} | {_fmt(r.top5_error)} | "
             f"{_fmt(r.paper_top5_error)} |"
         )
-    lines += ["", "Errors in percent on the validation set."]
+    lines += [
+        "",
+        "Errors in percent on the validation set. Orderings are judged on "
+        "the metric of the paper table they come from (GoogLeNet: top-5).",
+    ]
     lines += list(notes)
     if checks:
         lines += ["", "### Do the papers' orderings hold here?", ""]
@@ -252,7 +290,7 @@ def format_markdown(rows, checks, title=None, notes=()):
             held = sum(c["holds"] for c in items)
             ties = sum(c.get("tie", False) for c in items)
             lines.append(
-                f"- **{claim}** (top-1): holds in {held}/{len(items)} pairs"
+                f"- **{claim}**: holds in {held}/{len(items)} pairs"
                 + (f", {ties} tie(s)" if ties else "")
             )
             for c in items:
@@ -262,9 +300,9 @@ def format_markdown(rows, checks, title=None, notes=()):
                     else ("tie" if c.get("tie") else "FAILS")
                 )
                 lines.append(
-                    f"  - {mark}: {c['better']} "
-                    f"{_fmt(c['better_top1_error'])} vs {c['worse']} "
-                    f"{_fmt(c['worse_top1_error'])}"
+                    f"  - {mark} ({METRIC_LABELS[c['metric']]}): "
+                    f"{c['better']} {_fmt(c['better_error'])} vs "
+                    f"{c['worse']} {_fmt(c['worse_error'])}"
                 )
     return "\n".join(lines) + "\n"
 

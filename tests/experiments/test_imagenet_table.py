@@ -98,7 +98,41 @@ def test_ties_are_not_counted_as_holding():
     (check,) = it.check_orderings([a, b])
     assert check["tie"] and not check["holds"]
     md = it.format_markdown([a, b], [check])
-    assert "holds in 0/1 pairs, 1 tie(s)" in md and "  - tie: G" in md
+    assert "holds in 0/1 pairs, 1 tie(s)" in md
+    assert "  - tie (top-5): G" in md
+
+
+def test_googlenet_crop_ordering_is_judged_on_top5_its_table_metric():
+    """Szegedy et al. 2015 Table 3 reports top-5 only: 144 crops beating
+    one crop on top-5 holds even where top-1 says otherwise."""
+    g1 = _row("GoogLeNet", "G", "center", 60.0, top5=20.0, sources="g")
+    g144 = _row("GoogLeNet", "G", "multi_crop", 61.0, top5=18.0, sources="g")
+    (check,) = it.check_orderings([g1, g144])
+    assert check["metric"] == "top5_error" and check["holds"]
+    assert (check["better_error"], check["worse_error"]) == (18.0, 20.0)
+    # AlexNet's Table 2 leads with top-1: the same numbers fail there.
+    a1 = _row("AlexNet", "A", "center", 60.0, top5=20.0, sources="a")
+    a10 = _row("AlexNet", "A", "ten_crop", 61.0, top5=18.0, sources="a")
+    (check,) = it.check_orderings([a1, a10])
+    assert check["metric"] == "top1_error" and not check["holds"]
+
+
+def test_cross_family_ordering_uses_top5_when_one_table_has_only_top5():
+    alex = _row("AlexNet", "A", "ten_crop", 50.0, top5=25.0, sources="a")
+    goog = _row("GoogLeNet", "G", "ten_crop", 55.0, top5=20.0, sources="g")
+    res = _row("ResNet", "R", "ten_crop", 55.0, top5=20.0, sources="r")
+    checks = {c["better"]: c for c in it.check_orderings([alex, goog, res])}
+    assert checks["G (10 crops)"]["metric"] == "top5_error"
+    assert checks["G (10 crops)"]["holds"]
+    assert checks["R (10 crops)"]["metric"] == "top1_error"
+    assert not checks["R (10 crops)"]["holds"]
+
+
+def test_rows_of_other_families_follow_their_paper_numbers():
+    only5 = _row("BN", "x", "center", 1.0, paper_top5_error=7.8)
+    both = _row("BN", "y", "center", 1.0, paper_top1_error=25.2)
+    assert it.paper_metric(only5) == "top5_error"
+    assert it.paper_metric(both) == "top1_error"
 
 
 def test_markdown_and_csv(rows, tmp_path):
@@ -110,7 +144,9 @@ def test_markdown_and_csv(rows, tmp_path):
     assert (
         "| AlexNet | 5 CNNs | 10 crops | 5 | 10 | 100 | 40.00 | 38.10 |" in md
     )
-    assert "FAILS: VGG-A (10 crops) 47.00 vs 1 CNN (10 crops) 45.00" in md
+    assert (
+        "FAILS (top-1): VGG-A (10 crops) 47.00 vs 1 CNN (10 crops) 45.00" in md
+    )
     with paths[1].open() as f:
         got = list(csv.DictReader(f))
     assert len(got) == len(table)
@@ -122,7 +158,7 @@ def test_markdown_and_csv(rows, tmp_path):
 def test_report_from_fabricated_mlflow_runs(tmp_path):
     import mlflow
 
-    from experiments import evaluate as ev
+    from experiments.evaluation import records as ev
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")

@@ -94,3 +94,22 @@ def kernel_initializers(model):
         for attr in attrs
         if hasattr(layer, attr)
     ]
+
+
+def assert_conv_pads_symmetrically(model, name, pad, x):
+    """Layer `{name}_conv` equals a conv padded `pad` on every side.
+
+    The reference is `tf.nn.conv2d` with explicit padding (Caffe's and
+    PyTorch's convention), applied to the input of `{name}_pad`.
+    """
+    conv = model.get_layer(f"{name}_conv")
+    probe = keras.Model(
+        model.input, [model.get_layer(f"{name}_pad").input, conv.output]
+    )
+    inputs, got = (np.asarray(t) for t in probe(x))
+    p = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
+    expected = tf.nn.conv2d(inputs, conv.kernel, conv.strides, padding=p)
+    if conv.use_bias:
+        expected = expected + conv.bias
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

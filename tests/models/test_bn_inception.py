@@ -7,6 +7,7 @@ import pytest
 import layers
 from models.bn_inception import MODULES
 from models.bn_inception import build_bn_inception
+from tests.models.helpers import assert_conv_pads_symmetrically
 from tests.models.helpers import conv_params
 from tests.models.helpers import kernel_initializers
 from tests.models.helpers import output_shapes
@@ -72,6 +73,15 @@ def test_count_matches_table_convention_and_shapes():
     assert trainable_count(dense) - expected == (7 * 7 * 3 * 64) - (
         7 * 7 * 3 * 8 + 24 * 64
     )
+
+
+def test_strided_convs_pad_like_caffe():
+    model = build_bn_inception(lrn=False, separable_conv1=False)
+    x = np.random.default_rng(0).random((1, 224, 224, 3)).astype("float32")
+    assert_conv_pads_symmetrically(model, "conv1", 3, x)
+    # Module 3c's stride-2 3x3 convs (28 -> 14) pad 1 on every side.
+    assert_conv_pads_symmetrically(model, "inception3c_3x3", 1, x)
+    assert_conv_pads_symmetrically(model, "inception3c_double3x3b", 1, x)
 
 
 def test_switches():

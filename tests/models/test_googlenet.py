@@ -9,6 +9,7 @@ from models.googlenet import MODULES
 from models.googlenet import aux_compile_args
 from models.googlenet import aux_targets
 from models.googlenet import build_googlenet
+from tests.models.helpers import assert_conv_pads_symmetrically
 from tests.models.helpers import conv_params
 from tests.models.helpers import kernel_initializers
 from tests.models.helpers import output_shapes
@@ -58,6 +59,13 @@ def test_paper_count_and_shapes():
     assert count == _module_params(480, MODULES["4a"])
     drop = model.get_layer("dropout")
     assert isinstance(drop, keras.layers.Dropout) and drop.rate == 0.4
+
+
+def test_conv1_pads_like_caffe():
+    # Caffe's conv1 7x7/2 pads 3 on every side (TF "same": 2 then 3).
+    model = build_googlenet(lrn=False)
+    x = np.random.default_rng(0).random((1, 224, 224, 3)).astype("float32")
+    assert_conv_pads_symmetrically(model, "conv1", 3, x)
 
 
 def test_aux_heads_and_separable_conv1():

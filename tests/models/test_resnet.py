@@ -1,10 +1,12 @@
 """ResNet builder (He et al. 2016, Table 1, Sec. 3.3, 4.2; PAPERS.md 6)."""
 
+import keras
 import numpy as np
 import pytest
 
 from models._common import ZeroPadChannels
 from models.resnet import build_resnet
+from tests.models.helpers import assert_conv_pads_symmetrically
 from tests.models.helpers import conv_params
 from tests.models.helpers import output_shapes
 from tests.models.helpers import roundtrip
@@ -45,6 +47,23 @@ def test_paper_counts(variant):
 @pytest.mark.parametrize("variant", ["resnet101", "resnet152"])
 def test_paper_counts_deep(variant):
     assert trainable_count(build_resnet(variant)) == COUNTS[variant]
+
+
+def test_strided_windows_pad_like_torchvision():
+    # conv1 7x7/2 pads 3, basic blocks' 3x3/2 pad 1 (TF "same": 2|3, 0|1).
+    model = build_resnet("resnet18")
+    x = np.random.default_rng(0).random((1, 224, 224, 3)).astype("float32")
+    assert_conv_pads_symmetrically(model, "conv1", 3, x)
+    assert_conv_pads_symmetrically(model, "conv3_block1_1", 1, x)
+    # pool1: 3x3/2 max pool over the ReLU output padded with one ring.
+    probe = keras.Model(
+        model.input,
+        [model.get_layer("conv1_relu").output, model.get_layer("pool1").output],
+    )
+    relu, pooled = (np.asarray(t) for t in probe(x))
+    padded = np.pad(relu, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=-1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), (1, 2))
+    np.testing.assert_array_equal(pooled, windows[:, ::2, ::2].max((-2, -1)))
 
 
 def test_shortcut_options_count_by_formula():

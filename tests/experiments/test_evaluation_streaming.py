@@ -1,0 +1,106 @@
+"""Streaming evaluation: memory that does not grow with the number of
+images, per-image predictions on disk and their chunked combination."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from experiments.evaluation import predict
+from experiments.evaluation import scoring
+from experiments.evaluation import store
+from tests.experiments.test_evaluate import _linear_model
+from tests.experiments.test_evaluate import _np_logits
+from tests.experiments.test_evaluate import _tiny_dataset
+from tests.experiments.test_evaluate import np_ten_crops
+
+
+def _evaluate_peak_bytes(model, n):
+    """Peak Python/NumPy allocation (tracemalloc) while scoring `n` images."""
+    ds, _, _ = _tiny_dataset(n=n, classes=1000)
+    predict.evaluate([model], ds.take(4), "ten_crop", resize=6)  # warm up
+    tracemalloc.start()
+    result = predict.evaluate([model], ds, "ten_crop", resize=6, batch_size=4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result["num_images"] == n
+    return peak
+
+
+def test_memory_does_not_grow_with_the_number_of_images():
+    """The old evaluation kept (views, N, classes) logits plus a float64
+    softmax of them: 10 x 160 x 1000 x 12 bytes = 19 MB at 4N here, 4x the
+    N figure. Streaming keeps one batch, whatever N."""
+    model = _linear_model(0, classes=1000)
+    small = _evaluate_peak_bytes(model, 40)
+    large = _evaluate_peak_bytes(model, 160)
+    assert large < 1.2 * small + 200_000, (small, large)
+    # What one image's logits would cost if kept: the growth must be far
+    # below it (old: 10 views x 1000 classes x 12 bytes per image).
+    assert (large - small) / 120 < 10 * 1000 * 12 / 10
+
+
+def test_prediction_writer_round_trip_and_chunked_combine(tmp_path):
+    rng = np.random.default_rng(5)
+    members = [scoring.softmax(rng.normal(size=(50, 7))) for _ in range(3)]
+    labels = rng.integers(0, 7, 50)
+    folders = []
+    for i, probs in enumerate(members):
+        writer = store.PredictionWriter(tmp_path / f"m{i}", "float32")
+        for start in range(0, 50, 8):  # batches of unknown total length
+            writer.append(probs[start : start + 8], labels[start : start + 8])
+        folders.append(writer.close())
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "m0" / store.LABELS), labels
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "m1" / store.PROBABILITIES), members[1], rtol=1e-6
+    )
+    out = store.PredictionWriter(tmp_path / "mean", "float16")
+    counter = store.combine(folders, scoring.TopKCounter(), out, rows=6)
+    out.close()
+    mean = np.mean(members, axis=0)
+    assert counter.result()["top1_error"] == pytest.approx(
+        100 * scoring.top_k_error(mean, labels, 1)
+    )
+    assert counter.result()["top5_error"] == pytest.approx(
+        100 * scoring.top_k_error(mean, labels, 5)
+    )
+    stored = np.load(tmp_path / "mean" / store.PROBABILITIES)
+    assert stored.dtype == np.float16
+    np.testing.assert_allclose(stored, mean, atol=1e-3)
+    # Members scored on different images are refused.
+    short = store.PredictionWriter(tmp_path / "short")
+    short.append(members[0][:10], labels[:10])
+    with pytest.raises(ValueError, match="different images"):
+        store.combine(folders + [short.close()], scoring.TopKCounter())
+
+
+def test_evaluate_streams_the_ensemble_probabilities(tmp_path):
+    models = [_linear_model(0), _linear_model(1)]
+    ds, images, labels = _tiny_dataset()
+    writer = store.PredictionWriter(tmp_path, "float32")
+    predict.evaluate(models, ds, "ten_crop", resize=6, writer=writer)
+    writer.close()
+    expected = np.zeros((len(images), 6))
+    for model in models:
+        for i, image in enumerate(images):
+            views = np_ten_crops(image.astype(np.float32), 4)
+            expected[i] += scoring.softmax(_np_logits(model, views)).mean(0)
+    np.testing.assert_allclose(
+        np.load(tmp_path / store.PROBABILITIES), expected / 2, atol=1e-5
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / store.LABELS), labels)
+
+
+def test_a_batch_holds_at_most_max_crops_views():
+    model = _linear_model(0)
+    ds, _, _ = _tiny_dataset(n=7)
+    batches = list(
+        predict.batch_probabilities(
+            [model], ds, "ten_crop", resize=6, batch_size=32, max_crops=25
+        )
+    )
+    # 25 // 10 = 2 images (20 views) per batch: 4 batches for 7 images.
+    assert [len(labels) for _, labels in batches] == [2, 2, 2, 1]
+    assert all(p.shape == (1, len(lab), 6) for p, lab in batches)
