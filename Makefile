@@ -38,7 +38,7 @@ lint:  ## ruff check + format check
 bench:  ## Layer benchmarks (UnsharedConv2D / TiledConv2D vs peers)
 	$(PY) -m benchmarks.bench_layers $(ARGS)
 
-gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config -> results/gpu_budget.md (~20 min CPU)
+gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config -> results/gpu_budget.md (~25 min CPU)
 	$(PY) -m benchmarks.gpu_budget --measure $(ARGS)
 
 ui:  ## MLflow UI on the local tracking store
