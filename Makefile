@@ -41,7 +41,7 @@ bench:  ## Layer benchmarks (UnsharedConv2D / TiledConv2D vs peers)
 bench-input:  ## Input pipeline images/s per CPU core, each paper's augmentation (results/bench_input.md)
 	$(PY) -m benchmarks.bench_input $(ARGS)
 
-gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config -> results/gpu_budget.md (~20 min CPU)
+gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config -> results/gpu_budget.md (~25 min CPU)
 	$(PY) -m benchmarks.gpu_budget --measure $(ARGS)
 
 ui:  ## MLflow UI on the local tracking store

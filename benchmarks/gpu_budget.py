@@ -227,7 +227,9 @@ def main(argv=None):
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
         f"cores shared (load {load:.1f}), TF graph mode without XLA, median "
         f"of {MEASURE_STEPS} steps after a warm-up; CPU-years = that rate "
-        f"over all training images. Script time {time.time() - start:.0f} s."
+        "over all training images; on a shared machine they are noisy (up to "
+        "2x between runs of one model). "
+        f"Script time {time.time() - start:.0f} s."
     )
     text = (
         "# GPU budget of the full-scale configs\n\n"
