@@ -20,6 +20,12 @@ Deliberate deviations:
   instead of 11x11 stride 4, and the FC layers have 4096/8 = 512 units
   (times `width_multiplier`); everything else (grouping, LRN, overlapping
   pools, dropout) is kept.
+- `extra_conv6=True` (the "1 CNN*" net of Sec. 6: "an extra sixth
+  convolutional layer over the last pooling layer"): the paper gives no
+  width, kernel or grouping. Ours is 256 (the conv5 width, times
+  `width_multiplier`) 3x3 "same" kernels + ReLU over pool5, one tower,
+  bias 1 like conv4/conv5; at 227 px it keeps the 6x6x256 maps, so fc6 is
+  unchanged and the net has 590,080 more parameters (61,555,304).
 """
 
 import keras
@@ -56,6 +62,7 @@ def build_alexnet(
     name=None,
     kernel_initializer=None,
     unit_biases=True,
+    extra_conv6=False,
 ):
     """Builds AlexNet (Krizhevsky et al. 2012); outputs logits.
 
@@ -75,13 +82,18 @@ def build_alexnet(
             True uses one `Conv2D(groups=2)` (same function and count;
             faster on GPU, ~20x slower to train on CPU in TF 2.21).
         conv: conv spec `{"kind", "tile_size", "stages"}`; stages are
-            `"conv1".."conv5"`.
+            `"conv1".."conv5"` (and `"conv6"` with `extra_conv6`).
         name: model name. Defaults to `"alexnet"`.
         kernel_initializer: initializer of every kernel; `None` (default)
             is the paper's `RandomNormal(stddev=init_stddev)`.
         unit_biases: bool, biases 1 in conv2, conv4, conv5, fc6 and fc7
             (Sec. 5: "accelerates the early stages of learning by providing
             the ReLUs with positive inputs"); False gives zero biases.
+        extra_conv6: bool, the Sec. 6 pre-trained net's sixth conv layer
+            over pool5 (`conv6_conv`, 256 x 3x3 "same" + ReLU; width and
+            kernel are our choice, see the module docstring): +590,080
+            parameters, 61,555,304 in all at 227 px / 1000 classes.
+            Its stage name for `conv` is `"conv6"`.
 
     Returns:
         A `keras.Model`.
@@ -97,6 +109,8 @@ def build_alexnet(
 
     >>> build_alexnet().count_params()
     60965224
+    >>> build_alexnet(extra_conv6=True).count_params()
+    61555304
 
     Reference:
     - Krizhevsky et al., NIPS 2012, Sec. 3-5 and Figure 2.
@@ -118,10 +132,11 @@ def build_alexnet(
             return keras.initializers.get(kernel_initializer)
         return keras.initializers.RandomNormal(stddev=init_stddev)
 
+    stages = STAGES + ("conv6",) if extra_conv6 else STAGES
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     for stage, filters, kernel, grouped, bias, after in LAYERS:
-        conv_layer = stage_conv(conv, stage, STAGES)
+        conv_layer = stage_conv(conv, stage, stages)
         kw = {"padding": "same"}
         if stage == "conv1":
             if small_input:
@@ -147,6 +162,18 @@ def build_alexnet(
             x = make_lrn(name=f"{stage}_lrn")(x)
         if after:
             x = keras.layers.MaxPooling2D(3, strides=2, name=f"{stage}_pool")(x)
+    if extra_conv6:
+        x = stage_conv(conv, "conv6", stages)(
+            scaled(256, width_multiplier),
+            3,
+            padding="same",
+            kernel_initializer=weights(),
+            bias_initializer=keras.initializers.Constant(
+                1.0 if unit_biases else 0.0
+            ),
+            name="conv6_conv",
+        )(x)
+        x = keras.layers.ReLU(name="conv6_relu")(x)
 
     x = keras.layers.Flatten(name="flatten")(x)
     units = scaled(512 if small_input else 4096, width_multiplier)

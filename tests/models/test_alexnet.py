@@ -140,3 +140,26 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="small_input=True"):
         build_alexnet(input_shape=(64, 64, 3))
     assert build_alexnet(input_shape=(67, 67, 3)).output_shape == (None, 1000)
+
+
+def test_extra_conv6_count_and_shapes():
+    """Sec. 6 "1 CNN*": a sixth conv over pool5 (256 x 3x3 "same", our
+    width choice): +3*3*256*256 + 256 = 590,080 parameters."""
+    model = build_alexnet(extra_conv6=True)
+    assert model.count_params() == 61_555_304
+    assert model.get_layer("conv6_conv").count_params() == 590_080
+    shapes = output_shapes(model, ["conv5_pool", "conv6_relu", "fc6"])
+    assert shapes == {
+        "conv5_pool": (6, 6, 256),
+        "conv6_relu": (6, 6, 256),
+        "fc6": (4096,),
+    }
+    assert model.get_layer("fc6").input.shape[-1] == 9216  # fc6 unchanged
+    assert np.all(model.get_layer("conv6_conv").bias.numpy() == 1.0)
+    # The other counts are untouched by the option's default.
+    assert build_alexnet().count_params() == 60_965_224
+    small = build_alexnet(extra_conv6=True, conv={"stages": ["conv6"]}, **SMALL)
+    with pytest.raises(ValueError, match="conv6"):
+        build_alexnet(conv={"stages": ["conv6"]}, **SMALL)
+    x = np.random.default_rng(2).random((2, 32, 32, 3)).astype("float32")
+    train_step(small, x, 10)
