@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 from hydra.errors import InstantiationException
 
+from experiments import finetune
 from experiments import optimization
 from experiments import tracking
 from experiments.config_schema import ConfigError
@@ -60,13 +61,15 @@ def build_run(cfg, strategy, skip_batches=0):
     """Data, compiled model and LR callback of a run (before any run).
 
     The train stream starts at batch `skip_batches` (a resumed run's step),
-    skipped before decoding (`make_datasets(skip_batches=...)`).
+    skipped before decoding (`make_datasets(skip_batches=...)`). With
+    `finetune.source` set, a new run (`skip_batches=0`) starts from the
+    source's weights (`experiments.finetune`); a resumed one from its own
+    checkpoint, restored after this build.
     """
-    train_ds, val_ds = instantiate(
-        cfg.data, "data", skip_batches=skip_batches
-    )
+    train_ds, val_ds = instantiate(cfg.data, "data", skip_batches=skip_batches)
     with strategy.scope():
         model = instantiate(cfg.model, "model")
+        finetune.apply(cfg, model, skip_batches=skip_batches)
         if (
             cfg.optimizer.weight_decay > 0
             and cfg.optimizer.weight_decay_style == WeightDecayStyle.l2
@@ -74,6 +77,7 @@ def build_run(cfg, strategy, skip_batches=0):
             optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
         learning_rate, lr_callback = optimization.build_learning_rate(cfg)
         optimizer = optimization.build_optimizer(cfg, learning_rate)
+        optimizer = finetune.scale_head_gradients(optimizer, model, cfg)
         optimization.compile_model(model, cfg, optimizer)
     return train_ds, val_ds, model, optimizer, lr_callback
 

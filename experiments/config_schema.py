@@ -190,6 +190,21 @@ class PathsConfig:
 
 
 @dataclasses.dataclass
+class FinetuneConfig:
+    # Start from these weights (`experiments.finetune`): a run id,
+    # runs:/<id>, models:/<name>/<version> or a .keras path. null = no
+    # fine-tuning (train from the builder's initialisation).
+    source: Optional[str] = None
+    # Layers re-initialised for the new label set; null = the layers that
+    # make the model's outputs (e.g. AlexNet's fc8).
+    head: Optional[List[str]] = None
+    # false: copy the head too (same num_classes as the source).
+    reinit_head: bool = True
+    # The head's learning rate times this (SGD only); null = same lr.
+    head_lr_multiplier: Optional[float] = None
+
+
+@dataclasses.dataclass
 class TrainConfig:
     experiment_name: str = "default"
     run_name: Optional[str] = None
@@ -212,6 +227,7 @@ class TrainConfig:
     extras: Dict[str, Any] = dataclasses.field(default_factory=dict)
     data: Any = None
     model: Any = None
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     optimizer: OptimizerConfig = dataclasses.field(
         default_factory=OptimizerConfig
     )
@@ -340,6 +356,12 @@ def validate_config(cfg):
             **{"optimizer.weight_decay": o.weight_decay},
         )
     _check_optimizer_fields(o)
+    m = cfg.finetune.head_lr_multiplier
+    if m is not None and m <= 0:
+        _fail(
+            "finetune.head_lr_multiplier must be > 0 (or null).",
+            **{"finetune.head_lr_multiplier": m},
+        )
     s = cfg.schedule
     if s.name == ScheduleName.step and list(s.boundaries) != sorted(
         set(s.boundaries)

@@ -247,6 +247,8 @@ def run_key(cfg, extra=""):
         container.pop(key, None)
     for key in _NOT_IN_RUN_KEY_TRAINER:
         container.get("trainer", {}).pop(key, None)
+    if not (container.get("finetune") or {}).get("source"):
+        container.pop("finetune", None)  # keys of runs from scratch unchanged
     text = json.dumps(container, sort_keys=True, default=str) + extra
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -319,6 +321,10 @@ def reproducibility_tags(cfg=None):
             tags[f"paper.{key}"] = str(value)[:5000]
     for tag in _get(cfg, "tags", None) or []:
         tags[f"tag.{tag}"] = "true"
+    if cfg is not None:
+        from experiments import finetune  # the source run, linked in the UI
+
+        tags.update(finetune.tags(cfg))
     return tags
 
 
