@@ -52,6 +52,8 @@ DATASETS = {
     "cifar10": ("cifar10", "cifar10", "train", "test"),
     "imagenette": ("folder", "imagenette/full-size-v2", "train", "validation"),
     "imagenet2012": ("folder", "imagenet2012", "train", "validation"),
+    # ImageNet Fall 2011 / -21k: a local image-folder copy only (no tfds).
+    "imagenet21k": ("folder", None, "train", "val"),
 }
 # Offline kinds read whole into uint8 arrays: (directory, split) -> arrays.
 _ARRAY_READERS = {
@@ -105,7 +107,7 @@ def make_datasets(
 
     Args:
         name: one of `DATASETS`: `synthetic, mnist, fashion_mnist, cifar10,
-            imagenette, imagenet2012`.
+            imagenette, imagenet2012, imagenet21k` (local folders only).
         batch_size: training batch size.
         eval_batch_size: validation batch size (default `batch_size`).
         input_shape: expected `(H, W, C)` (or `(D,)` when flattened) of one

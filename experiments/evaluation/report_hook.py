@@ -53,6 +53,30 @@ def _members(row, run_ids, variants):
     return chosen
 
 
+def _experiment_runs(name):
+    """Trained runs of experiment `name`'s newest finished top-level run
+    (its children, or itself): members a row borrows (`with_experiments`)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    runs = []
+    if exp is not None:
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    if not top:
+        raise ValueError(
+            "A table row borrows the runs of an experiment with no finished "
+            f"run; train it first. Received: with_experiments=[{name!r}]"
+        )
+    rid = top[0].info.run_id
+    return _child_runs(rid) or [rid]
+
+
 def evaluate_experiment(
     cfg,
     parent_run_id,
@@ -72,7 +96,9 @@ def evaluate_experiment(
 
     The trained models are the child runs of `parent_run_id` (one per seed or
     variant, in start order) or, without children, the run itself. Each row
-    picks `members` of them (`all`, a count, or a list of variant names) and a
+    picks `members` of them (`all`, a count, or a list of variant names),
+    plus the trained runs of other experiments named in `with_experiments`
+    (e.g. AlexNet's "7 CNNs*": two fine-tuned nets and the five CNNs), and a
     `protocol`, and becomes one MLflow evaluation run tagged with the row
     name, table, scale, family and the paper's numbers.
 
@@ -117,6 +143,8 @@ def evaluate_experiment(
         for index, row in enumerate(rows):
             protocol = row["protocol"]
             chosen = _members(row, run_ids, variants)
+            for name in row.get("with_experiments") or []:
+                chosen = chosen + _experiment_runs(name)
             for rid in chosen:  # each model predicts each protocol once
                 if (rid, protocol) in scored:
                     continue

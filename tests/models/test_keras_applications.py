@@ -110,9 +110,7 @@ def test_rescale_and_std_fold_into_conv1(resnet50_reference):
 
 def test_wrong_mean_and_arguments_refused(tmp_path):
     with pytest.raises(ValueError, match=r"set data\.mean=\[123\.68, "):
-        ka.build_with_keras_weights(
-            "vgg16", mean=[123.675, 116.28, 103.53]
-        )
+        ka.build_with_keras_weights("vgg16", mean=[123.675, 116.28, 103.53])
     with pytest.raises(ValueError, match="Received: arch='resnet18'"):
         ka.build_with_keras_weights("resnet18")
     with pytest.raises(FileNotFoundError, match="Received: weights="):
