@@ -1,9 +1,13 @@
-"""Tests for `experiments.evaluate`: views, averaging, top-k, MLflow I/O.
+"""Tests for `experiments.evaluation`: views, averaging, top-k, streaming
+memory, stored predictions, MLflow I/O, and the CLI on hand-built models.
 
 Every numerical check compares with a NumPy reference written straight from
 the protocol definitions (Krizhevsky et al. 2012 Sec. 4.1 ten crops;
-Szegedy et al. 2015 Sec. 7 multi-crop).
+Szegedy et al. 2015 Sec. 7 multi-crop). Engine-trained runs scored through
+the CLI are in `test_evaluate_runs.py`.
 """
+
+import tracemalloc
 
 import keras
 import numpy as np
@@ -13,6 +17,12 @@ from omegaconf import OmegaConf
 
 from experiments import evaluate as ev
 from experiments.data import protocol_views as pv
+from experiments.evaluation import predict
+from experiments.evaluation import records
+from experiments.evaluation import report_hook
+from experiments.evaluation import scoring
+from experiments.evaluation import sources
+from experiments.evaluation import store
 
 
 def np_five_crops(image, crop):
@@ -101,7 +111,7 @@ def test_average_probabilities_numpy():
             e = np.exp(logits[m, v])
             expected += e / e.sum(axis=1, keepdims=True)
     expected /= 30
-    got = ev.average_probabilities(logits)
+    got = scoring.average_probabilities(logits)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
 
@@ -109,10 +119,10 @@ def test_average_probabilities_numpy():
 def test_ensemble_average_differs_from_logit_average():
     # Softmax averaging (the papers) is not logit averaging.
     logits = np.array([[[[10.0, 0.0, 0.0]]], [[[0.0, 1.0, 1.2]]]])
-    probs = ev.average_probabilities(logits)
+    probs = scoring.average_probabilities(logits)
     assert probs[0].argmax() == 0
-    assert ev.softmax(logits.mean(axis=0))[0, 0].argmax() == 0
-    assert not np.allclose(probs, ev.softmax(logits.mean(axis=0))[0])
+    assert scoring.softmax(logits.mean(axis=0))[0, 0].argmax() == 0
+    assert not np.allclose(probs, scoring.softmax(logits.mean(axis=0))[0])
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
@@ -122,20 +132,20 @@ def test_top_k_error_numpy(k):
     labels = rng.integers(0, 10, 200)
     top = np.argsort(-probs, axis=1)[:, :k]
     expected = 1.0 - np.mean([labels[i] in top[i] for i in range(200)])
-    assert ev.top_k_error(probs, labels, k) == pytest.approx(expected)
+    assert scoring.top_k_error(probs, labels, k) == pytest.approx(expected)
 
 
 def test_top_k_error_hand_case():
     probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
     labels = np.array([1, 2, 0])
-    assert ev.top_k_error(probs, labels, 1) == pytest.approx(2 / 3)
-    assert ev.top_k_error(probs, labels, 2) == pytest.approx(2 / 3)
-    assert ev.top_k_error(probs, labels, 3) == 0.0
+    assert scoring.top_k_error(probs, labels, 1) == pytest.approx(2 / 3)
+    assert scoring.top_k_error(probs, labels, 2) == pytest.approx(2 / 3)
+    assert scoring.top_k_error(probs, labels, 3) == 0.0
 
 
 def test_top_k_error_shape_message():
     with pytest.raises(ValueError, match="Received: probs.shape"):
-        ev.top_k_error(np.zeros((4, 3)), np.zeros(5), 1)
+        scoring.top_k_error(np.zeros((4, 3)), np.zeros(5), 1)
 
 
 def _linear_model(seed, crop=4, classes=6):
@@ -161,9 +171,9 @@ def _tiny_dataset(n=7, shape=(6, 8, 3), classes=6, seed=4):
 def test_evaluate_ensemble_ten_crop_against_numpy():
     models = [_linear_model(0), _linear_model(1)]
     ds, images, labels = _tiny_dataset()
-    result = ev.evaluate(models, ds, "ten_crop", resize=6, batch_size=3)
+    result = predict.evaluate(models, ds, "ten_crop", resize=6, batch_size=3)
     # Chunking the crops of a batch (memory bound) changes nothing.
-    chunked = ev.evaluate(
+    chunked = predict.evaluate(
         models, ds, "ten_crop", resize=6, batch_size=3, max_crops=7
     )
     assert chunked == result
@@ -171,7 +181,7 @@ def test_evaluate_ensemble_ten_crop_against_numpy():
     for model in models:
         for i, image in enumerate(images):
             views = np_ten_crops(image.astype(np.float32), 4)
-            probs[i] += ev.softmax(_np_logits(model, views)).mean(axis=0)
+            probs[i] += scoring.softmax(_np_logits(model, views)).mean(axis=0)
     probs /= 2
     top = np.argsort(-probs, axis=1)
     top1 = 100 * np.mean(top[:, 0] != labels)
@@ -192,14 +202,16 @@ def test_evaluate_scores_the_main_head_of_an_aux_model():
         inputs, {"logits": main.output, "aux1": aux, "aux2": aux}
     )
     ds, _, _ = _tiny_dataset()
-    expected = ev.evaluate([main], ds, "ten_crop", resize=6)
-    assert ev.evaluate([with_aux], ds, "ten_crop", resize=6) == expected
+    expected = predict.evaluate([main], ds, "ten_crop", resize=6)
+    assert predict.evaluate([with_aux], ds, "ten_crop", resize=6) == expected
 
 
 def test_evaluate_rejects_mixed_input_sizes():
     ds, _, _ = _tiny_dataset()
     with pytest.raises(ValueError, match="same static input size"):
-        ev.evaluate([_linear_model(0, 4), _linear_model(0, 5)], ds, "center")
+        predict.evaluate(
+            [_linear_model(0, 4), _linear_model(0, 5)], ds, "center"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -231,16 +243,16 @@ def test_load_model_from_run_and_errors(mlflow_store):
     import mlflow
 
     parent = _fake_training_runs(mlflow_store, 1)
-    child = ev._child_runs(parent)[0]
-    model = ev.load_model(f"runs:/{child}")
+    child = report_hook._child_runs(parent)[0]
+    model = sources.load_model(f"runs:/{child}")
     ref = _linear_model(0)
     x = np.ones((1, 4, 4, 3), np.float32)
     np.testing.assert_allclose(model(x), ref(x), rtol=1e-6)
     with pytest.raises(ValueError, match="no .keras artifact"):
-        ev.load_model(parent)
+        sources.load_model(parent)
     with pytest.raises(ValueError, match="models:/<name>/<version>"):
-        ev.resolve_run_id("models:/only-name")
-    assert mlflow.get_run(child).info.run_id == ev.resolve_run_id(child)
+        sources.resolve_run_id("models:/only-name")
+    assert mlflow.get_run(child).info.run_id == sources.resolve_run_id(child)
 
 
 def test_evaluate_experiment_logs_rows(mlflow_store):
@@ -257,7 +269,7 @@ def test_evaluate_experiment_logs_rows(mlflow_store):
         {"row": "3 CNNs", "members": "all", "protocol": "ten_crop"},
     ]
     ds, images, labels = _tiny_dataset()
-    out = ev.evaluate_experiment(
+    out = report_hook.evaluate_experiment(
         None,
         parent,
         OmegaConf.create(rows),  # as Hydra passes them
@@ -278,19 +290,27 @@ def test_evaluate_experiment_logs_rows(mlflow_store):
     ens = mlflow.get_run(out[1]["run_id"])
     assert len(ens.data.params["sources"].split(",")) == 3
     # The cached per-model logits give the same ensemble as a direct call.
-    direct = ev.evaluate(
+    direct = predict.evaluate(
         [_linear_model(seed) for seed in range(3)], ds, "ten_crop", resize=6
     )
     for key in ("top1_error", "top5_error", "num_views", "num_models"):
         assert out[1][key] == pytest.approx(direct[key])
     # Single (childless) run: the run itself is the model.
-    child = ev._child_runs(parent)[0]
-    one = ev.evaluate_experiment(
+    child = report_hook._child_runs(parent)[0]
+    one = report_hook.evaluate_experiment(
         None, child, rows[:1], resize=6, dataset=ds, experiment_name="t"
     )
     assert one[0]["num_models"] == 1
+    # Each row's per-image probabilities are stored with its run.
+    folder = records.stored_predictions(out[1]["run_id"], mlflow_store / "d")
+    probs = np.load(f"{folder}/{store.PROBABILITIES}")
+    np.testing.assert_array_equal(np.load(f"{folder}/{store.LABELS}"), labels)
+    assert probs.shape == (7, 6) and probs.dtype == np.float16
+    assert 100 * scoring.top_k_error(probs, labels, 1) == pytest.approx(
+        out[1]["top1_error"]
+    )
     with pytest.raises(ValueError, match="selects no trained run"):
-        ev.evaluate_experiment(
+        report_hook.evaluate_experiment(
             None,
             parent,
             [{"row": "x", "members": ["nope"], "protocol": "center"}],
@@ -309,37 +329,159 @@ def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
         "num_val_examples": 10,
         "rescale": 1 / 255,
     }
-    ds, _ = ev.eval_dataset(data_cfg)
+    ds, _ = predict.eval_dataset(data_cfg)
     images = [x.numpy() for x, _ in ds]
     assert len(images) == 10 and images[0].shape == (16, 16, 1)
     assert 0.0 <= min(i.min() for i in images) <= 1.0
 
 
-def test_cli_scores_a_run_on_a_data_config(tmp_path):
+def _logged_model_run(tmp_path, seed):
+    import mlflow
+
+    with mlflow.start_run() as run:
+        path = tmp_path / f"model{seed}.keras"
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((12, 12, 1))
+        x = keras.layers.Flatten()(inputs)
+        keras.Model(inputs, keras.layers.Dense(4)(x)).save(path)
+        mlflow.log_artifact(str(path), "model")
+    return run.info.run_id
+
+
+def test_cli_scores_runs_and_combines_stored_predictions(tmp_path):
     import mlflow
 
     uri = f"sqlite:///{tmp_path}/cli.db"
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    common = ["--data", "synthetic", "--tracking-uri", uri]
+    common += ["--protocol", "ten_crop", "--max-images", "20"]
     try:
         mlflow.set_experiment("fake_train")
-        with mlflow.start_run() as run:
-            path = tmp_path / "model.keras"
-            keras.utils.set_random_seed(0)
-            inputs = keras.Input((12, 12, 1))
-            x = keras.layers.Flatten()(inputs)
-            keras.Model(inputs, keras.layers.Dense(4)(x)).save(path)
-            mlflow.log_artifact(str(path), "model")
-        argv = [run.info.run_id, "--data", "synthetic", "--tracking-uri", uri]
-        argv += ["--protocol", "ten_crop", "--max-images", "20", "--row", "r"]
-        out = ev.main(argv + ["--experiment-name", "cli", "--scale", "full"])
+        runs = [_logged_model_run(tmp_path, seed) for seed in (0, 1)]
+        argv = [runs[0], *common, "--row", "r", "--experiment-name", "cli"]
+        out = ev.main(argv + ["--scale", "full"])
         logged = mlflow.get_run(out["run_id"])
+        stored = records.stored_predictions(out["run_id"], tmp_path / "dl")
+        second = ev.main([runs[1], *common])
+        live = ev.main(runs + common)  # both models at once
+        combined = ev.main(
+            [
+                out["run_id"],
+                second["run_id"],
+                "--combine",
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        with pytest.raises(ValueError, match="--experiment NAME or --data"):
+            ev.main([runs[0], "--tracking-uri", uri])
     finally:
         mlflow.set_tracking_uri(previous)
     assert out["num_images"] == 20 and out["num_views"] == 10
     assert logged.data.tags["row"] == "r"
     assert logged.data.tags["scale"] == "full"
-    assert logged.data.params["sources"] == run.info.run_id
+    assert logged.data.params["sources"] == runs[0]
     assert logged.data.metrics["top5_error"] == pytest.approx(out["top5_error"])
-    with pytest.raises(ValueError, match="--experiment NAME or --data NAME"):
-        ev.main([run.info.run_id, "--tracking-uri", uri])
+    # The stored float16 probabilities reproduce the logged errors.
+    probs = np.load(f"{stored}/{store.PROBABILITIES}")
+    labels = np.load(f"{stored}/{store.LABELS}")
+    assert probs.shape == (20, 4) and probs.dtype == np.float16
+    assert 100 * scoring.top_k_error(probs, labels, 1) == pytest.approx(
+        out["top1_error"]
+    )
+    # Two separately scored runs, combined from storage = the live ensemble.
+    assert combined["num_models"] == 2 and live["num_models"] == 2
+    assert combined["top1_error"] == pytest.approx(live["top1_error"])
+    assert combined["top5_error"] == pytest.approx(live["top5_error"])
+
+
+def _evaluate_peak_bytes(model, n):
+    """Peak Python/NumPy allocation (tracemalloc) while scoring `n` images."""
+    ds, _, _ = _tiny_dataset(n=n, classes=1000)
+    predict.evaluate([model], ds.take(4), "ten_crop", resize=6)  # warm up
+    tracemalloc.start()
+    result = predict.evaluate([model], ds, "ten_crop", resize=6, batch_size=4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result["num_images"] == n
+    return peak
+
+
+def test_memory_does_not_grow_with_the_number_of_images():
+    """The old evaluation kept (views, N, classes) logits plus a float64
+    softmax of them: 10 x 160 x 1000 x 12 bytes = 19 MB at 4N here, 4x the
+    N figure. Streaming keeps one batch, whatever N."""
+    model = _linear_model(0, classes=1000)
+    small = _evaluate_peak_bytes(model, 40)
+    large = _evaluate_peak_bytes(model, 160)
+    assert large < 1.2 * small + 200_000, (small, large)
+    # What one image's logits would cost if kept: the growth must be far
+    # below it (old: 10 views x 1000 classes x 12 bytes per image).
+    assert (large - small) / 120 < 10 * 1000 * 12 / 10
+
+
+def test_prediction_writer_round_trip_and_chunked_combine(tmp_path):
+    rng = np.random.default_rng(5)
+    members = [scoring.softmax(rng.normal(size=(50, 7))) for _ in range(3)]
+    labels = rng.integers(0, 7, 50)
+    folders = []
+    for i, probs in enumerate(members):
+        writer = store.PredictionWriter(tmp_path / f"m{i}", "float32")
+        for start in range(0, 50, 8):  # batches of unknown total length
+            writer.append(probs[start : start + 8], labels[start : start + 8])
+        folders.append(writer.close())
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "m0" / store.LABELS), labels
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "m1" / store.PROBABILITIES), members[1], rtol=1e-6
+    )
+    out = store.PredictionWriter(tmp_path / "mean", "float16")
+    counter = store.combine(folders, scoring.TopKCounter(), out, rows=6)
+    out.close()
+    mean = np.mean(members, axis=0)
+    assert counter.result()["top1_error"] == pytest.approx(
+        100 * scoring.top_k_error(mean, labels, 1)
+    )
+    assert counter.result()["top5_error"] == pytest.approx(
+        100 * scoring.top_k_error(mean, labels, 5)
+    )
+    stored = np.load(tmp_path / "mean" / store.PROBABILITIES)
+    assert stored.dtype == np.float16
+    np.testing.assert_allclose(stored, mean, atol=1e-3)
+    # Members scored on different images are refused.
+    short = store.PredictionWriter(tmp_path / "short")
+    short.append(members[0][:10], labels[:10])
+    with pytest.raises(ValueError, match="different images"):
+        store.combine(folders + [short.close()], scoring.TopKCounter())
+
+
+def test_evaluate_streams_the_ensemble_probabilities(tmp_path):
+    models = [_linear_model(0), _linear_model(1)]
+    ds, images, labels = _tiny_dataset()
+    writer = store.PredictionWriter(tmp_path, "float32")
+    predict.evaluate(models, ds, "ten_crop", resize=6, writer=writer)
+    writer.close()
+    expected = np.zeros((len(images), 6))
+    for model in models:
+        for i, image in enumerate(images):
+            views = np_ten_crops(image.astype(np.float32), 4)
+            expected[i] += scoring.softmax(_np_logits(model, views)).mean(0)
+    np.testing.assert_allclose(
+        np.load(tmp_path / store.PROBABILITIES), expected / 2, atol=1e-5
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / store.LABELS), labels)
+
+
+def test_a_batch_holds_at_most_max_crops_views():
+    model = _linear_model(0)
+    ds, _, _ = _tiny_dataset(n=7)
+    batches = list(
+        predict.batch_probabilities(
+            [model], ds, "ten_crop", resize=6, batch_size=32, max_crops=25
+        )
+    )
+    # 25 // 10 = 2 images (20 views) per batch: 4 batches for 7 images.
+    assert [len(labels) for _, labels in batches] == [2, 2, 2, 1]
+    assert all(p.shape == (1, len(lab), 6) for p, lab in batches)

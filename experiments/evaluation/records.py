@@ -1,0 +1,122 @@
+"""Evaluation runs in MLflow: one run per scored row, with its per-image
+probabilities as artifacts.
+
+Params: `sources`, `protocol`, `num_models`, `num_views`, `num_images` (+
+extra). Metrics: `top1_error`, `top5_error` (percent). Tags: `kind=
+evaluation`, `row`, `table`, `scale`, `family`, the paper's numbers.
+Artifacts (when given): `predictions/probabilities.npy` (float16, `(N,
+classes)`) and `predictions/labels.npy` (int32, `(N,)`) from a
+`store.PredictionWriter` folder, which `stored_predictions` fetches to
+combine scored runs into ensembles.
+
+Uses the client API, so it works while another run is active (inside the
+engine's `report:` hook).
+"""
+
+from experiments.evaluation import store
+
+DEFAULT_EXPERIMENT = "imagenet_table"
+PREDICTIONS_DIR = "predictions"
+
+
+def _experiment_id(client, name):
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name)
+
+
+def log_evaluation(
+    result,
+    sources,
+    protocol,
+    experiment_name=DEFAULT_EXPERIMENT,
+    row=None,
+    tags=None,
+    params=None,
+    predictions=None,
+):
+    """Logs one evaluation as a new MLflow run and returns its id.
+
+    Args:
+        result: dict with `top1_error`, `top5_error`, `num_models`,
+            `num_views`, `num_images`.
+        sources: the scored sources (run ids, URIs, paths).
+        protocol: the test protocol.
+        experiment_name: MLflow experiment of the evaluation run.
+        row: table row name (tag `row`).
+        tags: extra tags (`table`, `scale`, `family`, `paper_*`).
+        params: extra params (`resize`, `scales`).
+        predictions: optional `store.PredictionWriter` folder (per-image
+            probabilities and labels), logged under `predictions/`.
+
+    Returns:
+        The evaluation run id.
+    """
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.entities import Param
+
+    client = mlflow.MlflowClient()
+    all_tags = {"kind": "evaluation", **(tags or {})}
+    if row:
+        all_tags["row"] = row
+    name = f"eval-{row or protocol}-{protocol}".replace("/", "-")[:200]
+    run = client.create_run(
+        _experiment_id(client, experiment_name),
+        run_name=name,
+        tags={k: str(v) for k, v in all_tags.items()},
+    )
+    run_id = run.info.run_id
+    all_params = {
+        "sources": ",".join(map(str, sources))[:6000],
+        "protocol": protocol,
+        "num_models": result["num_models"],
+        "num_views": result["num_views"],
+        "num_images": result["num_images"],
+        **(params or {}),
+    }
+    now = int(run.info.start_time or 0)
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric(k, float(result[k]), now, 0)
+            for k in ("top1_error", "top5_error")
+        ],
+        params=[Param(k, str(v)) for k, v in all_params.items()],
+        tags=[],
+    )
+    if predictions is not None:
+        for name in (store.PROBABILITIES, store.LABELS):
+            client.log_artifact(
+                run_id, f"{predictions}/{name}", PREDICTIONS_DIR
+            )
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def stored_predictions(run_id, dst_dir):
+    """Downloads an evaluation run's per-image predictions.
+
+    Args:
+        run_id: an evaluation run logged with `predictions`.
+        dst_dir: download folder.
+
+    Returns:
+        The local prediction folder (for `store.combine`).
+    """
+    import mlflow
+
+    names = {
+        a.path.rsplit("/", 1)[-1]
+        for a in mlflow.MlflowClient().list_artifacts(run_id, PREDICTIONS_DIR)
+    }
+    if not {store.PROBABILITIES, store.LABELS} <= names:
+        raise ValueError(
+            "The run holds no stored predictions; score it with "
+            "python -m experiments.evaluate (which logs them) first. "
+            f"Received: run_id={run_id!r}"
+        )
+    return mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=PREDICTIONS_DIR, dst_path=str(dst_dir)
+    )

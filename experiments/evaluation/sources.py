@@ -1,0 +1,234 @@
+"""Where the scored models come from: MLflow runs, `.keras` files or our
+builders with `keras.applications` weights, and the data config each run
+was trained on.
+
+Sources:
+- a run id, `runs:/<id>[/...]` or `models:/<name>/<version>`: the first
+  `.keras` artifact of the run (what `experiments.train` logs);
+- a path to a `.keras` file;
+- `keras:<arch>` (`vgg16`, `vgg19`, `resnet50`, `resnet101`, `resnet152`):
+  our builder with `keras.applications` weights
+  (`models.keras_applications.build_with_keras_weights`), for checking our
+  protocols against published Keras numbers.
+
+`mlflow.keras.load_model` needs a model logged with `mlflow.keras.log_model`
+(an MLmodel folder); the engine logs a plain `.keras` artifact, so it is
+found and loaded with `keras.saving.load_model` here.
+"""
+
+import os
+import tempfile
+
+KERAS_PREFIX = "keras:"
+KERAS_ARCHS = ("vgg16", "vgg19", "resnet50", "resnet101", "resnet152")
+# Data keys that do not change what an image looks like to the model (where
+# it is read from, batching, training-only augmentation, crop geometry that
+# the test protocol sets); every other `data.*` key must match the run's.
+DATA_KEYS_IGNORED = (
+    "_target_",
+    "augment",
+    "batch_size",
+    "cache",
+    "crop_size",
+    "download",
+    "eval_batch_size",
+    "input_shape",
+    "lighting_std",
+    "local_dir",
+    "manual_dir",
+    "num_train_examples",
+    "num_val_examples",
+    "resize_size",
+    "scale_range",
+    "seed",
+    "source",
+    "tfds_data_dir",
+    "val_crop",
+)
+
+
+def is_keras_source(source):
+    """True for `keras:<arch>` sources."""
+    return str(source).startswith(KERAS_PREFIX)
+
+
+def is_run_source(source):
+    """True when `source` names an MLflow run (not a file or `keras:`)."""
+    source = str(source)
+    return not (is_keras_source(source) or source.endswith(".keras"))
+
+
+def resolve_run_id(source):
+    """Run id behind `source` (`<id>`, `runs:/<id>[/...]`, `models:/n/v`)."""
+    from mlflow import MlflowClient
+
+    if source.startswith("models:/"):
+        parts = source[len("models:/") :].strip("/").split("/")
+        if len(parts) != 2:
+            raise ValueError(
+                "Registered models are written models:/<name>/<version>. "
+                f"Received: source={source!r}"
+            )
+        return MlflowClient().get_model_version(*parts).run_id
+    if source.startswith("runs:/"):
+        return source[len("runs:/") :].strip("/").split("/")[0]
+    return source
+
+
+def _find_keras_artifact(client, run_id, path=None):
+    for info in client.list_artifacts(run_id, path):
+        if info.is_dir:
+            found = _find_keras_artifact(client, run_id, info.path)
+            if found:
+                return found
+        elif info.path.endswith(".keras"):
+            return info.path
+    return None
+
+
+def load_model(source, dst_dir=None, keras_weights=None, num_classes=1000):
+    """Loads a Keras model from a `.keras` path, an MLflow run or `keras:`.
+
+    Models are loaded with `compile=False`: scoring needs the forward pass
+    only, and the training compile state (optimizer, the engine's
+    `SparseTopKAccuracy`) is not rebuilt.
+
+    Args:
+        source: see the module docstring.
+        dst_dir: download folder (a temporary one by default).
+        keras_weights: `keras:` sources only: `"imagenet"`, a weights file
+            path, or None (random weights, for offline tests).
+        num_classes: `keras:` sources only: classifier width.
+
+    Returns:
+        `keras.Model`.
+    """
+    import keras
+    import mlflow
+    from mlflow import MlflowClient
+
+    import layers  # noqa: F401  (registers the custom layers)
+    import models  # noqa: F401  (registers model-level custom objects)
+
+    source = str(source)
+    if is_keras_source(source):
+        return build_keras_source(source, keras_weights, num_classes)
+    if source.endswith(".keras"):
+        if not os.path.exists(source):
+            raise ValueError(
+                f"No such .keras file; check the path. Received: {source!r}"
+            )
+        return keras.saving.load_model(source, compile=False)
+    run_id = resolve_run_id(source)
+    artifact = _find_keras_artifact(MlflowClient(), run_id)
+    if artifact is None:
+        raise ValueError(
+            "The run has no .keras artifact; train it with experiments.train "
+            f"(which logs the final model). Received: source={source!r}"
+        )
+    dst_dir = dst_dir or tempfile.mkdtemp(prefix="evaluate_")
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact, dst_path=dst_dir
+    )
+    return keras.saving.load_model(local, compile=False)
+
+
+def build_keras_source(source, weights=None, num_classes=1000):
+    """Our VGG/ResNet builder carrying `keras.applications` weights."""
+    arch = source[len(KERAS_PREFIX) :]
+    if arch not in KERAS_ARCHS:
+        raise ValueError(
+            f"Unknown keras: model; use one of {list(KERAS_ARCHS)}. "
+            f"Received: source={source!r}"
+        )
+    from models.keras_applications import build_with_keras_weights
+
+    return build_with_keras_weights(
+        arch, weights=weights, num_classes=num_classes
+    )
+
+
+def keras_preprocess(views):
+    """`keras.applications` input scaling of VGG16/19 and ResNet50/101/152.
+
+    Their weights expect 0-255 BGR pixels minus the ImageNet mean BGR
+    (`imagenet_utils.preprocess_input(mode="caffe")`); the views must come
+    from raw pixels (`rescale=1`, no mean/std: see `KERAS_DATA_OVERRIDES`).
+    """
+    import keras
+
+    return keras.applications.imagenet_utils.preprocess_input(
+        views, mode="caffe"
+    )
+
+
+# Hydra overrides that give `keras_preprocess` raw 0-255 pixels.
+KERAS_DATA_OVERRIDES = ("data.rescale=1.0", "data.mean=null", "data.std=null")
+
+
+def data_mismatch(run_params, data_cfg):
+    """The `data.*` keys where the requested config differs from a run's.
+
+    Args:
+        run_params: the run's MLflow params (`experiments.tracking.
+            log_config` logs the flattened resolved config as strings).
+        data_cfg: the requested data config (dict or `DictConfig`).
+
+    Returns:
+        dict `{key: (run value, requested value)}`; empty when they agree
+        (keys the run did not log, and `DATA_KEYS_IGNORED`, are skipped).
+    """
+    from omegaconf import DictConfig
+    from omegaconf import OmegaConf
+
+    from experiments.tracking import flatten
+
+    if isinstance(data_cfg, DictConfig):
+        data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    requested = flatten(dict(data_cfg), prefix="data.")
+    differing = {}
+    for key, value in requested.items():
+        name = key.split(".")[1]
+        if name in DATA_KEYS_IGNORED or key not in run_params:
+            continue
+        if str(value)[:6000] != run_params[key]:
+            differing[key] = (run_params[key], value)
+    return differing
+
+
+def check_data_config(sources, data_cfg, allow_mismatch=False):
+    """Refuses to score runs on a data config unlike their training data.
+
+    Args:
+        sources: the scored sources (runs are checked; files and `keras:`
+            sources carry no training config).
+        data_cfg: the requested data config.
+        allow_mismatch: only warn (`--allow-data-mismatch`).
+
+    Raises:
+        ValueError: one line naming the run, the differing keys and the
+            override flag.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for source in sources:
+        if not is_run_source(source):
+            continue
+        run_id = resolve_run_id(str(source))
+        differing = data_mismatch(client.get_run(run_id).data.params, data_cfg)
+        if not differing:
+            continue
+        detail = ", ".join(
+            f"{k}: run {a!r} vs requested {b!r}"
+            for k, (a, b) in sorted(differing.items())
+        )
+        message = (
+            f"Run {run_id} was trained on other data than requested "
+            f"({detail}); score it with its own --experiment/--data and "
+            "--override, or pass --allow-data-mismatch. Received: "
+            f"source={source!r}"
+        )
+        if not allow_mismatch:
+            raise ValueError(message)
+        print(f"[evaluate] warning: {message}")
