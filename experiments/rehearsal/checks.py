@@ -109,7 +109,7 @@ def check_model(cfg, model):
         out.append(
             (
                 "two towers",
-                len(towers) == 4,  # conv2, conv4, conv5 + ... per PAPERS 3
+                len(towers) == 3,  # Sec. 3.2: conv2, conv4, conv5 grouped
                 f"{len(towers)} second-tower layers: {', '.join(towers)}",
             )
         )

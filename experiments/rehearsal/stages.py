@@ -55,7 +55,7 @@ class Stage:
 
     def line(self):
         mark = "PASS" if self.ok else "FAIL"
-        return f"{mark} {self.name:<11} {self.seconds:7.1f} s  {self.detail}"
+        return f"{mark} {self.name:<12} {self.seconds:7.1f} s  {self.detail}"
 
 
 def data_overrides(layout, data_dir, tfds_data_dir=None):
@@ -346,6 +346,39 @@ def rehearse(
         bad = [f"{d}" for _, ok, d in found if not ok]
         return not bad, "; ".join(bad or [d for _, _, d in found])
 
+    def cli():
+        rows = (cfg.report or {}).get("rows") or [{"protocol": "center"}]
+        protocol = rows[0]["protocol"]
+        run = sorted(_runs(client, cfg), key=lambda r: r.info.start_time)[0]
+        args = [
+            sys.executable, "-m", "experiments.evaluate", run.info.run_id,
+            "--experiment", experiment, "--protocol", protocol,
+            "--max-images", "2", "--batch-size", "2", "--scale", "full",
+            "--tracking-uri", cfg.tracking.uri,
+            "--experiment-name", "rehearsal_cli",
+            "--row", f"{experiment} (CLI)",
+        ]  # fmt: skip
+        args += [f"--override={o}" for o in base[1:]]
+        scales = (cfg.report or {}).get("scales")
+        if protocol == "multi_crop" and scales:
+            args += ["--scales", *map(str, scales)]
+        out = subprocess.run(
+            args, cwd=REPO, capture_output=True, text=True, env=os.environ
+        )
+        found = (
+            client.search_runs(
+                [client.get_experiment_by_name("rehearsal_cli").experiment_id],
+                filter_string=f"tags.row = '{experiment} (CLI)'",
+            )
+            if out.returncode == 0
+            else []
+        )
+        views = [int(r.data.params["num_views"]) for r in found]
+        want = checks.num_views(protocol, scales)
+        ok = out.returncode == 0 and views == [want]
+        detail = f"{protocol}: {views} views (want {want})"
+        return ok, detail + ("" if ok else (out.stdout + out.stderr)[-2000:])
+
     def row():
         from experiments.reports import imagenet_table
 
@@ -362,6 +395,8 @@ def rehearse(
         ("resumed", resumed),
         ("evaluated", evaluated),
     ]
+    if kill == "subprocess":  # as a user would: the evaluate command
+        plan.append(("evaluate CLI", cli))
     if report_row and _report_overrides(cfg):
         plan.append(("report row", row))
     import mlflow
