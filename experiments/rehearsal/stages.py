@@ -353,7 +353,7 @@ def rehearse(
         args = [
             sys.executable, "-m", "experiments.evaluate", run.info.run_id,
             "--experiment", experiment, "--protocol", protocol,
-            "--max-images", "2", "--batch-size", "2", "--scale", "full",
+            "--max-images", "1", "--batch-size", "1", "--scale", "full",
             "--tracking-uri", cfg.tracking.uri,
             "--experiment-name", "rehearsal_cli",
             "--row", f"{experiment} (CLI)",
