@@ -33,6 +33,7 @@ FAMILIES = {
 
 def _assert_passed(stages):
     lines = "\n".join(s.line() for s in stages)
+    print(lines)  # shown by pytest -rA: the step times of the report
     assert stages and all(s.ok for s in stages), lines
     names = [s.name for s in stages]
     assert names[:4] == ["config", "killed", "resumed", "evaluated"], lines
