@@ -247,3 +247,57 @@ def check_protocol(cfg, evaluations):
             )
         )
     return out
+
+
+def check_resumed(client, cfg, runs, killed_ids):
+    """Same runs, every one FINISHED, each metric step once, paper lr.
+
+    Args:
+        client: `MlflowClient` of the rehearsal's store.
+        cfg: the experiment config.
+        runs: its training runs (no parent) after the resume.
+        killed_ids: ids of the runs that were unfinished after the kill.
+
+    Returns:
+        `(ok, detail)`.
+    """
+    problems = []
+    missing = set(killed_ids) - {r.info.run_id for r in runs}
+    if missing or not killed_ids:
+        problems.append(f"killed run(s) {sorted(missing)} not resumed")
+    steps = int(cfg.trainer.steps)
+    for run in runs:
+        rid = run.info.run_id
+        if run.info.status != "FINISHED":
+            problems.append(f"{rid[:8]} {run.info.status}")
+        for key in ("train/loss", "lr", "val/loss"):
+            got = [m.step for m in client.get_metric_history(rid, key)]
+            if len(got) != len(set(got)):
+                problems.append(f"{rid[:8]} {key} duplicated steps {got}")
+        got = sorted(m.step for m in client.get_metric_history(rid, "lr"))
+        if got != list(range(1, steps + 1)):
+            problems.append(f"{rid[:8]} lr steps {got}")
+    for rid in killed_ids:
+        tag = client.get_run(rid).data.tags.get("resumed_from_step")
+        if tag != str(cfg.trainer.checkpoint_every_steps):
+            problems.append(f"{rid[:8]} resumed_from_step={tag}")
+    for child in _child_configs(cfg):
+        run = [
+            r for r in runs if r.data.tags.get("repro.child", "") == child[0]
+        ]
+        if not run:
+            continue
+        lr = client.get_metric_history(run[0].info.run_id, "lr")
+        want = expected_learning_rate(child[1], 1)
+        first = [m.value for m in lr if m.step == 1]
+        if not first or abs(first[0] - want) > 1e-6 * max(want, 1e-8):
+            problems.append(f"{child[0]} lr@1 {first} != {want}")
+    detail = f"{len(runs)} run(s), {len(killed_ids)} resumed"
+    return not problems, "; ".join(problems) or detail
+
+
+def _child_configs(cfg):
+    from experiments.train import expand_children
+
+    children = expand_children(cfg)
+    return [(c.name, c.cfg) for c in children] or [("", cfg)]
