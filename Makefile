@@ -92,6 +92,9 @@ imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on
 imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|full)
 	$(PY) -m experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(ARGS)
 
+rehearse:  ## Dress rehearsal of a full-scale config before GPU-days: EXPERIMENT=imagenet_resnet50 [ARGS="--layout tfds"]
+	$(PY) -m experiments.rehearse experiment=$(or $(EXPERIMENT),imagenet_resnet50) $(ARGS)
+
 smoke:  ## Engine smoke run (tiny generated data, seconds; into /tmp)
 	$(RUN) experiment=smoke debug=smoke $(ARGS)
 
@@ -101,4 +104,4 @@ bench-eval-memory:  ## Evaluation peak RSS at N and 4N images (144 crops, 1000 c
 engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
 	$(PY) -m experiments.engine_bench $(ARGS)
 
-.PHONY: help install test test-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report smoke bench-eval-memory engine-bench
+.PHONY: help install test test-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report rehearse smoke bench-eval-memory engine-bench

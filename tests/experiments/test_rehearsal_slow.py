@@ -1,0 +1,92 @@
+"""Dress rehearsal, slow: every full-scale config, both data layouts.
+
+What runs (shared work, so that it fits CI's slow budget; see the report in
+the README):
+
+- folder layout, every `imagenet_*` config and `bn_inception_full`: the
+  whole rehearsal (config checks, in-process kill at step 3 after the
+  step-2 checkpoint, resume into the same MLflow runs, the `report:`
+  evaluation with the paper protocol, the ImageNet-table row);
+- tfds layout (the sample's two tars really prepared by tfds once per
+  session), every config: the config stage (the model, and the config's
+  augmentation traced on tfds-decoded images, batch shapes);
+- tfds layout, one config per family: the whole rehearsal with a real
+  subprocess kill (`os._exit` in `python -m experiments.train`) and the
+  `python -m experiments.evaluate` command.
+"""
+
+import pathlib
+
+import pytest
+
+from experiments.rehearsal import checks
+from experiments.rehearsal import rehearse
+from experiments.rehearsal.stages import compose_rehearsal
+from experiments.rehearsal.stages import data_overrides
+
+CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
+ALL = sorted(p.stem for p in CONF.glob("imagenet_*.yaml")) + [
+    "bn_inception_full"
+]
+FAMILY = (
+    "imagenet_alexnet",
+    "imagenet_vgg_a",
+    "imagenet_googlenet",
+    "imagenet_resnet18",
+    "bn_inception_full",
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _assert_passed(stages):
+    lines = "\n".join(s.line() for s in stages)
+    assert stages and all(s.ok for s in stages), lines
+    print(lines)
+
+
+def test_every_full_scale_config_is_rehearsed():
+    assert len(ALL) == 24
+    assert {"imagenet_alexnet_5cnns", "imagenet_googlenet_7models"} <= set(ALL)
+
+
+@pytest.mark.parametrize("experiment", ALL)
+def test_rehearsal_folder_layout(experiment, ilsvrc_sample, tmp_path):
+    _assert_passed(
+        rehearse(
+            experiment,
+            "folder",
+            ilsvrc_sample["folder"],
+            tmp_path,
+            kill="inprocess",
+        )
+    )
+
+
+@pytest.mark.parametrize("experiment", ALL)
+def test_config_on_tfds_layout(experiment, ilsvrc_sample, ilsvrc_tfds_dir):
+    import hydra
+
+    cfg, _ = compose_rehearsal(
+        experiment,
+        data_overrides("tfds", ilsvrc_sample["manual_dir"], ilsvrc_tfds_dir),
+    )
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    found = checks.check_model(cfg, model) + checks.check_data(cfg)
+    assert all(ok for _, ok, _ in found), found
+
+
+@pytest.mark.parametrize("experiment", FAMILY)
+def test_rehearsal_tfds_layout_real_kill(
+    experiment, ilsvrc_sample, ilsvrc_tfds_dir, tmp_path
+):
+    _assert_passed(
+        rehearse(
+            experiment,
+            "tfds",
+            ilsvrc_sample["manual_dir"],
+            tmp_path,
+            kill="subprocess",
+            tfds_data_dir=ilsvrc_tfds_dir,
+        )
+    )
