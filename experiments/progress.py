@@ -50,6 +50,7 @@ class ExperimentProgress:
         every_s: `lines` mode: a line at least every this many seconds
             (checked when the training loop reports, once per execution).
         clock: a `time.monotonic`-like function (tests).
+        unit: what is counted (`step`; `images` for evaluation).
 
     Raises:
         ValueError: `mode` is not one of `MODES`.
@@ -64,6 +65,7 @@ class ExperimentProgress:
         every_fraction=0.05,
         every_s=60.0,
         clock=time.monotonic,
+        unit="step",
     ):
         mode = getattr(mode, "value", mode)
         if mode not in MODES:
@@ -77,6 +79,7 @@ class ExperimentProgress:
             mode = "bar" if tty else "lines"
         self.mode = mode
         self.name = name
+        self.unit = unit
         self.steps = [int(s) for s in steps]
         self.total = sum(self.steps)
         self.every_fraction = every_fraction
@@ -112,10 +115,14 @@ class ExperimentProgress:
         run_steps = self.steps[self.index - 1] if self.index else 0
         pct = 100.0 * self._done() / self.total if self.total else 100.0
         eta = self.eta_s()
+        if n > 1:
+            run = f"run {self.index}/{n} {self.run_name}".rstrip()
+        else:
+            run = "" if self.run_name == self.name else self.run_name
         parts = [
             self.name,
-            f"run {self.index}/{n} {self.run_name}".rstrip(),
-            f"step {self.step}/{run_steps}",
+            *([run] if run else []),
+            f"{self.unit} {self.step}/{run_steps}",
             f"{pct:.0f}%",
             f"elapsed {_fmt_time(self.clock() - self.start_time)}",
             f"ETA {'?' if eta is None else _fmt_time(eta)}",
@@ -139,15 +146,16 @@ class ExperimentProgress:
                     total=self.total,
                     initial=self._done(),
                     file=self.stream,
-                    unit="step",
+                    unit=self.unit,
                     dynamic_ncols=True,
                     bar_format="{desc} {percentage:3.0f}%|{bar}| "
                     "{n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}",
                 )
             else:
                 self._bar.update(self._done() - self._bar.n)
+            runs = len(self.steps)
             self._bar.set_description_str(
-                f"{self.name} run {index}/{len(self.steps)} {name}"
+                f"{self.name} run {index}/{runs} {name}" if runs > 1 else name
             )
         elif self.mode == "lines" and 0 < start_step < self.steps[index - 1]:
             self._write(f"{self.line()} | resumed")
@@ -169,7 +177,8 @@ class ExperimentProgress:
             if self.metric is not None:
                 post.append(f"{self.metric[0]} {_fmt_value(self.metric[1])}")
             self._bar.set_postfix_str(", ".join(post), refresh=True)
-        elif self.mode == "lines":
+        elif self.mode == "lines" and step < self.steps[self.index - 1]:
+            # (the run's last step: `end_run` writes its line)
             fraction = self._done() / self.total if self.total else 1.0
             now = self.clock()
             if (

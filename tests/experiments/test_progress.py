@@ -39,8 +39,9 @@ def test_lines_every_fraction_with_eta_and_no_carriage_returns():
     text = stream.getvalue()
     assert "\r" not in text
     lines = text.splitlines()
-    # 10 steps = 5% of 200: a line at every second update, plus the end.
-    assert len(lines) == 6
+    # 10 steps = 5% of 200: a line at every second update; the run's last
+    # step is the end's line.
+    assert len(lines) == 5
     assert lines[0].startswith("exp | run 1/2 a-seed0 | step 20/100 | 10%")
     # 20 of 200 steps in 2 s: 180 steps left at 10 steps/s.
     assert "elapsed 00:02 | ETA 00:18" in lines[0]
@@ -131,8 +132,9 @@ def test_experiment_prints_lines_summary_and_logs_variant_curves(
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.startswith("smoke | run ")]
     assert "\r" not in err
-    # 40 steps: a line every 5% (each execution of 5 steps) + 2 run ends.
-    assert len(lines) == 10
+    # 40 steps: a line every 5% (each execution of 5 steps), the last
+    # execution of each run being its end line.
+    assert len(lines) == 8
     assert "run 1/2 a-seed0 | step 5/20 | 12%" in lines[0]
     assert "run 2/2 a-seed1 | step 20/20 | 100%" in lines[-1]
     assert lines[-1].endswith("| finished")
