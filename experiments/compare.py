@@ -3,9 +3,11 @@
 - Descriptions (`mlflow.note.content`, the UI's "Description" box) on the
   experiment, the parent run and each child run, citing the paper table or
   figure (`paper.source` / `paper.reference` of the config).
-- Seed-mean curves per variant on the parent run: `curve/<variant>/<key>`
-  at every step the children logged `<key>` (`val/*` metrics), so the
-  parent's chart view is the paper's figure (BN Fig. 1(a), Fig. 2).
+- Seed-mean curves per variant on the parent run: `curve/<key>/<variant>`
+  at every step the children logged `<key>` (`val/*` metrics). The UI's
+  run page groups charts by the key's prefix, so `curve/val/top1_accuracy`
+  holds one chart per variant side by side: the paper's figure (BN
+  Fig. 1(a), Fig. 2) on the parent's "Model metrics" tab.
 
 MLflow's own grouping (runs table "Group by" a tag, here `variant`) shows
 mean and spread of the child curves too, but only on the runs page and only
@@ -44,7 +46,7 @@ def experiment_note(cfg):
         lines.append(
             f"Variants {', '.join(cfg.variants)} x seeds "
             f"{list(cfg.seeds or [cfg.seed])}: one parent run per command; "
-            "its charts `curve/<variant>/val/*` are the seed-mean curves "
+            "its charts `curve/val/*/<variant>` are the seed-mean curves "
             "(the paper's figure), the child runs hold each seed."
         )
     return "\n\n".join(x for x in lines if x)
@@ -80,7 +82,7 @@ def variant_curves(client, runs, prefix="val/"):
         prefix: which metrics to average.
 
     Returns:
-        `{f"curve/{variant}/{key}": [(step, mean), ...]}`, steps ascending,
+        `{f"curve/{key}/{variant}": [(step, mean), ...]}`, steps ascending,
         only at steps every run of the variant logged (NaN values skipped).
     """
     by_variant = {}
@@ -102,7 +104,7 @@ def variant_curves(client, runs, prefix="val/"):
                 if all(math.isfinite(v) for v in values):
                     points.append((step, sum(values) / len(values)))
             if points:
-                curves[f"{CURVE_PREFIX}{variant}/{key}"] = points
+                curves[f"{CURVE_PREFIX}{key}/{variant}"] = points
     return curves
 
 

@@ -168,7 +168,7 @@ def test_experiment_prints_lines_summary_and_logs_variant_curves(
             }
             for k in seeds
         ]
-        curve = client.get_metric_history(parent_id, f"curve/{variant}/{key}")
+        curve = client.get_metric_history(parent_id, f"curve/{key}/{variant}")
         assert sorted(m.step for m in curve) == [10, 20]
         for m in curve:
             assert m.value == pytest.approx(
