@@ -83,7 +83,8 @@ def variant_curves(client, runs, prefix="val/"):
 
     Returns:
         `{f"curve/{key}/{variant}": [(step, mean), ...]}`, steps ascending,
-        only at steps every run of the variant logged (NaN values skipped).
+        only at steps every run of the variant logged (NaN values skipped),
+        only metrics logged at two steps or more.
     """
     by_variant = {}
     for variant, run_id in runs:
@@ -103,7 +104,7 @@ def variant_curves(client, runs, prefix="val/"):
                 values = [h[step] for h in per_run]
                 if all(math.isfinite(v) for v in values):
                     points.append((step, sum(values) / len(values)))
-            if points:
+            if len(points) > 1:  # a curve (finals are `mean/*`)
                 curves[f"{CURVE_PREFIX}{key}/{variant}"] = points
     return curves
 
