@@ -19,6 +19,7 @@ The engine keeps one instance per process (`start` / `current`); the
 `StepLogger` callback feeds it.
 """
 
+import os
 import sys
 import time
 
@@ -31,6 +32,13 @@ _CURRENT = [None]
 
 def _fmt_time(seconds):
     return tqdm.format_interval(max(0.0, seconds))
+
+
+def _width(stream):
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _fmt_value(value):
@@ -147,7 +155,10 @@ class ExperimentProgress:
                     initial=self._done(),
                     file=self.stream,
                     unit=self.unit,
-                    dynamic_ncols=True,
+                    # A terminal of unknown width (0, e.g. under `script`)
+                    # would get an empty bar.
+                    dynamic_ncols=_width(self.stream) > 0,
+                    ncols=None if _width(self.stream) > 0 else 100,
                     bar_format="{desc} {percentage:3.0f}%|{bar}| "
                     "{n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}",
                 )
