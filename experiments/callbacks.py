@@ -7,8 +7,9 @@ execution of `steps_per_execution` steps). Nothing here does per-step Python
 work: callbacks run once per execution and act only on their intervals.
 
 - `StepLogger`: train metrics averaged over each `log_every_steps` window,
-  learning rate, eval metrics (with top-k errors), a progress bar over all
-  steps, and the NaN/Inf guard (stops training and records the reason).
+  learning rate, eval metrics (with top-k errors), the NaN/Inf guard
+  (stops training and records the reason); it feeds the experiment's
+  `experiments.progress.ExperimentProgress` (bar or plain lines).
 - `StepCheckpointer`: a `.keras` checkpoint (weights + optimizer state) every
   `checkpoint_every_steps`, written atomically with its `state.json` (see
   `experiments.checkpoints`), never after a bad loss.
@@ -59,10 +60,13 @@ class StepLogger(keras.callbacks.Callback):
     Args:
         buffer: a `metric_log.MetricBuffer` (or None to log nothing).
         chunk_steps: steps per Keras epoch.
-        total_steps: `trainer.steps` (progress bar target).
+        total_steps: `trainer.steps`.
         log_every_steps: train-metric interval (0: only at epoch ends).
-        verbose: 1 shows a progress bar over all steps.
+        progress: an `ExperimentProgress` told of every execution's step,
+            loss and eval metrics (None: no progress display).
         metric_names: `{keras_log_key: logged_name}` renames (main output).
+        progress_metric: the eval metric the progress line shows (the
+            first `val/` metric when it is not logged).
     """
 
     def __init__(
@@ -71,20 +75,21 @@ class StepLogger(keras.callbacks.Callback):
         chunk_steps,
         total_steps,
         log_every_steps=0,
-        verbose=1,
+        progress=None,
         metric_names=None,
+        progress_metric="val/top1_accuracy",
     ):
         super().__init__()
         self.buffer = buffer
         self.chunk_steps = chunk_steps
         self.total_steps = total_steps
         self.log_every_steps = log_every_steps
-        self.verbose = verbose
+        self.progress = progress
+        self.progress_metric = progress_metric
         self.metric_names = metric_names or {}
         self.failure = None
         self.last_step = 0
         self.history = []  # (step, {name: value}) of everything logged
-        self._progbar = None
 
     def _rename(self, logs):
         return {self.metric_names.get(k, k): v for k, v in logs.items()}
@@ -101,14 +106,6 @@ class StepLogger(keras.callbacks.Callback):
         if self.buffer is not None:
             self.buffer.log(metrics, step)
 
-    def on_train_begin(self, logs=None):
-        if self.verbose:
-            self._progbar = keras.utils.Progbar(
-                self.total_steps,
-                stateful_metrics=["loss", "top1_error", "lr"],
-                unit_name="step",
-            )
-
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._prev_n = 0
@@ -117,10 +114,12 @@ class StepLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = self._epoch * self.chunk_steps + batch + 1
         self.last_step = step
+        logs = logs or {}
+        if self.progress is not None:
+            self.progress.update(step, loss=logs.get("loss"))
         if not self.log_every_steps or step % self.log_every_steps:
             return
         n = batch + 1
-        logs = logs or {}
         window = {}
         for key, value in logs.items():
             prev = self._prev.get(key, 0.0)
@@ -131,14 +130,6 @@ class StepLogger(keras.callbacks.Callback):
         metrics = accuracy_to_error(self._rename(window), prefix="train/")
         metrics["lr"] = current_learning_rate(self.model.optimizer)
         self._emit(metrics, step)
-        if self._progbar is not None:
-            self._progbar.update(
-                step,
-                values=[
-                    ("loss", window.get("loss", 0.0)),
-                    ("lr", metrics["lr"]),
-                ],
-            )
 
     def on_epoch_end(self, epoch, logs=None):
         step = (epoch + 1) * self.chunk_steps
@@ -150,10 +141,12 @@ class StepLogger(keras.callbacks.Callback):
         if val:
             metrics = accuracy_to_error(self._rename(val), prefix="val/")
             self._emit(metrics, step)
+            if self.progress is not None:
+                key = self.progress_metric
+                key = key if key in metrics else sorted(metrics)[0]
+                self.progress.update(step, metric=(key, metrics[key]))
         if self.buffer is not None:
             self.buffer.flush()
-        if self._progbar is not None and not self.log_every_steps:
-            self._progbar.update(step, values=[("loss", logs["loss"])])
 
     def on_train_end(self, logs=None):
         if self.buffer is not None:

@@ -48,6 +48,13 @@ class Strategy(enum.Enum):
     tpu = "tpu"
 
 
+class Progress(enum.Enum):
+    auto = "auto"  # a live bar in a terminal, else plain lines
+    bar = "bar"
+    lines = "lines"  # a plain line every few percent (CI, tee, pipes)
+    none = "none"
+
+
 class MixedPrecision(enum.Enum):
     none = "none"
     float16 = "mixed_float16"
@@ -105,8 +112,9 @@ class TrainerConfig:
     eval_steps: Optional[int] = None
     # Same seed -> same metrics (tf.config.experimental op determinism).
     deterministic: bool = True
-    # 0 silent, 1 one progress bar over all steps.
-    verbose: int = 1
+    # One line of progress for the whole experiment on stderr
+    # (`experiments.progress`): auto | bar | lines | none.
+    progress: Progress = Progress.auto
 
 
 @dataclasses.dataclass

@@ -3,6 +3,10 @@ of the training engine (`conf/optimizer/`, `conf/schedule/`)."""
 
 import keras
 
+# Keras' own test (the one behind the warning); the keras pin (<3.16) keeps
+# this private path stable.
+from keras.src.trainers.trainer import model_supports_jit
+
 from experiments.config_schema import ConfigError
 from experiments.config_schema import OptimizerName
 from experiments.config_schema import ScheduleName
@@ -122,9 +126,25 @@ def compile_model(model, cfg, optimizer):
         loss_weights=loss_weights,
         metrics=metrics,
         steps_per_execution=effective_steps_per_execution(t),
-        jit_compile="auto" if t.jit_compile is None else t.jit_compile,
+        jit_compile=resolve_jit_compile(model, t.jit_compile),
     )
     return model
+
+
+def resolve_jit_compile(model, requested):
+    """`trainer.jit_compile` -> what `model.compile` can honour.
+
+    `None` is Keras' `"auto"` (XLA where the model supports it). `True` is
+    kept only where Keras' own `model_supports_jit` says yes: it says no
+    while TensorFlow op determinism is on (`trainer.deterministic`) or a
+    layer sets `supports_jit = False`, and `compile` would then switch XLA
+    off with a "Model doesn't support `jit_compile=True`" warning per run.
+    """
+    if requested is None:
+        return "auto"
+    if requested and not model_supports_jit(model):
+        return False
+    return bool(requested)
 
 
 def metric_names(model):

@@ -47,7 +47,7 @@ _NOT_IN_RUN_KEY = (
     "optimized_metric",
     "extras",
 )
-_NOT_IN_RUN_KEY_TRAINER = ("verbose", "log_every_steps", "keep_checkpoints")
+_NOT_IN_RUN_KEY_TRAINER = ("progress", "log_every_steps", "keep_checkpoints")
 
 
 class TrackingUnavailableError(RuntimeError):

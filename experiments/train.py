@@ -48,9 +48,12 @@ from omegaconf import open_dict  # noqa: E402
 from experiments import build  # noqa: E402
 from experiments import callbacks as cbs  # noqa: E402
 from experiments import checkpoints  # noqa: E402
+from experiments import compare  # noqa: E402
 from experiments import distribute  # noqa: E402
 from experiments import metric_log  # noqa: E402
 from experiments import optimization  # noqa: E402
+from experiments import progress  # noqa: E402
+from experiments import summary as summary_lib  # noqa: E402
 from experiments import tracking  # noqa: E402
 from experiments.config_schema import Strategy  # noqa: E402
 from experiments.config_schema import fit_chunk_steps  # noqa: E402
@@ -73,6 +76,7 @@ class Child:
     cfg: DictConfig
     variant: str = None
     seed: int = None
+    index: int = 1  # 1-based position among the children (progress)
 
 
 # --------------------------------------------------------------------------
@@ -108,7 +112,9 @@ def expand_children(cfg):
         name = "-".join(
             x for x in (variant, None if seed is None else f"seed{seed}") if x
         )
-        children.append(Child(name, child, variant, seed))
+        children.append(
+            Child(name, child, variant, seed, index=len(children) + 1)
+        )
     return children
 
 
@@ -212,6 +218,7 @@ def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
                 name or key,
                 existing.info.run_id,
             )
+            _progress_run(child, name, t.steps, skipped=True)
             return {
                 **_final_metrics(existing),
                 "status": "FINISHED",
@@ -223,6 +230,7 @@ def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
         if state is not None and state.get("run_id") != run_id:
             state = None  # a stale checkpoint of another store/run
     start_step = min(int(state["step"]), t.steps) if state else 0
+    _progress_run(child, name or cfg.experiment_name, start_step)
 
     policy = build.seed_and_policy(cfg)
     try:
@@ -235,6 +243,7 @@ def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
             tags = {tracking.RUN_KEY_TAG: key}
             if parent_run_id:
                 tags[tracking.PARENT_TAG] = parent_run_id
+            tags[compare.NOTE_TAG] = compare.run_note(cfg, child)
             if child:
                 tags["repro.child"] = child.name
                 if child.variant is not None:
@@ -275,6 +284,7 @@ def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
         raise
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
+    _progress_run(child, name, None, status=result["status"])
     if chief:
         status = result.pop("status")
         tags = {"status_detail": status.lower()}
@@ -285,6 +295,17 @@ def _run_one(cfg, experiment_id, strategy, parent_run_id, child):
         del active
         result.update(status=status, run_id=run_id)
     return result
+
+
+def _progress_run(child, name, start_step, status=None, skipped=False):
+    """Tells the experiment's progress that a run starts or ends."""
+    p = progress.current()
+    if p is None:
+        return
+    if start_step is not None:
+        p.begin_run(child.index if child else 1, name, start_step)
+    if status is not None or skipped:
+        p.end_run(status or "FINISHED", skipped=skipped)
 
 
 def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed, built):
@@ -333,7 +354,7 @@ def _fit(cfg, strategy, chief, run_id, ckpt_dir, state, resumed, built):
         chunk_steps=chunk,
         total_steps=t.steps,
         log_every_steps=t.log_every_steps,
-        verbose=t.verbose if chief else 0,
+        progress=progress.current() if chief else None,
         metric_names=optimization.metric_names(model),
     )
     callbacks = [
@@ -460,14 +481,24 @@ def train(cfg):
     experiment_id = (
         tracking.configure(cfg.tracking, cfg.experiment_name) if chief else None
     )
-    if not children:
-        result = run_one(cfg, experiment_id, strategy)
-        _call_report(cfg, result.get("run_id"), chief)
-        return result
-
-    key = tracking.run_key(cfg, extra="parent")
-    with _run_lock(chief, _checkpoint_dir(cfg, key)):
-        return _train_children(cfg, children, experiment_id, strategy, key)
+    if chief:
+        compare.describe_experiment(MlflowClient(), experiment_id, cfg)
+    steps = [c.cfg.trainer.steps for c in children] or [cfg.trainer.steps]
+    progress.start(
+        cfg.experiment_name,
+        steps,
+        mode=cfg.trainer.progress if chief else "none",
+    )
+    try:
+        if not children:
+            result = run_one(cfg, experiment_id, strategy)
+            report = _call_report(cfg, result.get("run_id"), chief)
+            return {**result, "report": report} if report else result
+        key = tracking.run_key(cfg, extra="parent")
+        with _run_lock(chief, _checkpoint_dir(cfg, key)):
+            return _train_children(cfg, children, experiment_id, strategy, key)
+    finally:
+        progress.close()
 
 
 def _train_children(cfg, children, experiment_id, strategy, key):
@@ -486,7 +517,11 @@ def _train_children(cfg, children, experiment_id, strategy, key):
                 .create_run(
                     experiment_id,
                     run_name=cfg.run_name or cfg.experiment_name,
-                    tags={tracking.RUN_KEY_TAG: key, "repro.role": "parent"},
+                    tags={
+                        tracking.RUN_KEY_TAG: key,
+                        "repro.role": "parent",
+                        compare.NOTE_TAG: compare.run_note(cfg),
+                    },
                 )
                 .info.run_id
             )
@@ -510,33 +545,39 @@ def _train_children(cfg, children, experiment_id, strategy, key):
     failed = [n for n, r in results.items() if r.get("status") == "FAILED"]
     done = [r for r in results.values() if r.get("status") != "FAILED"]
     summary = _mean_metrics(done)  # non-chief workers: no MLflow
-    pending = {}
+    pending, report = {}, None
     if chief:
-        logged = _finish_parent(cfg, parent_id, done, failed)
+        curves = [
+            (c.variant or c.name, results[c.name]["run_id"]) for c in children
+        ]
+        logged, report = _finish_parent(cfg, parent_id, done, failed, curves)
         summary = summary if logged is None else logged
         pending = {"tracking_pending": True} if logged is None else {}
     return {
         **summary,
         **pending,
+        **({"report": report} if report else {}),
         "children": results,
         "status": "FAILED" if failed else "FINISHED",
         "run_id": parent_id,
     }
 
 
-def _finish_parent(cfg, parent_id, done, failed):
-    """Logs the parent's `mean/*`, calls the report, ends the parent.
+def _finish_parent(cfg, parent_id, done, failed, curves):
+    """Logs the parent's `mean/*` and `curve/*`, reports, ends the parent.
 
     The means are over the children's final `val/*` metrics read back from
     MLflow (`tracking.child_summary`), so they are the same whether the
     children were trained now, resumed or skipped as finished. They are
     logged only when every child finished (else they would average a
     subset; `failed_children` says which failed): the rerun that recovers
-    the failed children logs them.
+    the failed children logs them. So are the seed-mean curves per variant
+    (`compare.log_variant_curves`; `curves` = `[(variant, run_id)]`).
 
     Returns:
-        The summary, or None when the server is unreachable (the parent
-        then stays RUNNING; the rerun of the same command finishes it).
+        `(summary, report_output)`; the summary is None when the server is
+        unreachable (the parent then stays RUNNING; the rerun of the same
+        command finishes it).
     """
     client = MlflowClient()
     try:
@@ -555,7 +596,8 @@ def _finish_parent(cfg, parent_id, done, failed):
                     if math.isfinite(v)
                 ],
             )
-        _call_report(cfg, parent_id, True)
+            compare.log_variant_curves(client, parent_id, curves)
+        report = _call_report(cfg, parent_id, True)
         client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
     except Exception as e:
         if not metric_log.unreachable(e):
@@ -566,14 +608,15 @@ def _finish_parent(cfg, parent_id, done, failed):
             metric_log.reason(e),
             parent_id,
         )
-        return None
-    return summary
+        return None, None
+    return summary, report
 
 
 def _call_report(cfg, parent_run_id, chief):
+    """Calls the config's `report:` hook; returns what it returned."""
     if chief and cfg.report is not None:
         # Not recursive: `cfg` itself holds `_target_` nodes.
-        hydra.utils.call(
+        return hydra.utils.call(
             cfg.report,
             cfg=cfg,
             parent_run_id=parent_run_id,
@@ -616,7 +659,9 @@ def main(cfg):
             raise
         print(f"error: {describe(e)}", file=sys.stderr)
     if result is not None:
-        print(json.dumps({k: v for k, v in result.items() if k != "children"}))
+        # One JSON line (scripts), then the summary for people.
+        print(json.dumps(summary_lib.json_result(result)))
+        print(summary_lib.format_summary(cfg, result), flush=True)
         if code:
             failed = _failures(result)
             print(f"error: {'; '.join(failed)}", file=sys.stderr)

@@ -72,7 +72,15 @@ def eval_dataset(data_cfg, num_images=None):
         uncropped = {k: v for k, v in uncropped.items() if k in params}
     data_cfg.update(uncropped)
     _, val_ds = hydra.utils.instantiate(data_cfg, _convert_="all")
-    return val_ds.unbatch(), num_images
+    count = int(val_ds.cardinality())
+    ds = val_ds.unbatch()
+    if data_cfg.get("eval_batch_size") == 1 and count >= 0:
+        # One image per batch: the count survives `unbatch` (the progress
+        # line's total).
+        import tensorflow as tf
+
+        ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+    return ds, num_images
 
 
 def crop_size(models):
@@ -113,6 +121,7 @@ def batch_probabilities(
     preprocess=None,
     max_images=None,
     max_crops=MAX_CROPS,
+    progress="auto",
 ):
     """Yields `(probs (models, B, classes) float32, labels (B,))` per batch.
 
@@ -132,14 +141,28 @@ def batch_probabilities(
             the model (e.g. `keras.applications` input scaling).
         max_images: evaluate only the first `max_images` images.
         max_crops: largest number of crops per model call.
+        progress: `experiments.progress` mode of the "images scored /
+            total, ETA" line (shown when the total is known: `max_images`
+            or the dataset's cardinality).
     """
     import tensorflow as tf
+
+    from experiments.progress import ExperimentProgress
 
     crop = crop_size(models)
     views = num_views(protocol, scales)
     images_per_batch = max(1, min(batch_size, max_crops // views))
     if max_images:
         dataset = dataset.take(max_images)
+    total = int(dataset.cardinality())
+    shown = ExperimentProgress(
+        "evaluate",
+        [max(total, 0)],
+        progress if total > 0 else "none",
+        unit="images",
+    )
+    shown.begin_run(1, f"{protocol} x{views} views")
+    done = 0
 
     def to_views(image, label):
         crops = image_views(image, protocol, crop, resize, scales)
@@ -163,7 +186,11 @@ def batch_probabilities(
             # (B * views) image-major -> (views, B, classes)
             logits = logits.reshape(b, views, -1).transpose(1, 0, 2)
             per_model.append(scoring.view_average(logits))
+        done += b
+        shown.update(done)
         yield np.stack(per_model), labels.numpy()
+    shown.end_run()
+    shown.close()
 
 
 def evaluate(models, dataset, protocol, writer=None, **kwargs):

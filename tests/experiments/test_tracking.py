@@ -53,7 +53,7 @@ def test_run_key_ignores_logging_settings_but_not_hyperparameters():
             "experiment=smoke",
             "tracking.uri=sqlite:////elsewhere.db",
             "paths.checkpoint_dir=/elsewhere",
-            "trainer.verbose=1",
+            "trainer.progress=none",
             "+callbacks.x._target_=builtins.dict",
         ]
     )
