@@ -81,7 +81,7 @@ def test_only_batch_steps_and_images_differ_from_the_paper_config():
         "trainer.checkpoint_every_steps",
         "trainer.log_every_steps",
         "trainer.eval_steps",
-        "trainer.verbose",
+        "trainer.progress",
     }
 
 
