@@ -153,6 +153,6 @@ def skip_unless_tensorflow(what):
     """pytest mark: skip a TensorFlow-only peer comparison elsewhere."""
     return pytest.mark.skipif(
         keras.backend.backend() != "tensorflow",
-        reason=f"{what} is TensorFlow-only; the numpy reference covers the "
-        f"{keras.backend.backend()} backend",
+        reason=f"{what} is TensorFlow-only (KERAS_BACKEND=tensorflow runs "
+        "it); the numpy-reference tests cover this backend",
     )

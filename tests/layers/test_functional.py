@@ -143,7 +143,7 @@ def test_strided_conv_gradients_match_eq_9_11_to_9_13(s):
 
     def objective(v, k):
         Z = keras.ops.conv(v, k, strides=s, padding="valid")
-        return keras.ops.sum(Z * g)
+        return keras.ops.sum(Z * keras.ops.convert_to_tensor(g))
 
     # float64 on every backend (JAX: x64 enabled by the helper), so the
     # 1e-10 tolerances test the formulas, not float32 rounding.

@@ -118,10 +118,13 @@ def test_gradient_equals_the_plain_formula(beta):
         peers.append(
             lambda t: tf.nn.local_response_normalization(t, 2, 1.0, 1e-2, beta)
         )
-    grads = [
-        gradients(lambda t, fn=fn: keras.ops.sum(fn(t) * weights), x)[1][0]
-        for fn in peers
-    ]
+    grads = []
+    for fn in peers:
+
+        def objective(t, fn=fn):
+            return keras.ops.sum(fn(t) * keras.ops.convert_to_tensor(weights))
+
+        grads.append(gradients(objective, x)[1][0])
     for other in grads[1:]:
         np.testing.assert_allclose(grads[0], other, rtol=1e-4, atol=1e-6)
     assert np.abs(grads[0]).max() > 1e-3
