@@ -22,11 +22,16 @@ help:  ## Show the targets
 install:  ## Create .venv and install the project (TF_EXTRA=cpu|cuda)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[$(TF_EXTRA),dev,sweep]"
+	$(PY) -m pip install -e ".[$(TF_EXTRA),dev,sweep,jax]"
 	$(PY) -m pip install --no-deps "tf-keras>=2.21,<2.22"
 
 test:  ## Fast tests (the CI command)
 	$(PY) -m pytest -m "not slow" -q
+
+BACKEND ?= jax
+test-backends:  ## Layer tests (numpy references, gradients, save/load) under another Keras backend: BACKEND=jax (default, CI) or torch (opt-in, ~3 GB)
+	@$(PY) -c "import $(BACKEND)" 2>/dev/null || { echo "test-backends: the $(BACKEND) backend is not installed; run: $(PY) -m pip install -e '.[$(BACKEND)]'" >&2; exit 2; }
+	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest tests/layers -m "not slow" -q
 
 test-slow:  ## Slow tests (shortened experiment runs)
 	$(PY) -m pytest -m slow -q
@@ -104,4 +109,4 @@ bench-eval-memory:  ## Evaluation peak RSS at N and 4N images (144 crops, 1000 c
 engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
 	$(PY) -m experiments.engine_bench $(ARGS)
 
-.PHONY: help install test test-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report rehearse smoke bench-eval-memory engine-bench
+.PHONY: help install test test-backends test-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report rehearse smoke bench-eval-memory engine-bench

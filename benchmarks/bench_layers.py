@@ -13,17 +13,22 @@ time (first call: tracing, XLA compilation when on, and one run) of
 - `LocalResponseNormalization` vs `tf.nn.local_response_normalization`;
 
 in TF graph mode (`tf.function`) and with XLA (`jit_compile=True`), at the
-sizes of issue #2. Ratios compare like with like: the same mode, our layer
-over the best peer. Prints a Markdown table and writes it to
+sizes of issue #2; then, in a child process with `KERAS_BACKEND=jax`
+(`--backends`), `UnsharedConv2D` and `TiledConv2D` vs JAX's
+`keras.layers.Conv2D` under `jax.jit` (one Keras backend per process).
+Ratios compare like with like: the same mode, our layer over the best
+peer. Prints a Markdown table and writes it to
 `results/bench_layers.md` (`--quick`: smaller run, no file unless
 `--output`). Timings on a shared machine are noisy: the load average is
 printed with the table.
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -32,7 +37,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+if keras.backend.backend() == "tensorflow":  # the child runs without it
+    import tensorflow as tf
 
 import layers  # noqa: E402
 
@@ -90,6 +97,8 @@ def _peer_skip_reason(impl, shape, filters, mode):
 
 def _compile(make_layer, shape, jit):
     """Builds a forward+backward step; returns (step, x, compile_seconds)."""
+    if keras.backend.backend() == "jax":
+        return _compile_jax(make_layer, shape)
     layer = make_layer()
     layer.build(shape)
     x = tf.random.stateless_normal(shape, seed=(1, 2))
@@ -108,10 +117,41 @@ def _compile(make_layer, shape, jit):
     return step, x, time.perf_counter() - start
 
 
+def _compile_jax(make_layer, shape):
+    """`jax.jit` of the same step through `layer.stateless_call`."""
+    import jax
+
+    layer = make_layer()
+    layer.build(shape)
+    x = jax.random.normal(jax.random.key(1), shape)
+    weights = [v.value for v in layer.trainable_variables]
+
+    def loss(x, weights):
+        y, _ = layer.stateless_call(weights, [], x)
+        return jax.numpy.sum(jax.numpy.square(y.astype("float32")))
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+    def step(x):
+        gx, gw = grad(x, weights)
+        return [gx, *gw]
+
+    start = time.perf_counter()
+    _run(step, x)
+    return step, x, time.perf_counter() - start
+
+
 def _run(step, x):
     grads = step(x)
     for g in grads:
-        g.numpy()
+        np.asarray(g)  # waits for the device (TF and JAX)
+
+
+_OpError = (
+    tf.errors.OpError
+    if keras.backend.backend() == "tensorflow"
+    else (RuntimeError)
+)
 
 
 def _measure_group(candidates, shape, jit, reps):
@@ -125,7 +165,7 @@ def _measure_group(candidates, shape, jit, reps):
             continue
         try:
             compiled[name] = _compile(make, shape, jit)
-        except (tf.errors.OpError, MemoryError) as err:
+        except (_OpError, MemoryError) as err:
             msg = str(err).splitlines()[0][:60]
             results[name] = f"skipped (error: {type(err).__name__}: {msg})"
     times = {name: [] for name in compiled}
@@ -201,6 +241,46 @@ def run(sizes, quick, modes):
                 rows.extend(_rows(label, group, mode, results))
     rows.extend(_run_lrn(quick, modes))
     return rows
+
+
+def run_backend(sizes, quick):
+    """This process's (non-TF) backend: our layers vs its Conv2D, jitted."""
+    mode = f"{keras.backend.backend()} jit"
+    rows = []
+    for label, shape, filters in sizes:
+        candidates = {
+            "keras Conv2D": (lambda: keras.layers.Conv2D(filters, KERNEL), None)
+        }
+        for impl in ("patches", "slices"):
+            candidates[f"UnsharedConv2D {impl} (ours)"] = (
+                lambda impl=impl: layers.UnsharedConv2D(
+                    filters, KERNEL, implementation=impl
+                ),
+                None,
+            )
+        for t in (2, 3):
+            candidates[f"TiledConv2D t={t} (ours)"] = (
+                lambda t=t: layers.TiledConv2D(filters, KERNEL, tile_size=t),
+                None,
+            )
+        results = _measure_group(candidates, shape, True, _reps(shape, quick))
+        for name, result in results.items():
+            _progress(label, mode, name, result)
+        rows.extend(_rows(label, "backend", mode, results))
+    return rows
+
+
+def _child_rows(backend, quick):
+    """Runs `run_backend` under KERAS_BACKEND=backend; returns its rows."""
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    command = [sys.executable, "-m", "benchmarks.bench_layers", "--child"]
+    if quick:
+        command.append("--quick")
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        reason = f"skipped ({backend} run failed: exit {done.returncode})"
+        return [("all", f"{backend} jit", "all layers", reason, *[""] * 4)]
+    return [tuple(row) for row in json.loads(done.stdout)]
 
 
 def _run_lrn(quick, modes):
@@ -292,6 +372,14 @@ def to_markdown(rows, header):
     return "\n".join(lines) + "\n"
 
 
+def _jax_version(backends):
+    if "jax" not in backends:
+        return ""
+    from importlib import metadata
+
+    return f", JAX {metadata.version('jax')} (`jax.jit`, XLA)"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller run")
@@ -301,11 +389,22 @@ def main(argv=None):
         help="Markdown file (default results/bench_layers.md; none if --quick)",
     )
     parser.add_argument(
+        "--backends",
+        default="tensorflow,jax",
+        help="comma-separated subset of tensorflow,jax,torch",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--modes",
         default="graph,XLA",
         help="comma-separated subset of graph,XLA",
     )
     args = parser.parse_args(argv)
+    if args.child:  # one non-TF backend's rows, as JSON on stdout
+        sizes = QUICK_SIZES if args.quick else SIZES
+        print(json.dumps(run_backend(sizes, args.quick)))
+        return
+    backends = [b for b in args.backends.split(",") if b]
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
         if m not in ("graph", "XLA"):
@@ -315,12 +414,17 @@ def main(argv=None):
         output = os.path.join("results", "bench_layers.md")
     load = os.getloadavg()
     start = time.perf_counter()
-    rows = run(QUICK_SIZES if args.quick else SIZES, args.quick, modes)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    rows = run(sizes, args.quick, modes) if "tensorflow" in backends else []
+    for backend in backends:
+        if backend != "tensorflow":
+            rows.extend(_child_rows(backend, args.quick))
     header = (
         "## Layer benchmark: forward+backward step and compile time\n\n"
         f"`python -m benchmarks.bench_layers{' --quick' if args.quick else ''}`"
         f" on {platform.machine()}, {os.cpu_count()} CPUs, TF "
-        f"{tf.__version__}, Keras {keras.__version__}, float32. Load average "
+        f"{tf.__version__}{_jax_version(backends)}, Keras {keras.__version__}, "
+        "float32. Load average "
         f"at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f} (timings "
         "are noisy when > CPUs: other engineers share the machine). Step = "
         "one step computing the grads of sum(y^2) w.r.t. input and weights, "

@@ -14,6 +14,9 @@ from layers.filter_bank import get_filter
 from layers.functional import convolve
 from layers.functional import cross_correlate
 from layers.functional import smooth_positions
+from layers.keras2 import convert_locally_connected_weights
+from layers.keras2 import from_locally_connected
+from layers.keras2 import load_locally_connected_h5
 from layers.local_response_normalization import LocalResponseNormalization
 from layers.pooling import LpPooling2D
 from layers.pooling import QuadrantPooling2D
@@ -74,10 +77,13 @@ __all__ = [
     "UnsharedConv1D",
     "UnsharedConv2D",
     "WeightedAveragePooling2D",
+    "convert_locally_connected_weights",
     "convolve",
     "cross_correlate",
+    "from_locally_connected",
     "get_conv_layer",
     "get_filter",
+    "load_locally_connected_h5",
     "recompute_batch_norm_statistics",
     "smooth_positions",
 ]

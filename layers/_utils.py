@@ -54,6 +54,27 @@ def check_conv2d_extras(cls_name, groups, data_format, dilation_rate, rank):
         )
 
 
+def compiles_with_xla():
+    """Whether Keras compiles this backend's steps with XLA by default.
+
+    Mirrors `Model.compile(jit_compile="auto")`, so that layers pick their
+    implementation in `build` for the compiler that will run them: JAX
+    always traces through XLA; TensorFlow uses XLA only when an accelerator
+    is visible (`keras.distribution.list_devices()` lists "gpu:0"/"tpu:0"
+    before CPUs); PyTorch and NumPy run without it. A TF model compiled
+    with an explicit `jit_compile=True` on a CPU-only machine keeps the
+    graph-mode choice (correct, maybe slower); layers with an
+    `implementation` argument let the user override it.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        devices = keras.distribution.list_devices()
+        return any(not d.lower().startswith("cpu") for d in devices)
+    return False
+
+
 def conv_output_length(length, kernel, stride, padding):
     """Output length of a convolution along one axis (TF conventions)."""
     if length is None:

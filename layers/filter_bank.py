@@ -126,8 +126,8 @@ class FilterBankInitializer(keras.initializers.Initializer):
     >>> conv = keras.layers.Conv2D(
     ...     2, 3, kernel_initializer=FilterBankInitializer(["sobel_h",
     ...     "sobel_v"]), use_bias=False)
-    >>> conv(np.zeros((1, 5, 5, 3))).shape
-    TensorShape([1, 3, 3, 2])
+    >>> tuple(conv(np.zeros((1, 5, 5, 3))).shape)
+    (1, 3, 3, 2)
     """
 
     def __init__(self, name="sobel_h", depthwise=False):

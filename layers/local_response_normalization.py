@@ -40,8 +40,8 @@ class LocalResponseNormalization(keras.layers.Layer):
     Example:
 
     >>> x = np.random.rand(2, 4, 4, 8).astype("float32")
-    >>> LocalResponseNormalization()(x).shape
-    TensorShape([2, 4, 4, 8])
+    >>> tuple(LocalResponseNormalization()(x).shape)
+    (2, 4, 4, 8)
 
     Reference:
     - Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep

@@ -82,8 +82,8 @@ class LpPooling2D(_WindowPooling2D):
     Example:
 
     >>> x = np.random.rand(2, 8, 8, 3).astype("float32")
-    >>> LpPooling2D(p=2, pool_size=2)(x).shape
-    TensorShape([2, 4, 4, 3])
+    >>> tuple(LpPooling2D(p=2, pool_size=2)(x).shape)
+    (2, 4, 4, 3)
 
     Reference:
     - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.3.
@@ -205,8 +205,8 @@ class WeightedAveragePooling2D(_WindowPooling2D):
     Example:
 
     >>> x = np.random.rand(2, 9, 9, 3).astype("float32")
-    >>> WeightedAveragePooling2D(3)(x).shape
-    TensorShape([2, 3, 3, 3])
+    >>> tuple(WeightedAveragePooling2D(3)(x).shape)
+    (2, 3, 3, 3)
 
     Reference:
     - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.3.
@@ -303,8 +303,8 @@ class QuadrantPooling2D(keras.layers.Layer):
     Example:
 
     >>> x = np.random.rand(2, 7, 5, 3).astype("float32")
-    >>> QuadrantPooling2D(levels=(1, 2))(x).shape
-    TensorShape([2, 15])
+    >>> tuple(QuadrantPooling2D(levels=(1, 2))(x).shape)
+    (2, 15)
 
     Reference:
     - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.3.

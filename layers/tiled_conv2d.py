@@ -7,8 +7,9 @@ A set of t x t kernels is cycled through as one moves across the output:
 units t steps apart share weights. t = 1 is ordinary convolution; t >= the
 output size gives a locally connected layer. Biases are tiled like kernels.
 
-Three exact implementations, chosen by `_plan` at build time and, for
-XLA, at trace time:
+Three exact implementations, chosen by `_plan` in `build` from the backend
+and device (`_utils.compiles_with_xla`: JAX, or TensorFlow with an
+accelerator, compile with XLA) unless `implementation=` names one:
 
 - "space_to_depth" (TF graph mode when it costs <= 4x the FLOPs, i.e.
   t <= 3 for 3x3 kernels; under XLA when <= 2x, e.g. t = 2): the input
@@ -21,7 +22,8 @@ XLA, at trace time:
   e.g. t = 3): im2col with kh*kw strided slices, positions regrouped by
   tile phase, and one batched matmul (t_h*t_w, B*n, kh*kw*c) x
   (t_h*t_w, kh*kw*c, f): Conv2D's FLOPs. XLA fuses the slices; in TF
-  graph mode the 9x patch tensor made it 6-10x Conv2D, so it is XLA-only.
+  graph mode the 9x patch tensor made it 6-10x Conv2D, so "auto" picks it
+  only under XLA.
 - "strided": output rows a, a + t, ... all use tile row a, so for each of
   the t_h * t_w tile offsets one convolution with stride s*t of the input
   shifted by s*a computes exactly those outputs (Conv2D's FLOPs, t^2 ops).
@@ -37,20 +39,7 @@ from keras import ops
 
 from layers import _utils
 
-
-def _in_xla_context():
-    """True while tracing for XLA (TF `jit_compile=True`, or JAX)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return True
-    if backend != "tensorflow":
-        return False
-    from tensorflow.python.framework import ops as tf_ops
-    from tensorflow.python.ops import control_flow_util
-
-    return control_flow_util.GraphOrParentsInXlaContext(
-        tf_ops.get_default_graph()
-    )
+IMPLEMENTATIONS = ("auto", "space_to_depth", "patches", "strided")
 
 
 def _phase_selection(t, s, k):
@@ -101,6 +90,12 @@ class TiledConv2D(keras.layers.Layer):
         data_format: `None` or `"channels_last"` only.
         dilation_rate: 1 only.
         groups: 1 only.
+        implementation: `"auto"` (default), `"space_to_depth"`,
+            `"patches"` or `"strided"` (same result; see the module
+            docstring). "auto" picks in `build`: under XLA (JAX, or
+            TensorFlow with a GPU/TPU) space-to-depth up to 2x the FLOPs,
+            else patches; otherwise (TensorFlow on CPU, PyTorch)
+            space-to-depth up to 4x, else strided.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -113,8 +108,8 @@ class TiledConv2D(keras.layers.Layer):
     Example:
 
     >>> x = np.random.rand(2, 8, 8, 3).astype("float32")
-    >>> TiledConv2D(4, 3, tile_size=2)(x).shape
-    TensorShape([2, 6, 6, 4])
+    >>> tuple(TiledConv2D(4, 3, tile_size=2)(x).shape)
+    (2, 6, 6, 4)
 
     Reference:
     - Le, Ngiam, Chen, Chia, Koh, Ng, "Tiled convolutional neural networks",
@@ -141,9 +136,17 @@ class TiledConv2D(keras.layers.Layer):
         data_format=None,
         dilation_rate=1,
         groups=1,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"TiledConv2D: `implementation` must be one of "
+                f"{IMPLEMENTATIONS}. Received: implementation="
+                f"{implementation!r}"
+            )
+        self.implementation = implementation
         _utils.check_conv2d_extras(
             "TiledConv2D", groups, data_format, dilation_rate, 2
         )
@@ -237,15 +240,23 @@ class TiledConv2D(keras.layers.Layer):
         # convolutions up to a factor of 4 (benchmarks/bench_layers.py).
         self._select = (sel_h, sel_w)
         self._block_kernel = (kph, kpw)
+        if self.implementation != "auto":
+            self._implementation = self.implementation
+            return
         factor = (kph * kpw * sh * th * sw * tw) / (kh * kw)
-        self._implementation = "space_to_depth" if factor <= 4.0 else "strided"
         # Under XLA the fused im2col + batched matmul ("patches", Conv2D's
         # FLOPs) measured 1.1-1.8x Conv2D for t=3 where space-to-depth
         # (4x FLOPs) was 2.9-4.5x; for t=2 (16/9) space-to-depth stays
-        # faster (1.1-1.5x vs 1.7x).
-        self._xla_implementation = (
-            "space_to_depth" if factor <= 2.0 else "patches"
-        )
+        # faster (1.1-1.5x vs 1.7x). In TF graph mode the 9x patch tensor
+        # is not fused away, so "strided" replaces it there (and on torch).
+        if _utils.compiles_with_xla():
+            self._implementation = (
+                "space_to_depth" if factor <= 2.0 else "patches"
+            )
+        else:
+            self._implementation = (
+                "space_to_depth" if factor <= 4.0 else "strided"
+            )
 
     def _spatial_out(self, spatial):
         return tuple(
@@ -269,12 +280,9 @@ class TiledConv2D(keras.layers.Layer):
         x = inputs
         if self.padding == "same":
             x = ops.pad(x, [(0, 0), *self._same_pads, (0, 0)])
-        implementation = self._implementation
-        if _in_xla_context():
-            implementation = self._xla_implementation
-        if implementation == "space_to_depth":
+        if self._implementation == "space_to_depth":
             y = self._call_space_to_depth(x)
-        elif implementation == "patches":
+        elif self._implementation == "patches":
             y = self._call_patches(x)
         else:
             y = self._call_strided(x)
@@ -393,5 +401,11 @@ class TiledConv2D(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({**_utils.conv_config(self), "tile_size": self.tile_size})
+        config.update(
+            {
+                **_utils.conv_config(self),
+                "tile_size": self.tile_size,
+                "implementation": self.implementation,
+            }
+        )
         return config

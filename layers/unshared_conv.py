@@ -107,6 +107,7 @@ class _UnsharedConv(keras.layers.Layer):
         )
         self.input_spec.axes[-1] = channels
         self._out = out
+        self._implementation = self._resolve_implementation()
         # 2-D: (oh, ow, kh, kw, c, f) = eq. 9.9's 6-D tensor w, axes reordered.
         self.kernel = self.add_weight(
             name="kernel",
@@ -139,7 +140,7 @@ class _UnsharedConv(keras.layers.Layer):
                 pads.append(_utils.same_padding(n, k, s))
             pads.append((0, 0))
             x = ops.pad(x, pads)
-        if self._resolved_implementation() == "patches" and self.rank == 2:
+        if self._implementation == "patches" and self.rank == 2:
             return ops.image.extract_patches(
                 x, self.kernel_size, strides=self.strides, padding="valid"
             )
@@ -153,18 +154,17 @@ class _UnsharedConv(keras.layers.Layer):
             return views[0]
         return ops.concatenate(views, axis=-1)
 
-    def _resolved_implementation(self):
+    def _resolve_implementation(self):
         if self.implementation != "auto":
             return self.implementation
-        # Follow Keras's jit_compile="auto": XLA on accelerators, not on
-        # CPU. extract_patches is fastest in TF graph mode but slow under
-        # XLA, where the strided slices win (benchmarks/bench_layers.py).
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            devices = tf.config.list_physical_devices()
-            if all(d.device_type == "CPU" for d in devices):
-                return "patches"
+        # Follow Keras's jit_compile="auto" (_utils.compiles_with_xla).
+        # extract_patches is fastest in TF graph mode but slow under XLA,
+        # where the strided slices win (benchmarks/bench_layers.py); JAX
+        # and PyTorch get the slices too.
+        if keras.backend.backend() == "tensorflow" and (
+            not _utils.compiles_with_xla()
+        ):
+            return "patches"
         return "slices"
 
     def call(self, inputs):
@@ -232,7 +232,8 @@ class UnsharedConv2D(_UnsharedConv):
             `"patches"` (`ops.image.extract_patches`, fastest in TF graph
             mode), `"slices"` (kh*kw strided slices, fastest under XLA) or
             `"auto"` (default: "patches" on CPU-only TensorFlow, where Keras
-            does not use XLA by default, else "slices").
+            does not use XLA by default, else "slices"; JAX and PyTorch
+            use "slices"). Resolved once in `build`.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -245,8 +246,8 @@ class UnsharedConv2D(_UnsharedConv):
     Example:
 
     >>> x = np.random.rand(2, 8, 8, 3).astype("float32")
-    >>> UnsharedConv2D(4, 3)(x).shape
-    TensorShape([2, 6, 6, 4])
+    >>> tuple(UnsharedConv2D(4, 3)(x).shape)
+    (2, 6, 6, 4)
 
     Reference:
     - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.5 eq. 9.9.
@@ -282,8 +283,8 @@ class UnsharedConv1D(_UnsharedConv):
     Example:
 
     >>> x = np.random.rand(2, 10, 3).astype("float32")
-    >>> UnsharedConv1D(4, 3, strides=2)(x).shape
-    TensorShape([2, 4, 4])
+    >>> tuple(UnsharedConv1D(4, 3, strides=2)(x).shape)
+    (2, 4, 4)
 
     Reference:
     - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.5 eq. 9.9.

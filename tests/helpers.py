@@ -94,3 +94,65 @@ def check_layer(
         got = keras.ops.convert_to_numpy(loaded(input_data))
         np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
     return layer, outputs
+
+
+def gradients(fn, *args):
+    """Value and gradients of a scalar `fn(*args)` on the current backend.
+
+    `tf.GradientTape` (TensorFlow), `jax.value_and_grad` (JAX, with 64-bit
+    types enabled while any argument is float64) or `torch.autograd`
+    (PyTorch): the one autodiff API Keras 3 does not wrap in `keras.ops`.
+
+    Args:
+        fn: callable of backend tensors returning a scalar tensor; it may
+            use `keras.ops` and layers (`layer.stateless_call` to
+            differentiate with respect to weights).
+        *args: numpy arrays, the points of differentiation.
+
+    Returns:
+        `(value, [grad of each arg])` as numpy arrays.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.convert_to_tensor(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        grads = tape.gradient(value, tensors)
+    elif backend == "jax":
+        import contextlib
+
+        import jax
+
+        wide = any(np.asarray(a).dtype == np.float64 for a in args)
+        scope = jax.enable_x64(True) if wide else contextlib.nullcontext()
+        with scope:
+            tensors = [jax.numpy.asarray(a) for a in args]
+            argnums = tuple(range(len(args)))
+            value, grads = jax.value_and_grad(fn, argnums)(*tensors)
+            value = np.asarray(value)
+            grads = [np.asarray(g) for g in grads]
+    elif backend == "torch":
+        tensors = [
+            keras.ops.convert_to_tensor(a).requires_grad_(True) for a in args
+        ]
+        value = fn(*tensors)
+        value.backward()
+        grads = [t.grad for t in tensors]
+    else:
+        pytest.skip(f"no autodiff on the {backend!r} backend")
+    return (
+        keras.ops.convert_to_numpy(value),
+        [keras.ops.convert_to_numpy(g) for g in grads],
+    )
+
+
+def skip_unless_tensorflow(what):
+    """pytest mark: skip a TensorFlow-only peer comparison elsewhere."""
+    return pytest.mark.skipif(
+        keras.backend.backend() != "tensorflow",
+        reason=f"{what} is TensorFlow-only (KERAS_BACKEND=tensorflow runs "
+        "it); the numpy-reference tests cover this backend",
+    )

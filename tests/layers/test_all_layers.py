@@ -55,7 +55,9 @@ def test_save_load_model_with_every_layer(tmp_path):
     expected = keras.ops.convert_to_numpy(model(x))
     model.save(tmp_path / "all.keras")
     loaded = keras.saving.load_model(tmp_path / "all.keras")
-    np.testing.assert_allclose(loaded(x), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)), expected, atol=1e-6
+    )
     assert [type(layer).__name__ for layer in loaded.layers] == [
         type(layer).__name__ for layer in model.layers
     ]
@@ -76,6 +78,11 @@ def _train_step(layer, shape, jit):
     return model
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="torch.compile takes 15-60 s per layer here; the eager torch "
+    "training step runs in test_mixed_precision",
+)
 @pytest.mark.parametrize("name", LAYERS)
 def test_jit_compile_train_step(name):
     factory, shape = LAYERS[name]

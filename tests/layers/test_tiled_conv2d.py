@@ -6,7 +6,10 @@ import pytest
 
 from layers import TiledConv2D
 from layers import UnsharedConv2D
+from layers import _utils
 from tests.helpers import check_layer
+from tests.helpers import gradients
+from tests.helpers import skip_unless_tensorflow
 from tests.layers import references as ref
 
 
@@ -73,7 +76,9 @@ def test_tile_1_is_conv2d(padding, strides):
     layer.build(x.shape)
     k, b = conv.get_weights()
     layer.set_weights([k[None, None], b[None, None]])
-    np.testing.assert_allclose(layer(x), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)), expected, atol=1e-6
+    )
 
 
 def test_tile_1_accepts_dynamic_spatial_shape():
@@ -93,7 +98,9 @@ def test_tile_at_least_output_is_unshared(tile):
     # Tiles are clipped to the output: exactly the unshared parameters.
     assert tuple(layer.kernel.shape) == tuple(unshared.kernel.shape)
     layer.set_weights(unshared.get_weights())
-    np.testing.assert_allclose(layer(x), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)), expected, atol=1e-5
+    )
 
 
 def test_equal_tiles_is_conv2d():
@@ -106,68 +113,100 @@ def test_equal_tiles_is_conv2d():
     layer.set_weights(
         [np.broadcast_to(k, (3, 3, *k.shape)), np.broadcast_to(b, (3, 3, 3))]
     )
-    np.testing.assert_allclose(layer(x), expected, atol=1e-5)
-
-
-def test_plan_picks_space_to_depth_for_small_tiles():
-    small, large = (
-        TiledConv2D(2, 3, tile_size=3),
-        TiledConv2D(2, 3, tile_size=4),
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)), expected, atol=1e-5
     )
-    small.build((None, 12, 12, 1))
-    large.build((None, 12, 12, 1))
-    assert small._implementation == "space_to_depth"
-    assert large._implementation == "strided"
-    # Under XLA: space-to-depth only up to 2x the FLOPs (t=2, 3x3 kernel).
-    two = TiledConv2D(2, 3, tile_size=2)
-    two.build((None, 12, 12, 1))
-    assert two._xla_implementation == "space_to_depth"
-    assert small._xla_implementation == "patches"
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_plan_is_made_in_build_from_backend_and_device(xla, monkeypatch):
+    """Without XLA: space-to-depth up to 4x the FLOPs (t <= 3 for 3x3),
+    else strided. Under XLA (JAX, TF on an accelerator): space-to-depth
+    only up to 2x (t = 2), else patches. An explicit choice wins."""
+    monkeypatch.setattr(_utils, "compiles_with_xla", lambda: xla)
+    plans = {}
+    for tile in (2, 3, 4):
+        layer = TiledConv2D(2, 3, tile_size=tile)
+        layer.build((None, 12, 12, 1))
+        plans[tile] = layer._implementation
+    if xla:
+        assert plans == {2: "space_to_depth", 3: "patches", 4: "patches"}
+    else:
+        assert plans == {2: "space_to_depth", 3: "space_to_depth", 4: "strided"}
+    forced = TiledConv2D(2, 3, tile_size=2, implementation="strided")
+    forced.build((None, 12, 12, 1))
+    assert forced._implementation == "strided"
+
+
+def test_auto_plan_follows_the_backend():
+    layer = TiledConv2D(2, 3, tile_size=3)
+    layer.build((None, 12, 12, 1))
+    xla = keras.backend.backend() == "jax" or (
+        keras.backend.backend() == "tensorflow"
+        and any(
+            not d.startswith("cpu") for d in keras.distribution.list_devices()
+        )
+    )
+    assert layer._implementation == ("patches" if xla else "space_to_depth")
 
 
 @pytest.mark.parametrize("tile", [2, 3])
-def test_xla_path_matches_graph_path_with_gradients(tile):
-    """Under jit_compile=True the layer switches implementation (patches
-    for t=3); outputs and gradients must equal the TF graph-mode ones."""
+def test_every_implementation_gives_the_same_outputs_and_gradients(tile):
+    """The three implementations (and XLA, when the backend uses it) agree
+    on outputs and on gradients for the input, the kernel and the bias."""
+    x = np.random.default_rng(5).standard_normal((3, 10, 9, 2)).astype("f4")
+    results, weights = {}, None
+    for implementation in ("space_to_depth", "patches", "strided"):
+        layer = TiledConv2D(
+            3,
+            3,
+            tile_size=tile,
+            bias_initializer="random_normal",
+            implementation=implementation,
+        )
+        layer.build(x.shape)
+        if weights is not None:
+            layer.set_weights(weights)
+        weights = layer.get_weights()
+
+        def loss(x, kernel, bias, layer=layer):
+            y, _ = layer.stateless_call([kernel, bias], [], x)
+            return keras.ops.sum(keras.ops.square(y))
+
+        results[implementation] = gradients(loss, x, *weights)
+    first, *others = results.values()
+    for other in others:
+        np.testing.assert_allclose(other[0], first[0], rtol=1e-4)
+        for a, b in zip(other[1], first[1]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tile", [2, 3])
+@skip_unless_tensorflow("tf.function(jit_compile=True)")
+def test_tf_xla_matches_tf_graph(tile):
+    """The same layer under TF graph mode and TF XLA."""
     import tensorflow as tf
 
     x = np.random.default_rng(5).standard_normal((3, 10, 9, 2)).astype("f4")
     layer = TiledConv2D(3, 3, tile_size=tile, bias_initializer="random_normal")
     layer.build(x.shape)
-    seen = []
-    original = layer._call_patches
-
-    def spy(inputs):
-        seen.append(True)
-        return original(inputs)
-
-    layer._call_patches = spy
-
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(tf.square(y))
-        return [y, *tape.gradient(loss, [x, layer.kernel, layer.bias])]
-
-    graph = tf.function(step)(tf.constant(x))
-    assert not seen
-    xla = tf.function(step, jit_compile=True)(tf.constant(x))
-    assert bool(seen) == (tile == 3)
-    for a, b in zip(graph, xla):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    graph = tf.function(layer)(tf.constant(x))
+    xla = tf.function(layer, jit_compile=True)(tf.constant(x))
+    np.testing.assert_allclose(xla.numpy(), graph.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_gradients_flow_to_every_tile():
-    import tensorflow as tf
-
     x = np.random.default_rng(4).standard_normal((2, 7, 7, 2)).astype("f4")
     layer = TiledConv2D(3, 3, tile_size=2)
-    with tf.GradientTape() as tape:
-        loss = keras.ops.sum(keras.ops.square(layer(x)))
-    gk, gb = tape.gradient(loss, [layer.kernel, layer.bias])
-    assert np.all(np.abs(gk.numpy()).sum(axis=(2, 3, 4)) > 0)
-    assert np.all(np.abs(gb.numpy()) > 0)
+    layer.build(x.shape)
+
+    def loss(kernel, bias):
+        y, _ = layer.stateless_call([kernel, bias], [], x)
+        return keras.ops.sum(keras.ops.square(y))
+
+    _, (gk, gb) = gradients(loss, *layer.get_weights())
+    assert np.all(np.abs(gk).sum(axis=(2, 3, 4)) > 0)
+    assert np.all(np.abs(gb) > 0)
 
 
 @pytest.mark.parametrize(
@@ -177,6 +216,7 @@ def test_gradients_flow_to_every_tile():
         ({"tile_size": (1, 2, 3)}, "tile_size"),
         ({"groups": 3}, "groups"),
         ({"padding": "causal"}, "padding"),
+        ({"implementation": "im2col"}, "implementation"),
     ],
 )
 def test_bad_arguments(kwargs, match):
