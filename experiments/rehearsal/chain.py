@@ -138,7 +138,7 @@ def register_pretrained(client, experiment_name=PRETRAIN, name=REGISTERED):
         version = client.create_model_version(
             name, source=f"runs:/{rid}/model", run_id=rid
         )
-        out[version.version] = rid
+        out[str(version.version)] = rid
     return out
 
 

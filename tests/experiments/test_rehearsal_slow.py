@@ -19,6 +19,7 @@ the README):
 """
 
 import pathlib
+import shutil
 
 import pytest
 
@@ -64,7 +65,10 @@ def test_every_full_scale_config_is_rehearsed():
 
 def test_pretrained_chain_folder_layout(ilsvrc_sample, tmp_path):
     """21k pre-training -> register -> 5 CNNs -> 1 CNN* -> 7 CNNs* row."""
-    found = chain.rehearse_chain(ilsvrc_sample["folder"], tmp_path)
+    try:
+        found = chain.rehearse_chain(ilsvrc_sample["folder"], tmp_path)
+    finally:  # ~9 GB of 147M-parameter checkpoints and models
+        shutil.rmtree(tmp_path / "store", ignore_errors=True)
     _assert_passed(found)
     names = [s.name for s in found]
     for experiment in chain.FINETUNED:
