@@ -30,9 +30,11 @@ from experiments.rehearsal.stages import compose_rehearsal
 from experiments.rehearsal.stages import data_overrides
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
-FULL_SCALE = sorted(p.stem for p in CONF.glob("imagenet*.yaml")) + [
-    "bn_inception_full"
-]
+FULL_SCALE = sorted(
+    p.stem
+    for pattern in ("imagenet_*.yaml", "imagenet21k_*.yaml")
+    for p in CONF.glob(pattern)
+) + ["bn_inception_full"]
 # The pre-trained chain (21k pre-training -> fine-tuning) rehearses as one
 # test in one store; every other full-scale config rehearses alone.
 ALL = [e for e in FULL_SCALE if e not in chain.CHAIN]
