@@ -88,7 +88,7 @@ def _chain(experiment, args, overrides, workdir):
         f"in {workdir}"
     )
     # In-process kills (the one the chain test runs): five experiments,
-    # ten runs, ~11 GB of 147M-parameter checkpoints and models in workdir.
+    # nine training runs, ~11 GB of 147M-parameter checkpoints and models in workdir.
     stages = chain.rehearse_chain(data_dir, workdir / "chain", kill="inprocess")
     for stage in stages:
         print(stage.line(), flush=True)
