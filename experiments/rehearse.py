@@ -87,8 +87,8 @@ def _chain(experiment, args, overrides, workdir):
         f"{chain.ENSEMBLE_OF_FIVE}): rehearsing the chain (kill inprocess) "
         f"in {workdir}"
     )
-    # In-process kills (the one the chain test runs): five experiments,
-    # nine training runs, ~11 GB of 147M-parameter checkpoints and models in workdir.
+    # In-process kills (as the chain test): five experiments, nine training
+    # runs, ~11 GB of 147M-parameter checkpoints and models in workdir.
     stages = chain.rehearse_chain(data_dir, workdir / "chain", kill="inprocess")
     for stage in stages:
         print(stage.line(), flush=True)
