@@ -17,6 +17,11 @@ Usage:
     python -m experiments.rehearse experiment=imagenet_googlenet_7models \
         --layout tfds --kill inprocess trainer.jit_compile=false
     make rehearse EXPERIMENT=imagenet_vgg_e_jitter ARGS="--layout tfds"
+
+The three configs of AlexNet's pre-trained rows (`imagenet21k_alexnet_conv6_
+pretrain`, `imagenet_alexnet_{1cnn,7cnns}_pretrained`) rehearse together:
+naming any of them runs the chain (`experiments.rehearsal.chain`), folder
+layout, in-process kills.
 """
 
 import argparse
@@ -60,8 +65,41 @@ def _sample(args, workdir):
     return sample["folder" if args.layout == "folder" else "manual_dir"]
 
 
+def _chain(experiment, args, overrides, workdir):
+    """Rehearses the pre-trained chain `experiment` belongs to."""
+    from experiments.rehearsal import chain
+
+    if overrides or args.layout != "folder":
+        print(
+            f"error: {experiment} rehearses only as part of the pre-trained "
+            "chain, on the folder layout and without overrides; run "
+            f"make rehearse EXPERIMENT={experiment} (optionally ARGS="
+            '"--data-dir <ILSVRC folder>"). '
+            f"Received: {overrides or ['--layout', args.layout]}",
+            file=sys.stderr,
+        )
+        return 2
+    args.layout = "folder"
+    data_dir = args.data_dir or _sample(args, workdir)
+    steps = " -> ".join(chain.CHAIN)
+    print(
+        f"{experiment} belongs to the pre-trained chain {steps} (+ "
+        f"{chain.ENSEMBLE_OF_FIVE}): rehearsing the chain (kill inprocess) "
+        f"in {workdir}"
+    )
+    # In-process kills (as the chain test): five experiments, nine training
+    # runs, ~11 GB of 147M-parameter checkpoints and models in workdir.
+    stages = chain.rehearse_chain(data_dir, workdir / "chain", kill="inprocess")
+    for stage in stages:
+        print(stage.line(), flush=True)
+    ok = bool(stages) and all(s.ok for s in stages)
+    print(f"{'PASS' if ok else 'FAIL'} pre-trained chain")
+    return 0 if ok else 1
+
+
 def main(argv=None):
     """CLI entry point; returns the process exit status."""
+    from experiments.rehearsal import chain
     from experiments.rehearsal import rehearse
 
     args = _parser().parse_args(argv)
@@ -79,6 +117,8 @@ def main(argv=None):
     workdir = pathlib.Path(
         args.workdir or tempfile.mkdtemp(prefix=f"rehearse-{experiment}-")
     ).resolve()
+    if experiment in chain.CHAIN:
+        return _chain(experiment, args, overrides, workdir)
     data_dir = args.data_dir or _sample(args, workdir)
     tfds_dir = args.tfds_data_dir or (
         str(workdir / "tfds") if args.layout == "tfds" else None

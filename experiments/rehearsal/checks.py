@@ -60,6 +60,18 @@ def main_parameters(model):
     )
 
 
+def _classifier_fan_in(model):
+    """Input width of the last layer with a 2-D kernel (the classifier)."""
+    kernels = [
+        w
+        for layer in model.layers
+        if not layer.name.startswith("aux")
+        for w in layer.weights
+        if len(w.shape) == 2
+    ]
+    return int(kernels[-1].shape[0])
+
+
 def check_model(cfg, model):
     """Resolution, parameter count and heads of the built model.
 
@@ -84,6 +96,11 @@ def check_model(cfg, model):
     ]
     reference = reference_parameters(cfg.model)
     count = main_parameters(model)
+    classes = int(cfg.data.num_classes)
+    if reference is not None and classes != 1000:
+        # The papers' counts are for 1000 classes; another label set (e.g.
+        # ImageNet-21k pre-training) changes only the classifier's width.
+        reference += (classes - 1000) * (_classifier_fan_in(model) + 1)
     if cfg.model.get("width_multiplier", 1.0) != 1.0 or reference is None:
         out.append(("parameters", reference is None, f"{count:,} (no ref)"))
     else:
@@ -92,7 +109,8 @@ def check_model(cfg, model):
             (
                 "parameters",
                 abs(ratio - 1) <= PARAMETER_TOLERANCE,
-                f"{count / 1e6:.2f}M vs paper {reference / 1e6:.2f}M",
+                f"{count / 1e6:.2f}M vs paper {reference / 1e6:.2f}M"
+                + ("" if classes == 1000 else f" at {classes} classes"),
             )
         )
     if cfg.model.get("aux_logits"):

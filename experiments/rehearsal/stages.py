@@ -228,6 +228,7 @@ def rehearse(
     tfds_data_dir=None,
     overrides=(),
     report_row=True,
+    store_dir=None,
 ):
     """Rehearses one experiment; returns its list of `Stage`.
 
@@ -241,6 +242,9 @@ def rehearse(
         tfds_data_dir: tfds `data_dir` for the `tfds` layout.
         overrides: extra Hydra overrides (after the rehearsal's).
         report_row: also rebuild the ImageNet table (stage 5).
+        store_dir: MLflow store, checkpoints and results shared with other
+            rehearsals (`experiments.rehearsal.chain`: a fine-tuning run
+            needs its source's runs); default `workdir`, a fresh store.
 
     Returns:
         list of `Stage`; later stages are skipped after a failure.
@@ -252,10 +256,11 @@ def rehearse(
     if kill not in KILLS:
         raise ValueError(f"kill must be one of {KILLS}. Received: {kill!r}")
     workdir = pathlib.Path(workdir).resolve()
-    fresh_sqlite_store(workdir / "mlruns.db")
+    store = pathlib.Path(store_dir or workdir).resolve()
+    fresh_sqlite_store(store / "mlruns.db")
     extra = [
         *data_overrides(layout, data_dir, tfds_data_dir),
-        *_store_overrides(workdir),
+        *_store_overrides(store),
         *overrides,
     ]
     cfg, base = compose_rehearsal(experiment, extra)
@@ -342,7 +347,7 @@ def rehearse(
         from experiments.reports import imagenet_table
 
         table = imagenet_table.report(
-            scale="full", results_dir=workdir / "results" / "imagenet_table"
+            scale="full", results_dir=store / "results" / "imagenet_table"
         )
         names = {r["row"] for r in table["rows"]}
         want = {r.row for r in cfg.report.rows}
@@ -352,8 +357,9 @@ def rehearse(
         ("config", config),
         ("killed", killed),
         ("resumed", resumed),
-        ("evaluated", evaluated),
     ]
+    if cfg.report is not None:  # a pre-training run has no paper number
+        plan.append(("evaluated", evaluated))
     if kill == "subprocess":  # as a user would: the evaluate command
         plan.append(("evaluate CLI", cli))
     if report_row and _report_overrides(cfg):

@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments import rehearse as cli
+from experiments.rehearsal import chain
 from experiments.rehearsal import checks
 from experiments.rehearsal import rehearse
 from experiments.rehearsal.stages import compose_rehearsal
@@ -120,3 +121,27 @@ def test_augmentation_check_sees_the_policy_the_pipeline_applies(
 def test_cli_refuses_an_override_where_the_experiment_belongs(capsys):
     assert cli.main(["data.batch_size=4"]) == 2
     assert "experiment=imagenet_resnet50" in capsys.readouterr().err
+
+
+def test_21k_sample_labels_are_the_loaders_sorted_wnid_positions(
+    ilsvrc_sample, tmp_path
+):
+    root, labels = chain.imagenet21k_sample(ilsvrc_sample["folder"], tmp_path)
+    ok, detail = chain.check_21k_labels(root, labels)
+    assert ok, detail
+    assert sorted(labels) == ilsvrc_sample["wnids"]
+    # Interior positions of the 21,841 classes, not 0..9: a loader that
+    # enumerated only the folders holding images would fail the check.
+    assert min(labels.values()) > 0
+    assert max(labels.values()) < chain.NUM_CLASSES_21K - 1
+    shifted = {w: i for i, w in enumerate(sorted(labels))}
+    assert not chain.check_21k_labels(root, shifted)[0]
+
+
+def test_cli_names_the_chain_for_a_fine_tuning_config(capsys):
+    code = cli.main(
+        ["experiment=imagenet_alexnet_1cnn_pretrained", "--layout", "tfds"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "pre-trained chain" in err and "make rehearse" in err

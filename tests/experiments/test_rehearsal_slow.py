@@ -3,8 +3,11 @@
 What runs (shared work, so that it fits CI's slow budget; see the report in
 the README):
 
-- folder layout, every `imagenet_*` config and `bn_inception_full`: the
-  whole rehearsal (config checks, in-process kill at step 3 after the
+- folder layout, the pre-trained chain (`experiments.rehearsal.chain`:
+  ImageNet-21k pre-training, registering its models, the 5 CNNs, the two
+  fine-tuning configs and the 7 CNNs* row, in one MLflow store);
+- folder layout, every other `imagenet_*` config and `bn_inception_full`:
+  the whole rehearsal (config checks, in-process kill at step 3 after the
   step-2 checkpoint, resume into the same MLflow runs, the `report:`
   evaluation with the paper protocol, the ImageNet-table row);
 - tfds layout (the sample's two tars really prepared by tfds once per
@@ -16,18 +19,27 @@ the README):
 """
 
 import pathlib
+import shutil
 
 import pytest
 
+from experiments.rehearsal import chain
 from experiments.rehearsal import checks
 from experiments.rehearsal import rehearse
 from experiments.rehearsal.stages import compose_rehearsal
 from experiments.rehearsal.stages import data_overrides
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
-ALL = sorted(p.stem for p in CONF.glob("imagenet_*.yaml")) + [
-    "bn_inception_full"
-]
+FULL_SCALE = sorted(
+    p.stem
+    for pattern in ("imagenet_*.yaml", "imagenet21k_*.yaml")
+    for p in CONF.glob(pattern)
+) + ["bn_inception_full"]
+# The pre-trained chain (21k pre-training -> fine-tuning) rehearses as one
+# test in one store; every other full-scale config rehearses alone.
+ALL = [e for e in FULL_SCALE if e not in chain.CHAIN]
+# Config checks need no source model; the 21k folder has no tfds builder.
+TFDS_CONFIGS = [e for e in FULL_SCALE if e != chain.PRETRAIN]
 FAMILY = (
     "imagenet_alexnet",
     "imagenet_vgg_a",
@@ -46,8 +58,25 @@ def _assert_passed(stages):
 
 
 def test_every_full_scale_config_is_rehearsed():
-    assert len(ALL) == 24
+    assert len(FULL_SCALE) == 27
+    assert set(ALL) | set(chain.CHAIN) == set(FULL_SCALE)
+    assert len(ALL) == 24 and len(chain.CHAIN) == 3
     assert {"imagenet_alexnet_5cnns", "imagenet_googlenet_7models"} <= set(ALL)
+    assert set(chain.FINETUNED) <= set(TFDS_CONFIGS)
+
+
+def test_pretrained_chain_folder_layout(ilsvrc_sample, tmp_path):
+    """21k pre-training -> register -> 5 CNNs -> 1 CNN* -> 7 CNNs* row."""
+    try:
+        found = chain.rehearse_chain(ilsvrc_sample["folder"], tmp_path)
+    finally:  # ~9 GB of 147M-parameter checkpoints and models
+        shutil.rmtree(tmp_path / "store", ignore_errors=True)
+    _assert_passed(found)
+    names = [s.name for s in found]
+    for experiment in chain.FINETUNED:
+        assert f"{experiment} finetuned" in names
+        assert f"{experiment} report row" in names
+    assert f"{chain.PRETRAIN} registered" in names
 
 
 @pytest.mark.parametrize("experiment", ALL)
@@ -63,7 +92,7 @@ def test_rehearsal_folder_layout(experiment, ilsvrc_sample, tmp_path):
     )
 
 
-@pytest.mark.parametrize("experiment", ALL)
+@pytest.mark.parametrize("experiment", TFDS_CONFIGS)
 def test_config_on_tfds_layout(experiment, ilsvrc_sample, ilsvrc_tfds_dir):
     import hydra
 
