@@ -33,8 +33,11 @@ test-backends:  ## Layer tests (numpy references, gradients, save/load) under an
 	@$(PY) -c "import $(BACKEND)" 2>/dev/null || { echo "test-backends: the $(BACKEND) backend is not installed; run: $(PY) -m pip install -e '.[$(BACKEND)]'" >&2; exit 2; }
 	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest tests/layers -m "not slow" -q
 
-test-slow:  ## Slow tests (shortened experiment runs)
+test-slow:  ## Slow tests: every full-scale rehearsal, real servers, subprocess faults (~1.5-2 h on 2 cores)
 	$(PY) -m pytest -m slow -q
+
+test-ci-slow:  ## The slow tests CI runs: one full-scale rehearsal per family, tfds layout, real kill
+	$(PY) -m pytest -m "slow and ci_slow" -q
 
 lint:  ## ruff check + format check
 	$(PY) -m ruff check .
@@ -109,4 +112,4 @@ bench-eval-memory:  ## Evaluation peak RSS at N and 4N images (144 crops, 1000 c
 engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
 	$(PY) -m experiments.engine_bench $(ARGS)
 
-.PHONY: help install test test-backends test-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report rehearse smoke bench-eval-memory engine-bench
+.PHONY: help install test test-backends test-slow test-ci-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report rehearse smoke bench-eval-memory engine-bench

@@ -105,6 +105,7 @@ def test_config_on_tfds_layout(experiment, ilsvrc_sample, ilsvrc_tfds_dir):
     assert all(ok for _, ok, _ in found), found
 
 
+@pytest.mark.ci_slow
 @pytest.mark.parametrize("experiment", FAMILY)
 def test_rehearsal_tfds_layout_real_kill(
     experiment, ilsvrc_sample, ilsvrc_tfds_dir, tmp_path
