@@ -191,6 +191,19 @@ def read_checkpoint_state(directory, heal=True):
     return None
 
 
+def ensure_writable_dir(directory):
+    """Creates `directory` and proves it writable with a probe file.
+
+    Raises:
+        OSError: the folder cannot be created or written.
+    """
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f".write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 @contextlib.contextmanager
 def run_lock(directory):
     """Holds an exclusive `flock` on `directory/.lock` (one process per run).
@@ -208,11 +221,8 @@ def run_lock(directory):
     directory = pathlib.Path(directory)
     path = directory / LOCK_FILE
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(directory)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as e:
         raise CheckpointError(
             f"checkpoint folder {directory} is not writable "

@@ -179,13 +179,11 @@ def _check_artifact_folder(experiment):
 
 
 def _check_writable(folder, experiment_name, location):
+    from experiments.checkpoints import ensure_writable_dir
     from experiments.exit_codes import InfrastructureError
 
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable_dir(folder)
     except OSError as e:
         raise InfrastructureError(
             f"MLflow artifact folder {folder} of experiment "
