@@ -25,8 +25,12 @@ install:  ## Create .venv and install the project (TF_EXTRA=cpu|cuda)
 	$(PY) -m pip install -e ".[$(TF_EXTRA),dev,sweep,jax]"
 	$(PY) -m pip install --no-deps "tf-keras>=2.21,<2.22"
 
-test:  ## Fast tests (the CI command)
-	$(PY) -m pytest -m "not slow" -q
+# The fast suite runs on every core (pytest-xdist; a test file stays on one
+# worker, so a file's session fixtures are built once per worker that needs
+# them). JOBS=0 runs it in this process, without workers.
+JOBS ?= auto
+test:  ## Fast tests (the CI command), JOBS=auto workers (one per core)
+	$(PY) -m pytest -m "not slow" -q -n $(JOBS) --dist loadfile
 
 BACKEND ?= jax
 test-backends:  ## Layer tests (numpy references, gradients, save/load) under another Keras backend: BACKEND=jax (default, CI) or torch (opt-in, ~3 GB)
