@@ -33,8 +33,9 @@ test:  ## Fast tests (the CI command), JOBS=auto workers (one per core)
 	$(PY) -m pytest -m "not slow" -q -n $(JOBS) --dist loadfile
 
 BACKEND ?= jax
-test-backends:  ## Layer tests (numpy references, gradients, save/load) under another Keras backend: BACKEND=jax (default, CI) or torch (opt-in, ~3 GB)
-	@$(PY) -c "import $(BACKEND)" 2>/dev/null || { echo "test-backends: the $(BACKEND) backend is not installed; run: $(PY) -m pip install -e '.[$(BACKEND)]'" >&2; exit 2; }
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+test-backends:  ## Layer tests (numpy references, gradients, save/load) under another Keras backend: BACKEND=jax (default, CI) or torch (opt-in; CPU wheel 192 MB, ~4 min)
+	@$(PY) -c "import $(BACKEND)" 2>/dev/null || { echo "test-backends: the $(BACKEND) backend is not installed; run: $(PY) -m pip install $(if $(filter torch,$(BACKEND)),torch --index-url $(TORCH_CPU_INDEX),-e '.[$(BACKEND)]')" >&2; exit 2; }
 	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest tests/layers -m "not slow" -q
 
 test-slow:  ## Slow tests: every full-scale rehearsal, real servers, subprocess faults (~1.5-2 h on 2 cores)
@@ -47,7 +48,7 @@ lint:  ## ruff check + format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench:  ## Layer benchmarks (UnsharedConv2D / TiledConv2D vs peers)
+bench:  ## Layer benchmarks per backend (TF graph/XLA, JAX jit, torch eager): UnsharedConv2D / TiledConv2D vs peers -> results/bench_layers.md
 	$(PY) -m benchmarks.bench_layers $(ARGS)
 
 bench-input:  ## Input pipeline images/s per CPU core, each paper's augmentation (results/bench_input.md)

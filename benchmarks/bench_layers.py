@@ -13,17 +13,22 @@ time (first call: tracing, XLA compilation when on, and one run) of
 - `LocalResponseNormalization` vs `tf.nn.local_response_normalization`;
 
 in TF graph mode (`tf.function`) and with XLA (`jit_compile=True`), at the
-sizes of issue #2; then, in a child process with `KERAS_BACKEND=jax`
-(`--backends`), `UnsharedConv2D` and `TiledConv2D` vs JAX's
-`keras.layers.Conv2D` under `jax.jit` (one Keras backend per process).
-Ratios compare like with like: the same mode, our layer over the best
-peer. Prints a Markdown table and writes it to
-`results/bench_layers.md` (`--quick`: smaller run, no file unless
-`--output`). Timings on a shared machine are noisy: the load average is
-printed with the table.
+sizes of issue #2; then, for each other backend of `--backends`, in a child
+process with `KERAS_BACKEND` set (Keras fixes one backend per process),
+`UnsharedConv2D` and `TiledConv2D` vs that backend's `keras.layers.Conv2D`:
+JAX under `jax.jit` (XLA), PyTorch eager (Keras's default there; with
+`torch.compile` one layer's first step takes 44-98 s here). A backend that
+is not installed gets a row saying so. This process merges the children's
+rows (JSON on their stdout) into one table. Ratios compare like with like:
+the same backend and mode, our layer over the best peer measured in the
+same run, so machine load shifts both sides. Prints a Markdown table with
+the CPU targets of issue #16 and writes it to `results/bench_layers.md`
+(`--quick`: smaller run, no file unless `--output`). Timings on a shared
+machine are noisy: the load average is printed with the table.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -99,6 +104,8 @@ def _compile(make_layer, shape, jit):
     """Builds a forward+backward step; returns (step, x, compile_seconds)."""
     if keras.backend.backend() == "jax":
         return _compile_jax(make_layer, shape)
+    if keras.backend.backend() == "torch":
+        return _compile_torch(make_layer, shape)
     layer = make_layer()
     layer.build(shape)
     x = tf.random.stateless_normal(shape, seed=(1, 2))
@@ -141,10 +148,30 @@ def _compile_jax(make_layer, shape):
     return step, x, time.perf_counter() - start
 
 
+def _compile_torch(make_layer, shape):
+    """The same step in PyTorch eager mode, with `torch.autograd.grad`."""
+    import torch
+
+    layer = make_layer()
+    layer.build(shape)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=generator).requires_grad_(True)
+    weights = [v.value for v in layer.trainable_variables]
+
+    def step(x):
+        y = layer(x)
+        loss = torch.sum(torch.square(y.float()))
+        return torch.autograd.grad(loss, [x, *weights])
+
+    start = time.perf_counter()
+    _run(step, x)
+    return step, x, time.perf_counter() - start
+
+
 def _run(step, x):
     grads = step(x)
     for g in grads:
-        np.asarray(g)  # waits for the device (TF and JAX)
+        np.asarray(g)  # waits for the device (TF, JAX; torch CPU is eager)
 
 
 _OpError = (
@@ -243,9 +270,13 @@ def run(sizes, quick, modes):
     return rows
 
 
+# The row label of each non-TF backend's mode.
+BACKEND_MODES = {"jax": "JAX jit", "torch": "torch eager"}
+
+
 def run_backend(sizes, quick):
-    """This process's (non-TF) backend: our layers vs its Conv2D, jitted."""
-    mode = f"{keras.backend.backend()} jit"
+    """This process's (non-TF) backend: our layers vs its Conv2D."""
+    mode = BACKEND_MODES[keras.backend.backend()]
     rows = []
     for label, shape, filters in sizes:
         candidates = {
@@ -272,6 +303,10 @@ def run_backend(sizes, quick):
 
 def _child_rows(backend, quick):
     """Runs `run_backend` under KERAS_BACKEND=backend; returns its rows."""
+    mode = BACKEND_MODES[backend]
+    if importlib.util.find_spec(backend) is None:
+        reason = f"skipped ({backend} is not installed; {INSTALL[backend]})"
+        return [("all", mode, "all layers", reason, *[""] * 4)]
     env = {**os.environ, "KERAS_BACKEND": backend}
     command = [sys.executable, "-m", "benchmarks.bench_layers", "--child"]
     if quick:
@@ -279,7 +314,7 @@ def _child_rows(backend, quick):
     done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         reason = f"skipped ({backend} run failed: exit {done.returncode})"
-        return [("all", f"{backend} jit", "all layers", reason, *[""] * 4)]
+        return [("all", mode, "all layers", reason, *[""] * 4)]
     return [tuple(row) for row in json.loads(done.stdout)]
 
 
@@ -372,12 +407,67 @@ def to_markdown(rows, header):
     return "\n".join(lines) + "\n"
 
 
-def _jax_version(backends):
-    if "jax" not in backends:
-        return ""
+INSTALL = {
+    "jax": "pip install -e '.[jax]'",
+    "torch": "pip install torch --index-url "
+    "https://download.pytorch.org/whl/cpu",
+}
+
+
+def _versions(backends):
+    """`, JAX x (jax.jit, XLA), PyTorch y (eager)` for the installed ones."""
     from importlib import metadata
 
-    return f", JAX {metadata.version('jax')} (`jax.jit`, XLA)"
+    text = ""
+    for backend, what in (("jax", "`jax.jit`, XLA"), ("torch", "eager")):
+        if backend in backends and importlib.util.find_spec(backend):
+            name = "JAX" if backend == "jax" else "PyTorch"
+            text += f", {name} {metadata.version(backend)} ({what})"
+    return text
+
+
+def _ratio(row):
+    """The float ratio of a row's "vs best peer" cell, or None."""
+    cell = row[6].split("x", 1)[0]
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def targets(rows):
+    """Markdown lines checking issue #16's CPU targets against `rows`:
+    UnsharedConv2D (best of ours) at or under the best tf_keras
+    LocallyConnected2D (TF group), TiledConv2D at or under 1.5x Conv2D
+    (every backend and mode)."""
+    lines = ["", "### CPU targets (issue #16)", ""]
+    best = {}
+    for row in rows:
+        label, mode, name = row[:3]
+        ratio = _ratio(row)
+        if ratio is None or "(ours)" not in name:
+            continue
+        if name.startswith("UnsharedConv2D") and mode in ("graph", "XLA"):
+            if "LocallyConnected2D" not in row[6]:
+                continue
+            what = "UnsharedConv2D (best of ours) vs best LocallyConnected2D"
+            key = (label, mode, what)
+            best[key] = min(ratio, best.get(key, ratio))
+        elif name.startswith("TiledConv2D"):
+            key = (label, mode, f"{name[:-7]} vs Conv2D")
+            best[key] = ratio
+        else:
+            continue
+    for (label, mode, what), ratio in best.items():
+        limit = 1.0 if what.startswith("Unshared") else 1.5
+        verdict = "met" if ratio <= limit else "missed"
+        lines.append(
+            f"- {label} | {mode} | {what}: {ratio:.2f}x "
+            f"(target <= {limit:g}x): {verdict}"
+        )
+    if len(lines) == 3:
+        lines.append("- no measured rows")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -390,7 +480,7 @@ def main(argv=None):
     )
     parser.add_argument(
         "--backends",
-        default="tensorflow,jax",
+        default="tensorflow,jax,torch",
         help="comma-separated subset of tensorflow,jax,torch",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -405,6 +495,9 @@ def main(argv=None):
         print(json.dumps(run_backend(sizes, args.quick)))
         return
     backends = [b for b in args.backends.split(",") if b]
+    for b in backends:
+        if b not in ("tensorflow", *BACKEND_MODES):
+            parser.error(f"unknown backend {b!r}; use tensorflow, jax, torch")
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
         if m not in ("graph", "XLA"):
@@ -423,18 +516,20 @@ def main(argv=None):
         "## Layer benchmark: forward+backward step and compile time\n\n"
         f"`python -m benchmarks.bench_layers{' --quick' if args.quick else ''}`"
         f" on {platform.machine()}, {os.cpu_count()} CPUs, TF "
-        f"{tf.__version__}{_jax_version(backends)}, Keras {keras.__version__}, "
-        "float32. Load average "
-        f"at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f} (timings "
-        "are noisy when > CPUs: other engineers share the machine). Step = "
+        f"{tf.__version__}{_versions(backends)}, Keras {keras.__version__}, "
+        "float32; one process per backend, run one after the other. Load "
+        f"average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f} "
+        "(timings are noisy when > CPUs: the machine is shared with other "
+        "jobs, so compare the ratios, each measured against a peer in the "
+        "same row group and run, rather than the absolute times). Step = "
         "one step computing the grads of sum(y^2) w.r.t. input and weights, "
         "min (as `timeit` advises) and median over repeats run round-robin "
         "across the layers of a row group; "
-        "compile = first call (trace, XLA compile if on, one run). Ratios "
-        "< 1 mean ours is faster. Total "
+        "compile = first call (trace, XLA compile if on, one run; torch "
+        "eager: the first run). Ratios < 1 mean ours is faster. Total "
         f"{time.perf_counter() - start:.0f} s."
     )
-    table = to_markdown(rows, header)
+    table = to_markdown(rows, header) + targets(rows)
     print(table)
     if output:
         os.makedirs(os.path.dirname(output) or ".", exist_ok=True)

@@ -71,7 +71,7 @@ def test_matches_eq_9_10(tile, strides, padding, implementation):
 def test_tile_1_is_conv2d(padding, strides):
     x = np.random.default_rng(1).standard_normal((2, 9, 9, 3)).astype("f4")
     conv = keras.layers.Conv2D(4, 3, strides=strides, padding=padding)
-    expected = conv(x)
+    expected = keras.ops.convert_to_numpy(conv(x))
     layer = TiledConv2D(4, 3, strides=strides, padding=padding, tile_size=1)
     layer.build(x.shape)
     k, b = conv.get_weights()
@@ -92,7 +92,7 @@ def test_tile_1_accepts_dynamic_spatial_shape():
 def test_tile_at_least_output_is_unshared(tile):
     x = np.random.default_rng(2).standard_normal((2, 8, 8, 3)).astype("f4")
     unshared = UnsharedConv2D(4, 3, bias_initializer="random_normal")
-    expected = unshared(x)  # output 6 x 6
+    expected = keras.ops.convert_to_numpy(unshared(x))  # output 6 x 6
     layer = TiledConv2D(4, 3, tile_size=tile)
     layer.build(x.shape)
     # Tiles are clipped to the output: exactly the unshared parameters.
@@ -106,7 +106,7 @@ def test_tile_at_least_output_is_unshared(tile):
 def test_equal_tiles_is_conv2d():
     x = np.random.default_rng(3).standard_normal((1, 10, 10, 2)).astype("f4")
     conv = keras.layers.Conv2D(3, 3, padding="same")
-    expected = conv(x)
+    expected = keras.ops.convert_to_numpy(conv(x))
     k, b = conv.get_weights()
     layer = TiledConv2D(3, 3, padding="same", tile_size=3)
     layer.build(x.shape)
