@@ -12,6 +12,7 @@ One place for the statistics that the mini reproductions' tables print
   `paired_bootstrap` (difference of a metric, images resampled jointly) and
   `hierarchical_bootstrap` (difference of seed-mean accuracies: seeds
   resampled per group, images jointly);
+- over independent seeds: `seed_difference` (Welch t-test);
 - `verdict`: "holds" / "not significant" / "fails" for an ordering claim;
 - `smooth` and `steps_to_threshold`: the first evaluation from which a
   smoothed curve stays at or above a threshold to the end.
@@ -330,6 +331,41 @@ def _difference_summary(difference, reps, level):
         "lo": float(lo),
         "hi": float(hi),
         "p_value": float(p),
+    }
+
+
+def seed_difference(values_a, values_b, level=0.95):
+    """Welch t-test of `mean(B) - mean(A)` over independent seeds.
+
+    For per-seed quantities without per-image pairing (steps to a
+    threshold, a probe's drift); `scipy.stats.ttest_ind(equal_var=False)`.
+
+    Args:
+        values_a, values_b: one number per seed each (at least 2 each).
+        level: confidence level of the interval.
+
+    Returns:
+        dict `difference`, `lo`, `hi`, `p_value` (two-sided).
+    """
+    _check_level(level)
+    a = _as_1d(values_a, "values_a")
+    b = _as_1d(values_b, "values_b")
+    if a.size < 2 or b.size < 2:
+        raise ValueError(
+            "A Welch test needs at least 2 seeds per group. Received: "
+            f"{a.size} and {b.size}"
+        )
+    diff = float(b.mean() - a.mean())
+    if np.all(a == a[0]) and np.all(b == b[0]):  # no spread: t undefined
+        p = 1.0 if diff == 0 else 0.0
+        return {"difference": diff, "lo": diff, "hi": diff, "p_value": p}
+    res = stats.ttest_ind(b, a, equal_var=False)
+    ci = res.confidence_interval(level)
+    return {
+        "difference": diff,
+        "lo": float(ci.low),
+        "hi": float(ci.high),
+        "p_value": float(res.pvalue),
     }
 
 
