@@ -160,3 +160,21 @@ def test_steps_to_threshold_needs_the_curve_to_stay_above():
     assert st.steps_to_threshold(steps, [1.0] * 6, 0.5) == 500
     with pytest.raises(ValueError, match="ascending"):
         st.steps_to_threshold([2, 1], [0, 1], 0.5)
+
+
+def test_seed_difference_is_welch_by_hand():
+    a, b = [10.0, 12.0, 14.0], [5.0, 6.0, 7.0, 8.0]
+    r = st.seed_difference(a, b)
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)  # Welch-Satterthwaite
+    diff = 6.5 - 12.0
+    assert r["difference"] == pytest.approx(diff)
+    assert r["p_value"] == pytest.approx(2 * sps.t.sf(abs(diff) / se, df))
+    half = sps.t.ppf(0.975, df) * se
+    assert (r["lo"], r["hi"]) == pytest.approx((diff - half, diff + half))
+    assert st.verdict(diff, interval=(r["lo"], r["hi"]), direction=-1) == (
+        "holds"
+    )
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        st.seed_difference([1.0], [2.0, 3.0])
