@@ -120,8 +120,8 @@ def fetch_runs(
     names = {r.info.run_id: r.info.run_name for r in runs}
     out = []
     for run in runs:
-        if metric not in run.data.metrics:
-            continue
+        if metric not in run.data.metrics or run.info.status != "FINISHED":
+            continue  # a run still going (or failed) has no final model
         tags, params = run.data.tags, run.data.params
         up = tags.get("mlflow.parentRunId")
         variant = (
@@ -236,7 +236,8 @@ def report(
         "set's standard error (shared by all seeds) in quadrature. Steps to "
         f"X%: first evaluation from which the centred {SMOOTH_WINDOW}-point "
         "moving average of the moving-average test accuracy stays >= X to "
-        "the end; mean over seeds [95% t-interval].",
+        "the end; mean over seeds [95% t-interval, lower end clipped at "
+        "0]; when not every seed gets there, the steps of those that do.",
         "Claims: BN vs. no BN final accuracy by a bootstrap that resamples "
         "seeds within each network and test images jointly (2,000 "
         "replicates, seed 0), exact McNemar per seed pair beside it; steps "

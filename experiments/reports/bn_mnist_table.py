@@ -294,14 +294,22 @@ def _pct(ci, digits=2):
     )
 
 
+def _count(value):
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "all"  # no data.num_train_examples: the whole training set
+
+
 def _steps_txt(s):
     if not s["reached"]:
         return f"not reached (0/{s['seeds']})"
+    if s["reached"] < s["seeds"]:  # a mean of the fast seeds only: biased
+        got = ", ".join(f"{x:,}" for x in s["per_seed"] if x is not None)
+        return f"{s['reached']}/{s['seeds']} seeds reached ({got})"
     txt = f"{s['mean']:,.0f}"
     if s.get("lo") is not None:
-        txt += f" [{s['lo']:,.0f}, {s['hi']:,.0f}]"
-    if s["reached"] < s["seeds"]:
-        txt += f" ({s['reached']}/{s['seeds']} reached)"
+        txt += f" [{max(0, s['lo']):,.0f}, {s['hi']:,.0f}]"
     return txt
 
 
@@ -325,7 +333,7 @@ def format_markdown(summary, title=None, notes=()):
         ids = ", ".join(f"`{r[:8]}`" for r in row["run_ids"])
         lines.append(
             f"| {row['label']} | {grey} | {len(row['seeds'])} "
-            f"| {row['steps']:,} | {row['train_images']} / "
+            f"| {row['steps']:,} | {_count(row['train_images'])} / "
             f"{row['test_images']:,} | {_pct(row['test_acc'])} "
             f"| {_pct(row['test_acc_moving'])} | {_pct(row['tuning_acc'])} | "
             + " | ".join(steps)

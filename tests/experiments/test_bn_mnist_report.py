@@ -259,7 +259,7 @@ def test_report_reads_mlflow_children_scores_models_and_writes(
             rows = list(csv.DictReader(f))
         assert [r["variant"] for r in rows] == ["baseline", "bn"]
         md = (results / "table.md").read_text()
-        assert "| With BN | binary | 2 | 3,000 | 50000 / 8 |" in md
+        assert "| With BN | binary | 2 | 3,000 | 50,000 / 8 |" in md
         assert parent.info.run_id in md
         artifacts = {
             a.path
