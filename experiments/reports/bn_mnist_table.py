@@ -109,6 +109,21 @@ def _drift(run, q):
     return max(values) - min(values)
 
 
+def _shift(run, q):
+    """|mean of percentile `q` over the last 10% of training - its mean over
+    10-20%|: the drift of Fig. 1(b, c) without the evaluation-to-evaluation
+    jitter that `_drift`'s range also counts."""
+    pairs = _clean(run["percentiles"].get(q, []))
+    if not pairs:
+        return None
+    end = pairs[-1][0]
+    early = [v for s, v in pairs if 0.1 * end <= s <= 0.2 * end]
+    late = [v for s, v in pairs if s >= 0.9 * end]
+    if not early or not late:
+        return None
+    return abs(float(np.mean(late)) - float(np.mean(early)))
+
+
 def summarize(
     runs, baseline="baseline", treatment="bn", num_test_images=10_000
 ):
@@ -249,29 +264,26 @@ def _claims(base, bn, rows, num_test_images):
     qs = sorted(
         {q for r in base + bn for q in r.get("percentiles", {})}, key=float
     )
+    measures = (
+        (_drift, f"range from {100 * DRIFT_FROM:g}% of training on"),
+        (_shift, "net shift, 10-20% vs. 90-100% of training"),
+    )
     for q in qs:
-        da = [_drift(r, q) for r in base]
-        db = [_drift(r, q) for r in bn]
-        if None in da + db or len(da) < 2 or len(db) < 2:
-            continue
-        test = st.seed_difference(da, db)
-        label = (
-            f"BN keeps the sigmoid input's {float(q):g}th percentile "
-            f"steadier (range from {100 * DRIFT_FROM:g}% of training on)"
-        )
-        claims.append(
-            _claim(
-                label,
-                "range",
-                test,
-                "Welch t over seeds",
-                -1,
-                {
-                    "range_no_bn": float(np.mean(da)),
-                    "range_bn": float(np.mean(db)),
-                },
+        for measure, how in measures:
+            da = [measure(r, q) for r in base]
+            db = [measure(r, q) for r in bn]
+            if None in da + db or len(da) < 2 or len(db) < 2:
+                continue
+            label = (
+                f"BN keeps the sigmoid input's {float(q):g}th percentile "
+                f"steadier ({how})"
             )
-        )
+            extra = {"range_no_bn": float(np.mean(da))}
+            extra["range_bn"] = float(np.mean(db))
+            test = st.seed_difference(da, db)
+            claims.append(
+                _claim(label, "range", test, "Welch t over seeds", -1, extra)
+            )
     return claims
 
 
@@ -374,7 +386,7 @@ def format_markdown(summary, title=None, notes=()):
                 test += f"; exact McNemar per seed pair: p = {ps}"
             if "range_bn" in c:
                 test += (
-                    f"; mean range {c['range_no_bn']:.2f} -> "
+                    f"; mean: no BN {c['range_no_bn']:.2f}, BN "
                     f"{c['range_bn']:.2f}"
                 )
             lines.append(f"| {c['claim']} | {diff} | {test} | {c['verdict']} |")

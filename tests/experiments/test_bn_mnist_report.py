@@ -146,6 +146,10 @@ def test_claims_and_verdicts():
     # q50 is linear in the step: range from step 500 (>= 10% of 3,000).
     assert drift["range_no_bn"] == pytest.approx(2.0 * 2500 / 3000)
     assert drift["range_bn"] == pytest.approx(0.2 * 2500 / 3000)
+    shift = [c for k, c in claims.items() if "50th" in k and "shift" in k][0]
+    # Mean over 10-20% of training (step 500) vs. the last 10% (3,000).
+    assert shift["range_no_bn"] == pytest.approx(2.0 * 2500 / 3000)
+    assert shift["verdict"] == "holds"
 
 
 def test_refuses_to_mix_runs_of_different_lengths_or_data():
