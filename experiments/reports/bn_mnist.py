@@ -149,7 +149,11 @@ def fetch_runs(
             hist = client.get_metric_history(rid, key)
             if hist:
                 item["percentiles"][q] = [(m.step, m.value) for m in hist]
-        if eval_sets is not None:
+        has_model = any(
+            a.path.endswith("model.keras")
+            for a in client.list_artifacts(rid, "model")
+        )
+        if eval_sets is not None and has_model:  # else: logged accuracies
             scored = score_model(client, rid, eval_sets)
             item["correct_test"] = scored.get("test")
             item["correct_tuning"] = scored.get("tuning")
@@ -224,12 +228,12 @@ def report(
         "characters). Test acc. = the 10,000 MNIST test images, never used "
         "for a choice; tuning split = the 10,000 training images left out of "
         "training (`data.num_train_examples`). Alg. 2 = population statistics "
-        "over one pass of the training set, scored per image from each run's "
-        "final model"
+        "over one pass of the training set, "
         + (
-            f" (matches the logged `{population_metric}` to {max(checks):.1e})."
+            "scored per image from each run's final model (matches the "
+            f"logged `{population_metric}` to {max(checks):.1e})."
             if checks
-            else "."
+            else f"the logged `{population_metric}` (no logged model)."
         ),
         "Intervals: seed mean with a 95% half-width sqrt((t_{n-1} s / "
         "sqrt(n))^2 + (1.96 sqrt(p(1-p)/N))^2): seed spread and the test "

@@ -222,21 +222,33 @@ def _claims(base, bn, rows, num_test_images):
             if r["seed"] in pairs
         ]
         extra = {"mcnemar_p_per_seed": mcn}
-    else:
+    elif len(base) > 1 and len(bn) > 1:  # no per-image data: seeds only
         test = st.seed_difference(
             [_headline(r)[0] for r in base], [_headline(r)[0] for r in bn]
         )
         name, extra = "Welch t over seeds", {}
-    claims.append(
-        _claim(
-            "BN ends more accurate (Alg. 2 test acc.)",
-            "accuracy",
-            test,
-            name,
-            1,
-            extra,
+    else:
+        test = None
+    if test is None:
+        claims.append(
+            {
+                "claim": "BN ends more accurate (Alg. 2 test acc.)",
+                "metric": "accuracy",
+                "verdict": "not judged",
+                "test": "one seed and no logged model (per-image test)",
+            }
         )
-    )
+    else:
+        claims.append(
+            _claim(
+                "BN ends more accurate (Alg. 2 test acc.)",
+                "accuracy",
+                test,
+                name,
+                1,
+                extra,
+            )
+        )
     for t in THRESHOLDS:
         sa, sb = (rows[i]["steps_to"][str(t)] for i in (0, 1))
         label = f"BN reaches {100 * t:g}% in fewer steps"

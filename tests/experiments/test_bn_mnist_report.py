@@ -152,6 +152,24 @@ def test_claims_and_verdicts():
     assert shift["verdict"] == "holds"
 
 
+def test_one_seed_without_models_uses_logged_accuracies():
+    runs = [
+        {**r, "correct_test": None, "correct_tuning": None}
+        for r in _runs()
+        if r["seed"] == "0"
+    ]
+    runs[1]["accuracy_population"] = 0.981
+    summary = bn_mnist_table.summarize(runs, num_test_images=N_IMG)
+    base, bn = summary["rows"]
+    assert bn["test_acc"]["mean"] == 0.981  # Alg. 2, as logged
+    assert base["test_acc"]["mean"] == CURVES["baseline"][0][-1]
+    assert bn["tuning_acc"] is None
+    verdicts = {c["claim"]: c["verdict"] for c in summary["claims"]}
+    assert verdicts["BN ends more accurate (Alg. 2 test acc.)"] == "not judged"
+    md = bn_mnist_table.format_markdown(summary)
+    assert "| With BN | binary | 1 | 3,000 |" in md and "not judged" in md
+
+
 def test_refuses_to_mix_runs_of_different_lengths_or_data():
     runs = _runs()
     runs[0]["params"]["data.num_train_examples"] = "5000"
@@ -212,7 +230,7 @@ def test_report_reads_mlflow_children_scores_models_and_writes(
         keys = {q: metric_key("sigmoid_in", 0, q) for q in (15, 50, 85)}
         with mlflow.start_run(experiment_id=exp_id) as parent:
             for variant in ("baseline", "bn"):
-                for seed in (0, 1):
+                for seed in (0,):  # one model each: keeps the test fast
                     with mlflow.start_run(
                         experiment_id=exp_id,
                         run_name=f"{variant}-seed{seed}",
@@ -265,7 +283,7 @@ def test_report_reads_mlflow_children_scores_models_and_writes(
             rows = list(csv.DictReader(f))
         assert [r["variant"] for r in rows] == ["baseline", "bn"]
         md = (results / "table.md").read_text()
-        assert "| With BN | binary | 2 | 3,000 | 50,000 / 8 |" in md
+        assert "| With BN | binary | 1 | 3,000 | 50,000 / 8 |" in md
         assert parent.info.run_id in md
         artifacts = {
             a.path
