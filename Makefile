@@ -60,7 +60,7 @@ gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config ->
 ui:  ## MLflow UI on the local tracking store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts
 
-bn-mnist:  ## BN paper Fig. 1: MNIST MLP with/without BN, 50k steps, 3 seeds
+bn-mnist:  ## BN paper Fig. 1: MNIST MLP with/without BN, 50k steps, 5 seeds (~10 min CPU)
 	$(RUN) experiment=bn_mnist $(ARGS)
 
 bn-mnist-short:  ## BN Fig. 1 shortened: 3k steps, 1 seed (outputs/bn_mnist_short)

@@ -11,6 +11,16 @@ numbers:
   evaluation steps, so the resolution is `trainer.eval_every_steps` (no
   interpolation between evaluations).
 - **max accuracy**: the maximum over all evaluations, with its step.
+- **steps to fixed accuracies** (`fixed_thresholds`, not in the paper): the
+  first evaluation from which the centred 3-point moving average of the
+  curve stays at or above X to the end (`statistics.steps_to_threshold`),
+  so a single noisy evaluation, or a crossing that falls back, does not
+  count; with several seeds per variant, the mean over seeds with a 95%
+  t-interval. This is the robust comparison: the paper-style column above
+  is a first crossing of single evaluations of one (seed-mean) curve.
+
+Several seeds per variant (child runs tagged `seed`) are averaged into one
+curve (at the steps every seed evaluated) for the paper-style columns.
 
 plus the speed-up over the baseline (baseline steps / variant steps) and the
 accuracy-vs-steps plot of all variants (Fig. 2). Outputs go to the parent
@@ -37,6 +47,9 @@ import math
 import pathlib
 
 from experiments.reports import resolve_dir
+from experiments.reports import statistics as st
+
+SMOOTH_WINDOW = 3  # evaluations in the centred moving average
 
 # Child-run (variant) names in the paper's row order, with the paper's labels.
 VARIANT_LABELS = {
@@ -73,6 +86,7 @@ class VariantResult:
         steps_to_threshold: first step with accuracy >= threshold, or `None`
             if never reached.
         speedup: baseline's `steps_to_threshold` / this variant's, or `None`.
+        seed_curves: `{seed: (steps, values)}`, one entry per seed run.
     """
 
     name: str
@@ -82,6 +96,7 @@ class VariantResult:
     step_at_max: int | None = None
     steps_to_threshold: int | None = None
     speedup: float | None = None
+    seed_curves: dict = dataclasses.field(default_factory=dict)
 
     @property
     def label(self):
@@ -121,8 +136,10 @@ def summarize(histories, baseline="inception", threshold=None, strict=True):
     """Computes the paper's table from accuracy-vs-steps histories.
 
     Args:
-        histories: dict `{variant: [(step, accuracy), ...]}`; the order of
-            the pairs does not matter. NaN accuracies are ignored.
+        histories: dict `{variant: [(step, accuracy), ...]}`, or
+            `{variant: {seed: [(step, accuracy), ...]}}` for several seeds
+            (averaged at the steps every seed evaluated); the order of the
+            pairs does not matter. NaN accuracies are ignored.
         baseline: the variant whose maximum accuracy is the threshold and
             whose steps are the speed-up reference.
         threshold: float; overrides the baseline's maximum (e.g. `0.722` to
@@ -149,12 +166,8 @@ def summarize(histories, baseline="inception", threshold=None, strict=True):
     order += sorted(n for n in histories if n not in VARIANT_LABELS)
     results = {}
     for name in order:
-        pairs = sorted(
-            (int(s), float(v)) for s, v in histories[name] if not math.isnan(v)
-        )
-        result = VariantResult(
-            name, [s for s, _ in pairs], [v for _, v in pairs]
-        )
+        result = _variant_result(name, histories[name])
+        pairs = list(zip(result.steps, result.values))
         if pairs:
             result.max_accuracy = max(result.values)
             result.step_at_max = result.steps[
@@ -174,6 +187,23 @@ def summarize(histories, baseline="inception", threshold=None, strict=True):
             if ref_steps and result.steps_to_threshold:
                 result.speedup = ref_steps / result.steps_to_threshold
     return threshold, list(results.values())
+
+
+def _variant_result(name, history):
+    """A `VariantResult` with its seed curves and their mean curve."""
+    seeds = history if isinstance(history, dict) else {None: history}
+    curves = {}
+    for seed, pairs in seeds.items():
+        clean = dict(
+            sorted((int(s), float(v)) for s, v in pairs if not math.isnan(v))
+        )
+        curves[seed] = (list(clean), list(clean.values()))
+    common = sorted(set.intersection(*(set(c[0]) for c in curves.values())))
+    values = [
+        sum(dict(zip(*c))[s] for c in curves.values()) / len(curves)
+        for s in common
+    ]
+    return VariantResult(name, common, values, seed_curves=curves)
 
 
 def _paper_entry(paper, name):
@@ -259,15 +289,46 @@ def format_markdown(threshold, results, paper=None, title=None, notes=()):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def steps_to_fixed(results, thresholds):
-    """Steps at which each variant first reaches each fixed accuracy.
+def steps_to_fixed_seeds(results, thresholds, window=SMOOTH_WINDOW):
+    """Per seed, the smoothed steps to each fixed accuracy, with intervals.
 
     Returns:
-        dict `{variant: [step or None per threshold]}`.
+        dict `{variant: [dict per threshold]}`: `per_seed` (step or None
+        per seed), `reached`, `seeds`, and `mean`, `lo`, `hi` of
+        `statistics.seed_interval` over the seeds (`mean` None unless every
+        seed reached it; `lo`/`hi` None for one seed).
+    """
+    out = {}
+    for r in results:
+        out[r.name] = []
+        for t in thresholds:
+            per_seed = [
+                st.steps_to_threshold(s, v, t, window) if s else None
+                for s, v in r.seed_curves.values()
+            ]
+            reached = [x for x in per_seed if x is not None]
+            cell = {"per_seed": per_seed, "reached": len(reached)}
+            cell["seeds"] = len(per_seed)
+            if per_seed and len(reached) == len(per_seed):
+                cell.update(st.seed_interval(reached))
+            else:
+                cell.update(mean=None, lo=None, hi=None)
+            out[r.name].append(cell)
+    return out
+
+
+def steps_to_fixed(results, thresholds, window=SMOOTH_WINDOW):
+    """Steps from which each variant's smoothed curve stays >= each accuracy.
+
+    Returns:
+        dict `{variant: [step (seed mean for several seeds) or None per
+        threshold]}`; None unless every seed stays above.
     """
     return {
-        r.name: [steps_to_threshold(r.steps, r.values, t) for t in thresholds]
-        for r in results
+        name: [cell["mean"] for cell in cells]
+        for name, cells in steps_to_fixed_seeds(
+            results, thresholds, window
+        ).items()
     }
 
 
@@ -281,14 +342,25 @@ def format_fixed_thresholds(results, thresholds):
         return ""
     header = " | ".join(f"steps to {_fmt_pct(t)}" for t in thresholds)
     lines = [
-        f"| Model | {header} |",
-        "|---|" + "---:|" * len(thresholds),
+        f"| Model | Seeds | {header} |",
+        "|---|---:|" + "---:|" * len(thresholds),
     ]
-    table = steps_to_fixed(results, thresholds)
+    table = steps_to_fixed_seeds(results, thresholds)
     for r in results:
-        cells = " | ".join(_fmt_steps(s) for s in table[r.name])
-        lines.append(f"| {r.label} | {cells} |")
+        cells = " | ".join(_fmt_cell(c) for c in table[r.name])
+        lines.append(f"| {r.label} | {len(r.seed_curves)} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_cell(cell):
+    """`mean [lo, hi]`, a single step, or how many seeds got there."""
+    if cell["mean"] is None:
+        if cell["reached"]:
+            return f"not reached ({cell['reached']}/{cell['seeds']} seeds)"
+        return "not reached"
+    if cell["lo"] is None:
+        return f"{cell['mean']:,.0f}"
+    return f"{cell['mean']:,.0f} [{cell['lo']:,.0f}, {cell['hi']:,.0f}]"
 
 
 def plot_curves(results, threshold, path, title=None):
@@ -355,7 +427,10 @@ def write_outputs(
     if fixed:
         text += (
             "\nSteps to fixed accuracies (not in the paper; compares the "
-            "variants when the baseline's maximum cannot):\n\n" + fixed
+            "variants when the baseline's maximum cannot): the first "
+            f"evaluation from which the centred {SMOOTH_WINDOW}-point moving "
+            "average stays at or above the accuracy to the end; several "
+            "seeds: mean [95% t-interval].\n\n" + fixed
         )
     md.write_text(text)
     csv_path = out_dir / "table.csv"
@@ -372,6 +447,10 @@ def write_outputs(
                 "curves": {r.name: [r.steps, r.values] for r in results},
                 "fixed_thresholds": list(fixed_thresholds),
                 "steps_to_fixed": steps_to_fixed(results, fixed_thresholds),
+                "steps_to_fixed_seeds": steps_to_fixed_seeds(
+                    results, fixed_thresholds
+                ),
+                "smooth_window": SMOOTH_WINDOW,
             },
             indent=1,
         )
@@ -396,7 +475,8 @@ def fetch_histories(client, parent_run_id, metric="val_accuracy", status=None):
             status with the engine's `failure_reason` tag when set).
 
     Returns:
-        dict `{variant: [(step, value), ...]}`.
+        dict `{variant: [(step, value), ...]}`, or `{variant: {seed:
+        [(step, value), ...]}}` for a variant with several seed runs.
 
     Raises:
         ValueError: if the parent run has no child runs.
@@ -409,15 +489,30 @@ def fetch_histories(client, parent_run_id, metric="val_accuracy", status=None):
             "The parent run has no child runs; was it started with "
             f"`variants:`? Received: parent_run_id={parent_run_id!r}"
         )
-    histories = {}
+    histories, seeded = {}, {}
     for run in children:
         name = run.data.tags.get("variant") or run.info.run_name
         history = client.get_metric_history(run.info.run_id, metric)
-        histories[name] = [(m.step, m.value) for m in history]
+        pairs = [(m.step, m.value) for m in history]
+        seed = run.data.tags.get("seed")
+        seeded.setdefault(name, {})[seed] = pairs
+        histories[name] = pairs
         if status is not None:
             reason = run.data.tags.get("failure_reason")
-            status[name] = run.info.status + (f": {reason}" if reason else "")
+            state = run.info.status + (f": {reason}" if reason else "")
+            if status.get(name, "FINISHED") == "FINISHED":
+                status[name] = state  # a variant shows its worst seed
+    for name, seeds in seeded.items():
+        if len(seeds) > 1:  # several seeds: keep them all
+            histories[name] = seeds
     return histories
+
+
+def _cut(history, max_step):
+    """Drops the evaluations after `max_step` (from each seed's curve)."""
+    if isinstance(history, dict):
+        return {seed: _cut(h, max_step) for seed, h in history.items()}
+    return [(step, v) for step, v in history if step <= max_step]
 
 
 def report(
@@ -488,17 +583,16 @@ def report(
             f"{name} `{parent}`" for name, parent in source.items()
         )
     if max_step is not None:
-        histories = {
-            name: [(step, v) for step, v in pairs if step <= max_step]
-            for name, pairs in histories.items()
-        }
+        histories = {name: _cut(h, max_step) for name, h in histories.items()}
     thr, results = summarize(histories, baseline, threshold, strict=False)
     notes = [
         f"Metric `{metric}` from the child runs of MLflow run(s) "
         f"{', '.join(f'`{p}`' for p in parents)}. Steps to threshold: "
         "first evaluation with "
         f"accuracy >= the {VARIANT_LABELS.get(baseline, baseline)} maximum; "
-        "speed-up = baseline steps / variant steps.",
+        "speed-up = baseline steps / variant steps. This is a first "
+        "crossing by single evaluations (of the seed-mean curve), so noisy; "
+        "the smoothed steps to fixed accuracies below are the robust one.",
     ]
     evaluated = [r for r in results if r.steps]
     if evaluated:
@@ -552,6 +646,7 @@ def report(
         "threshold": thr,
         "rows": table_rows(results, paper),
         "steps_to_fixed": steps_to_fixed(results, fixed_thresholds),
+        "steps_to_fixed_seeds": steps_to_fixed_seeds(results, fixed_thresholds),
     }
 
 

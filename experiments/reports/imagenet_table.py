@@ -287,6 +287,8 @@ def _check(claim, better, worse):
         "worse": _label(worse),
         "better_error": ours,
         "worse_error": theirs,
+        "better_run_id": better.run_id,
+        "worse_run_id": worse.run_id,
         "holds": ours < theirs,
         "tie": ours == theirs,
     }
@@ -355,10 +357,15 @@ def alexnet_table2(rows, scale):
     return lines
 
 
-def format_markdown(rows, checks, title=None, notes=(), scale=None):
+def format_markdown(
+    rows, checks, title=None, notes=(), scale=None, intervals=None
+):
     """Markdown table (ours beside the paper's), AlexNet's Table 2 with all
     its rows (with `scale`, or when AlexNet rows exist), and the ordering
-    checks."""
+    checks. `intervals` (`{run_id: {metric: (lo, hi)}}`) adds each row's
+    bootstrap interval; a check with a `verdict` (`imagenet_stats.judge`)
+    prints it and its paired test."""
+    intervals = intervals or {}
     lines = [f"## {title or 'ImageNet results table'}", ""]
     lines += [
         "| family | row | test protocol | models | views | images "
@@ -366,12 +373,15 @@ def format_markdown(rows, checks, title=None, notes=(), scale=None):
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        ci = intervals.get(r.run_id, {})
         lines.append(
             f"| {r.family} | {r.row} | "
             f"{PROTOCOL_LABELS.get(r.protocol, r.protocol)} | {r.num_models}"
-            f" | {r.num_views} | {r.num_images} | {_fmt(r.top1_error)} | "
-            f"{_fmt(r.paper_top1_error)} | {_fmt(r.top5_error)} | "
-            f"{_fmt(r.paper_top5_error)} |"
+            f" | {r.num_views} | {r.num_images} | "
+            f"{_fmt_ci(r.top1_error, ci, 'top1_error')}"
+            f" | {_fmt(r.paper_top1_error)} | "
+            f"{_fmt_ci(r.top5_error, ci, 'top5_error')}"
+            f" | {_fmt(r.paper_top5_error)} |"
         )
     lines += [
         "",
@@ -389,22 +399,43 @@ def format_markdown(rows, checks, title=None, notes=(), scale=None):
         for claim, items in by_claim.items():
             held = sum(c["holds"] for c in items)
             ties = sum(c.get("tie", False) for c in items)
-            lines.append(
-                f"- **{claim}**: holds in {held}/{len(items)} pairs"
-                + (f", {ties} tie(s)" if ties else "")
-            )
+            head = f"- **{claim}**: lower error in {held}/{len(items)} pairs"
+            if ties:
+                head += f", {ties} tie(s)"
+            verdicts = [c["verdict"] for c in items if "verdict" in c]
+            if verdicts:
+                counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
+                head += "; paired tests: " + ", ".join(
+                    f"{v} {n}" for v, n in counts.items()
+                )
+            lines.append(head)
             for c in items:
-                mark = (
+                mark = c.get("verdict") or (
                     "holds"
                     if c["holds"]
                     else ("tie" if c.get("tie") else "FAILS")
                 )
+                test = ""
+                if "p_mcnemar" in c:
+                    test = (
+                        f"; difference {c['difference']:+.2f} "
+                        f"[{c['lo']:+.2f}, {c['hi']:+.2f}] pts, exact "
+                        f"McNemar p = {c['p_mcnemar']:.2g}"
+                    )
                 lines.append(
                     f"  - {mark} ({METRIC_LABELS[c['metric']]}): "
                     f"{c['better']} {_fmt(c['better_error'])} vs "
-                    f"{c['worse']} {_fmt(c['worse_error'])}"
+                    f"{c['worse']} {_fmt(c['worse_error'])}{test}"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _fmt_ci(value, intervals, metric):
+    """`value [lo, hi]` when a bootstrap interval exists, else `value`."""
+    if metric not in intervals:
+        return _fmt(value)
+    lo, hi = intervals[metric]
+    return f"{_fmt(value)} [{lo:.1f}, {hi:.1f}]"
 
 
 def plot_errors(rows, path, title=None):
@@ -460,12 +491,14 @@ def plot_errors(rows, path, title=None):
     plt.close(fig)
 
 
-def write_outputs(rows, checks, out_dir, title=None, notes=(), scale=None):
+def write_outputs(
+    rows, checks, out_dir, title=None, notes=(), scale=None, intervals=None
+):
     """Writes `table.md`, `table.csv` and `errors.png`; returns the paths."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "table.md"
-    md.write_text(format_markdown(rows, checks, title, notes, scale))
+    md.write_text(format_markdown(rows, checks, title, notes, scale, intervals))
     csv_path = out_dir / "table.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
@@ -501,6 +534,7 @@ def report(
     results_dir="results/imagenet_table",
     title=None,
     notes=(),
+    predictions=None,
 ):
     """Builds the table from the MLflow store and writes the outputs.
 
@@ -511,6 +545,8 @@ def report(
         results_dir: folder; outputs go to `<results_dir>/<scale>/`.
         title: heading of the Markdown table.
         notes: extra Markdown lines under the table (e.g. how it was run).
+        predictions: `run_id -> (probabilities, labels)` or None (tests);
+            default reads each evaluation run's stored predictions.
 
     Returns:
         dict with `rows` (list of dicts) and `checks`.
@@ -525,6 +561,14 @@ def report(
             f"python -m experiments.evaluate) first. Received: scale={scale!r}"
         )
     checks = check_orderings(rows)
+    from experiments.reports import imagenet_stats
+
+    correctness = imagenet_stats.Correctness(predictions)
+    intervals = {
+        r.run_id: imagenet_stats.row_intervals(r, correctness) for r in rows
+    }
+    for check in checks:
+        imagenet_stats.judge(check, correctness)
     out = pathlib.Path(results_dir)
     out = (out if out.is_absolute() else REPO_ROOT / out) / scale
     notes = [
@@ -537,6 +581,12 @@ def report(
             if scale == "mini"
             else "ILSVRC-2012 validation set (50k images)."
         ),
+        "Intervals: 95% bootstrap over the row's images (2,000 replicates, "
+        "seed 0). Verdicts: exact McNemar on per-image correctness and a "
+        "paired bootstrap of the error difference, on the paper table's "
+        "metric; holds / fails when both are significant at 5% (for / "
+        "against the paper), else not significant. Top-5 with <= 10 "
+        "classes is weak and never judged.",
         *notes,
     ]
     written = write_outputs(
@@ -546,6 +596,7 @@ def report(
         title or f"ImageNet results table ({scale} scale)",
         notes,
         scale,
+        intervals,
     )
     if parent_run_id:
         for path in written:

@@ -36,7 +36,7 @@ def test_config_has_the_paper_settings(tmp_path):
     assert probe.every_steps == cfg.trainer.eval_every_steps
     children = expand_children(cfg)
     assert sorted(c.name for c in children) == [
-        f"{v}-seed{s}" for v in ("baseline", "bn") for s in (0, 1, 2)
+        f"{v}-seed{s}" for v in ("baseline", "bn") for s in range(5)
     ]
     for child in children:
         assert child.cfg.model.batch_norm is (child.variant == "bn")
@@ -65,9 +65,26 @@ def test_lr01_config_changes_only_the_learning_rate(tmp_path):
     lr01 = compose(["experiment=bn_mnist_lr01"], tmp_path=tmp_path)
     assert lr01.optimizer.learning_rate == 0.1
     assert full.optimizer.learning_rate == 0.5
-    for key in ("data", "model", "trainer", "variants", "seeds"):
+    for key in ("data", "model", "trainer", "variants"):
         assert lr01[key] == full[key], key
+    # Fewer seeds (time), but the same ones: the tuning-split check pairs
+    # each lr 0.1 run with the lr 0.5 run of the same seed.
+    assert set(lr01.seeds) < set(full.seeds)
     assert lr01.report.results_dir != full.report.results_dir
+
+
+def test_grey_config_changes_only_the_input(tmp_path):
+    full = compose(["experiment=bn_mnist"], tmp_path=tmp_path)
+    grey = compose(["experiment=bn_mnist_grey"], tmp_path=tmp_path)
+    assert full.data.binarize is True and grey.data.binarize is False
+    assert grey.callbacks.sigmoid_percentiles.data.binarize is False
+    for key in ("model", "optimizer", "trainer", "variants"):
+        assert grey[key] == full[key], key
+    assert {k: v for k, v in grey.data.items() if k != "binarize"} == {
+        k: v for k, v in full.data.items() if k != "binarize"
+    }
+    assert set(grey.seeds) <= set(full.seeds)
+    assert grey.report.results_dir != full.report.results_dir
 
 
 def _history(client, run_id, key):

@@ -98,7 +98,7 @@ def test_ties_are_not_counted_as_holding():
     (check,) = it.check_orderings([a, b])
     assert check["tie"] and not check["holds"]
     md = it.format_markdown([a, b], [check])
-    assert "holds in 0/1 pairs, 1 tie(s)" in md
+    assert "lower error in 0/1 pairs, 1 tie(s)" in md
     assert "  - tie (top-5): G" in md
 
 

@@ -1,0 +1,159 @@
+"""Per-image intervals and paired tests for the ImageNet results table.
+
+Each evaluation run stores its per-image class probabilities
+(`experiments.evaluation.records`: `predictions/probabilities.npy` and
+`labels.npy`). From them this module gives every table row a per-row
+bootstrap interval of its top-1 and top-5 error, and every ordering check of
+`imagenet_table.check_orderings` a paired test on the paper table's own
+metric: exact McNemar on per-image correctness and a paired bootstrap of
+the error difference (`experiments.reports.statistics`), with a verdict
+"holds" / "not significant" / "fails". Top-5 with at most 10 classes is
+weak (guessing 5 of 10 is right half the time), so such a check is marked
+"weak (top-5 of <= 10 classes), not judged" and never judged.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+
+from experiments.reports import statistics as st
+
+WEAK_TOP5_CLASSES = 10  # top-5 of this many classes or fewer: not judged
+NOT_JUDGED = "not judged"
+N_RESAMPLES = 2000
+
+
+def topk_correct(probabilities, labels, k):
+    """0/1 per image: is the label among the `k` highest probabilities.
+
+    A label counts as in the top k when fewer than `k` classes have a
+    strictly higher probability (ties favour the label).
+
+    Example:
+
+    >>> p = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    >>> topk_correct(p, np.array([2, 1]), 2).tolist()
+    [1, 0]
+    """
+    p = np.asarray(probabilities, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    if p.ndim != 2 or y.shape != (p.shape[0],):
+        raise ValueError(
+            "Need probabilities (images, classes) and one label per image. "
+            f"Received: shapes {p.shape} and {y.shape}"
+        )
+    label_p = p[np.arange(len(y)), y][:, None]
+    return ((p > label_p).sum(axis=1) < k).astype(np.int8)
+
+
+class Correctness:
+    """Loads and caches per-image correctness of evaluation runs.
+
+    Args:
+        loader: `run_id -> (probabilities, labels)` or `None` when the run
+            stored no predictions; default reads the MLflow artifacts.
+    """
+
+    def __init__(self, loader=None):
+        self._loader = loader or _mlflow_predictions
+        self._cache = {}
+
+    def get(self, run_id):
+        """`{"top1_error": 0/1 wrong, "top5_error": ..., "labels",
+        "classes"}` per image, or None without stored predictions."""
+        if run_id not in self._cache:
+            loaded = self._loader(run_id) if run_id else None
+            if loaded is None:
+                self._cache[run_id] = None
+            else:
+                p, y = loaded
+                self._cache[run_id] = {
+                    "top1_error": 1 - topk_correct(p, y, 1),
+                    "top5_error": 1 - topk_correct(p, y, 5),
+                    "labels": np.asarray(y),
+                    "classes": np.asarray(p).shape[1],
+                }
+        return self._cache[run_id]
+
+
+def _mlflow_predictions(run_id):
+    from experiments.evaluation import records
+    from experiments.evaluation import store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = records.stored_predictions(run_id, tmp)
+        except (ValueError, OSError):
+            return None
+        probs = np.concatenate(
+            list(store.read_chunks(os.path.join(folder, store.PROBABILITIES)))
+        )
+        labels = np.load(os.path.join(folder, store.LABELS))
+    return probs, labels
+
+
+def row_intervals(row, correctness):
+    """Per-row 95% bootstrap intervals (in %) of top-1 and top-5 error.
+
+    Returns:
+        dict `{metric: (lo, hi)}`, empty without stored predictions.
+    """
+    c = correctness.get(row.run_id)
+    if c is None:
+        return {}
+    out = {}
+    for metric in ("top1_error", "top5_error"):
+        r = st.bootstrap_interval(c[metric], n_resamples=N_RESAMPLES, seed=0)
+        out[metric] = (100 * r["lo"], 100 * r["hi"])
+    return out
+
+
+def judge(check, correctness):
+    """Adds a paired test and a verdict to one ordering check (in place).
+
+    Args:
+        check: a dict of `imagenet_table.check_orderings` (`metric`,
+            `better_run_id`, `worse_run_id`: the papers say `better` has
+            the lower error).
+        correctness: a `Correctness`.
+
+    Returns:
+        `check`, with `verdict` and, when judged, `difference` (better -
+        worse error, %), `lo`, `hi`, `p_mcnemar`, `p_bootstrap`.
+    """
+    a = correctness.get(check.get("worse_run_id"))
+    b = correctness.get(check.get("better_run_id"))
+    metric = check["metric"]
+    if a is None or b is None:
+        check["verdict"] = f"{NOT_JUDGED} (no stored predictions)"
+        return check
+    if metric == "top5_error" and min(a["classes"], b["classes"]) <= (
+        WEAK_TOP5_CLASSES
+    ):
+        check["verdict"] = (
+            f"weak (top-5 of <= {WEAK_TOP5_CLASSES} classes), {NOT_JUDGED}"
+        )
+        return check
+    if not np.array_equal(a["labels"], b["labels"]):
+        check["verdict"] = f"{NOT_JUDGED} (different images)"
+        return check
+    # Paired on the same images: B = better row; error falls if it holds.
+    boot = st.paired_bootstrap(
+        a[metric], b[metric], n_resamples=N_RESAMPLES, seed=0
+    )
+    mcn = st.mcnemar(1 - a[metric], 1 - b[metric])
+    check.update(
+        difference=100 * boot["difference"],
+        lo=100 * boot["lo"],
+        hi=100 * boot["hi"],
+        p_mcnemar=mcn["p_value"],
+        p_bootstrap=boot["p_value"],
+        verdict=st.verdict(
+            boot["difference"],
+            p_value=mcn["p_value"],
+            interval=(boot["lo"], boot["hi"]),
+            direction=-1,
+        ),
+    )
+    return check

@@ -1,0 +1,135 @@
+"""Per-row intervals and paired verdicts of the ImageNet table."""
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from experiments.reports import imagenet_stats
+from experiments.reports import imagenet_table
+from experiments.reports import statistics as st
+
+
+def _probs(labels, wrong, classes, top5_wrong=()):
+    """Probabilities whose top-1 is wrong on `wrong` (label 2nd), and whose
+    top-5 misses the label on `top5_wrong` (label last)."""
+    n = len(labels)
+    p = np.tile(np.linspace(1.0, 0.1, classes), (n, 1)).astype(np.float32)
+    order = np.zeros((n, classes), dtype=int)
+    for i, y in enumerate(labels):
+        others = [c for c in range(classes) if c != y]
+        if i in top5_wrong:
+            ranking = others + [y]
+        elif i in wrong:
+            ranking = others[:1] + [y] + others[1:]
+        else:
+            ranking = [y] + others
+        order[i] = ranking
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, p, axis=1)
+    return out
+
+
+def test_topk_correct_by_hand():
+    p = _probs([0, 1, 2], wrong={1}, classes=10, top5_wrong={2})
+    assert imagenet_stats.topk_correct(p, [0, 1, 2], 1).tolist() == [1, 0, 0]
+    assert imagenet_stats.topk_correct(p, [0, 1, 2], 5).tolist() == [1, 1, 0]
+    with pytest.raises(ValueError, match="one label per image"):
+        imagenet_stats.topk_correct(p, [0, 1], 1)
+
+
+def _row(run_id, top1=0.0, top5=0.0):
+    return imagenet_table.Row(
+        family="AlexNet",
+        row=run_id,
+        protocol="center",
+        num_models=1,
+        num_views=1,
+        num_images=400,
+        top1_error=top1,
+        top5_error=top5,
+        paper_top1_error=None,
+        paper_top5_error=None,
+        sources="",
+        run_id=run_id,
+        order=0.0,
+        start_time=0,
+    )
+
+
+def _loader(classes=20, n=400):
+    labels = np.arange(n) % classes
+    runs = {
+        "few": _probs(labels, wrong=set(range(0, 120)), classes=classes),
+        # 40 fewer errors, on the same images, never a new one: holds.
+        "many": _probs(labels, wrong=set(range(40, 120)), classes=classes),
+        # 2 fewer and 2 new errors: no difference.
+        "same": _probs(labels, wrong=set(range(2, 122)), classes=classes),
+    }
+    return lambda rid: (runs[rid], labels) if rid in runs else None
+
+
+def _check(better, worse, metric="top1_error"):
+    return {
+        "claim": "multi-crop < fewer crops",
+        "metric": metric,
+        "better_run_id": better,
+        "worse_run_id": worse,
+    }
+
+
+def test_judge_verdicts_from_paired_tests():
+    corr = imagenet_stats.Correctness(_loader())
+    held = imagenet_stats.judge(_check("many", "few"), corr)
+    assert held["verdict"] == "holds"
+    assert held["difference"] == pytest.approx(-10.0)  # 40 of 400 images
+    assert held["p_mcnemar"] == pytest.approx(sps.binomtest(0, 40).pvalue)
+    fails = imagenet_stats.judge(_check("few", "many"), corr)
+    assert fails["verdict"] == "fails"
+    same = imagenet_stats.judge(_check("same", "few"), corr)
+    assert same["verdict"] == "not significant"
+    gone = imagenet_stats.judge(_check("many", "nothing"), corr)
+    assert gone["verdict"] == "not judged (no stored predictions)"
+
+
+def test_top5_of_ten_classes_is_never_judged():
+    corr = imagenet_stats.Correctness(_loader(classes=10))
+    c = imagenet_stats.judge(_check("many", "few", "top5_error"), corr)
+    assert c["verdict"].startswith("weak") and "difference" not in c
+    # Top-1 of the same runs is judged.
+    c = imagenet_stats.judge(_check("many", "few"), corr)
+    assert c["verdict"] == "holds"
+
+
+def test_row_interval_is_the_bootstrap_of_its_errors():
+    corr = imagenet_stats.Correctness(_loader())
+    ci = imagenet_stats.row_intervals(_row("few"), corr)
+    errors = np.r_[np.ones(120), np.zeros(280)]
+    want = st.bootstrap_interval(errors, n_resamples=2000, seed=0)
+    assert ci["top1_error"] == pytest.approx(
+        (100 * want["lo"], 100 * want["hi"])
+    )
+    lo, hi = st.wilson_interval(120, 400)
+    assert ci["top1_error"][0] == pytest.approx(100 * lo, abs=1.0)
+    assert imagenet_stats.row_intervals(_row("nothing"), corr) == {}
+
+
+def test_markdown_prints_intervals_and_verdicts():
+    corr = imagenet_stats.Correctness(_loader())
+    rows = [_row("few", 30.0), _row("many", 20.0)]
+    check = imagenet_stats.judge(
+        {
+            **_check("many", "few"),
+            "better": "many",
+            "worse": "few",
+            "better_error": 20.0,
+            "worse_error": 30.0,
+            "holds": True,
+        },
+        corr,
+    )
+    intervals = {r.run_id: imagenet_stats.row_intervals(r, corr) for r in rows}
+    md = imagenet_table.format_markdown(rows, [check], intervals=intervals)
+    lo, hi = intervals["few"]["top1_error"]
+    assert f"30.00 [{lo:.1f}, {hi:.1f}]" in md
+    assert "paired tests: holds 1" in md
+    assert "  - holds (top-1): many 20.00 vs few 30.00; difference -10.00" in md
