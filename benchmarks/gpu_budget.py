@@ -5,7 +5,7 @@
 
 For each `conf/experiment/imagenet_*.yaml` and `bn_inception_full.yaml`
 (composed with Hydra as the trainer composes them, then expanded into its
-runs: `seeds` x `variants`, as `experiments.train.expand_children` does),
+runs: `seeds` x `variants`, as `experiments.engine.train.expand_children` does),
 builds every run's model at the config's resolution and reports
 
 - forward multiply-adds per image, counted from the model's layers
@@ -45,11 +45,11 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from experiments import optimization  # noqa: E402
-from experiments.config_schema import REPO_ROOT  # noqa: E402
-from experiments.config_schema import WeightDecayStyle  # noqa: E402
-from experiments.config_schema import compose  # noqa: E402
-from experiments.train import expand_children  # noqa: E402
+from experiments.engine import optimization  # noqa: E402
+from experiments.engine.compose import compose  # noqa: E402
+from experiments.engine.config_schema import REPO_ROOT  # noqa: E402
+from experiments.engine.config_schema import WeightDecayStyle  # noqa: E402
+from experiments.engine.train import expand_children  # noqa: E402
 from models.flops import count_macs  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.4  # H100 SXM, dense (no sparsity) BF16

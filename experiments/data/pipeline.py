@@ -39,7 +39,7 @@ from experiments.data import augment as aug
 from experiments.data import ilsvrc_sample
 from experiments.data import sources
 from experiments.data import tfds_stream
-from experiments.exit_codes import DataError
+from experiments.engine.exit_codes import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 SOURCES = ("auto", "tfds", "local")

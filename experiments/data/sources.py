@@ -22,7 +22,7 @@ import zlib
 
 import numpy as np
 
-from experiments.exit_codes import DataError
+from experiments.engine.exit_codes import DataError
 
 ENV_VAR = "CONVNET_REPRO_DATA_DIR"
 

@@ -150,8 +150,8 @@ def _prefixed(label, found):
 
 
 def _trained(experiment, data_overrides, store):
-    from experiments import train as train_lib
-    from experiments.config_schema import compose
+    from experiments.engine import train as train_lib
+    from experiments.engine.compose import compose
 
     _, command = stages_lib.compose_rehearsal(
         experiment,
@@ -189,7 +189,7 @@ def _finetuned(client, experiment, version, registered):
 
 
 def _cfg(experiment):
-    from experiments.config_schema import compose
+    from experiments.engine.compose import compose
 
     return compose([f"experiment={experiment}", "debug=rehearsal"])
 

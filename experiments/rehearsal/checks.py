@@ -315,7 +315,7 @@ def check_resumed(client, cfg, runs, killed_ids):
 
 
 def _child_configs(cfg):
-    from experiments.train import expand_children
+    from experiments.engine.train import expand_children
 
     children = expand_children(cfg)
     return [(c.name, c.cfg) for c in children] or [("", cfg)]

@@ -467,7 +467,7 @@ def fetch_runs(
     Raises:
         ValueError: if no run below the parent logged `metric`.
     """
-    from experiments.tracking import descendant_runs
+    from experiments.engine.tracking import descendant_runs
 
     runs = descendant_runs(client, parent_run_id)
     names = {r.info.run_id: r.info.run_name for r in runs}
@@ -610,8 +610,8 @@ def main(argv=None):
 
     from omegaconf import OmegaConf
 
-    from experiments import tracking
-    from experiments.config_schema import compose
+    from experiments.engine import tracking
+    from experiments.engine.compose import compose
 
     cfg = compose([f"experiment={args.experiment}"])
     tracking.configure_cli(cfg.tracking, cfg.experiment_name, args.tracking_uri)

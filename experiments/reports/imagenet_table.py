@@ -604,7 +604,8 @@ def run_mini_table(
 ):
     """Trains and evaluates every mini experiment (then call `report`).
 
-    Each experiment goes through `experiments.train.train`, whose `report:`
+    Each experiment goes through `experiments.engine.train.train`, whose
+    `report:`
     hook (`experiments.evaluate.evaluate_experiment`) logs the evaluation
     runs; finished runs are skipped on a re-run (the engine's run keys).
 
@@ -619,8 +620,8 @@ def run_mini_table(
     """
     import time
 
-    from experiments import train as engine
-    from experiments.config_schema import compose
+    from experiments.engine import train as engine
+    from experiments.engine.compose import compose
 
     seconds = {}
     for name in experiments:
@@ -664,8 +665,8 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    from experiments import tracking
-    from experiments.config_schema import compose
+    from experiments.engine import tracking
+    from experiments.engine.compose import compose
 
     if args.tracking_uri:
         args.override.append(f"tracking.uri={args.tracking_uri}")

@@ -6,14 +6,14 @@ lists all five rows with only measured numbers in the "ours" columns."""
 import mlflow
 import pytest
 
-from experiments import build
-from experiments import config_schema
 from experiments.data.sources import MissingDataError
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine import build
+from experiments.engine import config_schema
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
+from experiments.engine.train import expand_children
 from experiments.evaluation import report_hook
 from experiments.reports import imagenet_table as it
-from experiments.train import expand_children
 from tests.experiments.test_imagenet_table import _row
 
 CONFIGS = (

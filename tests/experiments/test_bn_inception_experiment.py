@@ -14,7 +14,7 @@ import pathlib
 
 import pytest
 
-from experiments.engine_fixtures import compose
+from experiments.engine.compose import compose
 
 EXPERIMENTS = ("bn_inception", "bn_inception_full")
 VARIANTS = (
@@ -44,8 +44,8 @@ IMAGENETTE = (
 
 
 def _children(name, tmp_path, overrides=()):
-    from experiments.config_schema import validate_config
-    from experiments.train import expand_children
+    from experiments.engine.config_schema import validate_config
+    from experiments.engine.train import expand_children
 
     cfg = compose([f"experiment={name}", *overrides], tmp_path=tmp_path)
     validate_config(cfg)
@@ -159,7 +159,7 @@ def test_mini_model_of_each_variant(variant, tmp_path):
 def test_mini_smoke_run_writes_parent_children_and_report(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from experiments import train as train_lib
+    from experiments.engine import train as train_lib
 
     results = tmp_path / "results"
     cfg = compose(

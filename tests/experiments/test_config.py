@@ -8,11 +8,11 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from experiments.config_schema import ConfigError
-from experiments.config_schema import validate_config
-from experiments.engine_fixtures import CONF_DIR
-from experiments.engine_fixtures import compose
-from experiments.train import expand_children
+from experiments.engine.compose import CONF_DIR
+from experiments.engine.compose import compose
+from experiments.engine.config_schema import ConfigError
+from experiments.engine.config_schema import validate_config
+from experiments.engine.train import expand_children
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

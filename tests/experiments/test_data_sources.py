@@ -352,7 +352,7 @@ def test_data_configs_compose_with_the_root_config():
     import hydra
     from omegaconf import OmegaConf
 
-    from experiments.config_schema import register_configs
+    from experiments.engine.config_schema import register_configs
 
     register_configs()
     conf_dir = pathlib.Path(__file__).resolve().parents[2] / "conf"

@@ -7,9 +7,9 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import config_schema
 from experiments import evaluate as ev
-from experiments.config_schema import compose
+from experiments.engine import config_schema
+from experiments.engine.compose import compose
 from experiments.reports import imagenet_table as it
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
@@ -89,7 +89,7 @@ def test_full_scale_recipes_match_the_papers():
 
 @pytest.mark.parametrize("name", MINI)
 def test_mini_config_builds_its_models(name):
-    from experiments import train as engine
+    from experiments.engine import train as engine
 
     cfg = _compose(name)
     config_schema.validate_config(cfg)

@@ -1,4 +1,5 @@
-"""A tracking server that goes away: `experiments.metric_log.MetricBuffer`
+"""A tracking server that goes away:
+`experiments.engine.metric_log.MetricBuffer`
 keeps metrics in memory without stalling, says so in one line, sends each
 step once when the server is back, and spills what is left at the end to a
 file that the resume path sends."""
@@ -16,12 +17,12 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from experiments import metric_log
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine import metric_log
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
 
-LOGGER = "experiments.metric_log"
+LOGGER = "experiments.engine.metric_log"
 
 
 def _free_port():

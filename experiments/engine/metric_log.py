@@ -250,8 +250,8 @@ class MetricBuffer:
 
     def _probe(self):
         """One short request before a batch (no MLflow retry cycle)."""
-        from experiments.tracking import TrackingUnavailableError
-        from experiments.tracking import check_reachable
+        from experiments.engine.tracking import TrackingUnavailableError
+        from experiments.engine.tracking import check_reachable
 
         timeout = float(os.environ.get(TIMEOUT_ENV, 2))
         try:

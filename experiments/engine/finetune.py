@@ -8,7 +8,8 @@ The `finetune:` config node (`FinetuneConfig` in `config_schema`):
       reinit_head: true       # false: copy the head too (same label set)
       head_lr_multiplier: null  # e.g. 10: the head learns 10x faster (SGD)
 
-`experiments.build.build_run` calls `apply` right after the model is built:
+`experiments.engine.build.build_run` calls `apply` right after the model
+is built:
 every layer with weights is copied from the source by name, except the head
 layers, which keep the builder's fresh initialisation (so `num_classes` may
 differ from the source's). A resumed run (`skip_batches > 0`) does not load
@@ -34,8 +35,8 @@ run in the MLflow UI.
 
 import logging
 
-from experiments.config_schema import ConfigError
-from experiments.config_schema import OptimizerName
+from experiments.engine.config_schema import ConfigError
+from experiments.engine.config_schema import OptimizerName
 
 log = logging.getLogger(__name__)
 

@@ -3,15 +3,12 @@ of the training engine (`conf/optimizer/`, `conf/schedule/`)."""
 
 import keras
 
-# Keras' own test (the one behind the warning); the keras pin (<3.16) keeps
-# this private path stable.
-from keras.src.trainers.trainer import model_supports_jit
-
-from experiments.config_schema import ConfigError
-from experiments.config_schema import OptimizerName
-from experiments.config_schema import ScheduleName
-from experiments.config_schema import optimizer_kwargs
-from experiments.distribute import effective_steps_per_execution
+from experiments.engine.compat import model_supports_jit
+from experiments.engine.config_schema import ConfigError
+from experiments.engine.config_schema import OptimizerName
+from experiments.engine.config_schema import ScheduleName
+from experiments.engine.config_schema import optimizer_kwargs
+from experiments.engine.distribute import effective_steps_per_execution
 
 _OPTIMIZERS = {
     OptimizerName.sgd: keras.optimizers.SGD,

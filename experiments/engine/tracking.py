@@ -8,7 +8,8 @@
 - `run_key(cfg)` / `find_run(...)`: the deterministic key (a config hash) that
   lets a restarted command resume the same MLflow run.
 - metric logging (every step once, outages survived) is in
-  `experiments.metric_log`; `configure` applies its HTTP timeout settings.
+  `experiments.engine.metric_log`; `configure` applies its HTTP timeout
+  settings.
 
 Default store: an embedded SQLite file `sqlite:///<repo>/mlruns.db` with
 artifacts in `<repo>/mlartifacts`; `make ui` shows both, no server needed.
@@ -31,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from omegaconf import OmegaConf
 
-from experiments import metric_log
+from experiments.engine import metric_log
 
 RUN_KEY_TAG = "repro.run_key"
 PARENT_TAG = "mlflow.parentRunId"
@@ -179,8 +180,8 @@ def _check_artifact_folder(experiment):
 
 
 def _check_writable(folder, experiment_name, location):
-    from experiments.checkpoints import ensure_writable_dir
-    from experiments.exit_codes import InfrastructureError
+    from experiments.engine.checkpoints import ensure_writable_dir
+    from experiments.engine.exit_codes import InfrastructureError
 
     try:
         ensure_writable_dir(folder)
@@ -269,7 +270,7 @@ def _git(*args):
     try:
         out = subprocess.run(
             ["git", *args],
-            cwd=pathlib.Path(__file__).resolve().parents[1],
+            cwd=pathlib.Path(__file__).resolve().parents[2],
             capture_output=True,
             text=True,
             timeout=10,
@@ -320,7 +321,9 @@ def reproducibility_tags(cfg=None):
     for tag in _get(cfg, "tags", None) or []:
         tags[f"tag.{tag}"] = "true"
     if cfg is not None:
-        from experiments import finetune  # the source run, linked in the UI
+        from experiments.engine import (
+            finetune,  # the source run, linked in the UI
+        )
 
         tags.update(finetune.tags(cfg))
     return tags

@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from omegaconf import ListConfig
 from omegaconf import OmegaConf
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 log = logging.getLogger(__name__)
 
 
@@ -113,7 +113,7 @@ class TrainerConfig:
     # Same seed -> same metrics (tf.config.experimental op determinism).
     deterministic: bool = True
     # One line of progress for the whole experiment on stderr
-    # (`experiments.progress`): auto | bar | lines | none.
+    # (`experiments.engine.progress`): auto | bar | lines | none.
     progress: Progress = Progress.auto
 
 
@@ -199,7 +199,7 @@ class PathsConfig:
 
 @dataclasses.dataclass
 class FinetuneConfig:
-    # Start from these weights (`experiments.finetune`): a run id,
+    # Start from these weights (`experiments.engine.finetune`): a run id,
     # runs:/<id>, models:/<name>/<version> or a .keras path. null = no
     # fine-tuning (train from the builder's initialisation).
     source: Optional[str] = None
@@ -249,37 +249,6 @@ def register_configs():
     """Registers `train_schema` (idempotent; called on import)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    # Engine fixtures for smoke tests (tiny generated data, tiny MLP).
-    cs.store(
-        group="data",
-        name="engine_synthetic",
-        node={
-            "_target_": "experiments.engine_fixtures.make_synthetic_datasets",
-            "input_shape": [8, 8, 1],
-            "num_classes": 4,
-            "batch_size": 16,
-            "num_train": 256,
-            "num_val": 64,
-            "seed": "${seed}",
-            "noise": 3.0,
-            "nan_after_batches": None,
-            "source": "local",
-            "local_dir": None,
-        },
-    )
-    cs.store(
-        group="model",
-        name="engine_mlp",
-        node={
-            "_target_": "experiments.engine_fixtures.build_engine_mlp",
-            "input_shape": "${data.input_shape}",
-            "num_classes": "${data.num_classes}",
-            "hidden_units": 16,
-            "batch_norm": False,
-            "aux_head": False,
-            "dropout": 0.0,
-        },
-    )
 
 
 register_configs()
@@ -512,17 +481,3 @@ def fit_chunk_steps(trainer):
     """Steps per Keras "epoch": gcd of the eval and checkpoint intervals."""
     ckpt = trainer.checkpoint_every_steps or trainer.eval_every_steps
     return math.gcd(trainer.eval_every_steps, ckpt)
-
-
-def compose(overrides=()):
-    """Composes `conf/train.yaml` with Hydra `overrides` (list of strings).
-
-    For command-line tools that need an experiment's config outside
-    `@hydra.main` (reports, evaluation).
-    """
-    import hydra
-
-    with hydra.initialize_config_dir(
-        str(REPO_ROOT / "conf"), version_base="1.3"
-    ):
-        return hydra.compose("train", overrides=list(overrides))
