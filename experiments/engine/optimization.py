@@ -4,10 +4,10 @@ of the training engine (`conf/optimizer/`, `conf/schedule/`)."""
 import keras
 
 from experiments.engine.compat import model_supports_jit
+from experiments.engine.config_checks import optimizer_kwargs
 from experiments.engine.config_schema import ConfigError
 from experiments.engine.config_schema import OptimizerName
 from experiments.engine.config_schema import ScheduleName
-from experiments.engine.config_schema import optimizer_kwargs
 from experiments.engine.distribute import effective_steps_per_execution
 
 _OPTIMIZERS = {

@@ -401,7 +401,7 @@ def fetch_histories(client, parent_run_id, metric="val_accuracy", status=None):
     Raises:
         ValueError: if the parent run has no child runs.
     """
-    from experiments.engine.tracking import child_runs
+    from experiments.engine.run_queries import child_runs
 
     children = child_runs(client, parent_run_id)
     if not children:

@@ -467,7 +467,7 @@ def fetch_runs(
     Raises:
         ValueError: if no run below the parent logged `metric`.
     """
-    from experiments.engine.tracking import descendant_runs
+    from experiments.engine.run_queries import descendant_runs
 
     runs = descendant_runs(client, parent_run_id)
     names = {r.info.run_id: r.info.run_name for r in runs}

@@ -44,7 +44,7 @@ IMAGENETTE = (
 
 
 def _children(name, tmp_path, overrides=()):
-    from experiments.engine.config_schema import validate_config
+    from experiments.engine.config_checks import validate_config
     from experiments.engine.train import expand_children
 
     cfg = compose([f"experiment={name}", *overrides], tmp_path=tmp_path)

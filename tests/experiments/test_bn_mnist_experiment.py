@@ -17,7 +17,7 @@ MNIST_DIR = pathlib.Path(os.environ.get("CONVNET_REPRO_DATA_DIR", "")) / "mnist"
 
 
 def test_config_has_the_paper_settings(tmp_path):
-    from experiments.engine.config_schema import validate_config
+    from experiments.engine.config_checks import validate_config
     from experiments.engine.train import expand_children
 
     cfg = compose(["experiment=bn_mnist"], tmp_path=tmp_path)

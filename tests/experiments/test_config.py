@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from experiments.engine.compose import CONF_DIR
 from experiments.engine.compose import compose
+from experiments.engine.config_checks import validate_config
 from experiments.engine.config_schema import ConfigError
-from experiments.engine.config_schema import validate_config
 from experiments.engine.train import expand_children
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

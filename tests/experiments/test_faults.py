@@ -29,8 +29,8 @@ from experiments.engine import exit_codes
 from experiments.engine import tracking
 from experiments.engine import train as train_lib
 from experiments.engine.compose import compose
+from experiments.engine.config_checks import validate_config
 from experiments.engine.config_schema import ConfigError
-from experiments.engine.config_schema import validate_config
 from experiments.engine.exit_codes import ExitCode
 
 SMOKE = ["experiment=smoke"]

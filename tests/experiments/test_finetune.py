@@ -11,8 +11,8 @@ from experiments.engine import build
 from experiments.engine import finetune
 from experiments.engine import tracking
 from experiments.engine.compose import compose
+from experiments.engine.config_checks import validate_config
 from experiments.engine.config_schema import ConfigError
-from experiments.engine.config_schema import validate_config
 from models.alexnet import build_alexnet
 from tests.engine_fixtures import build_engine_mlp
 
