@@ -11,6 +11,7 @@ import tensorflow as tf
 
 
 def make_synthetic_datasets(
+    name="engine_synthetic",
     input_shape=(8, 8, 1),
     num_classes=4,
     batch_size=16,
@@ -26,6 +27,7 @@ def make_synthetic_datasets(
     """Gaussian blobs, one mean image per class: learnable in a few steps.
 
     Args:
+        name: unused (contract of `experiments.data.make_datasets`).
         input_shape: `(H, W, C)` of one example.
         num_classes: number of classes (and blobs).
         batch_size: examples per batch.
@@ -45,7 +47,7 @@ def make_synthetic_datasets(
         `(train_ds, val_ds)`: an infinite, deterministic stream of
         `(float32 images, int32 labels)` batches, and a finite one.
     """
-    del source, local_dir
+    del name, source, local_dir
     if batch_size <= 0:
         raise ValueError(
             f"batch_size must be > 0. Received: batch_size={batch_size}"
