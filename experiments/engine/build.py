@@ -21,7 +21,6 @@ from experiments.engine import optimization
 from experiments.engine import tracking
 from experiments.engine.config_schema import ConfigError
 from experiments.engine.config_schema import MixedPrecision
-from experiments.engine.config_schema import WeightDecayStyle
 from experiments.engine.exit_codes import DataError
 
 
@@ -71,8 +70,8 @@ def build_run(cfg, strategy, skip_batches=0):
         model = instantiate(cfg.model, "model")
         finetune.apply(cfg, model, skip_batches=skip_batches)
         if (
-            cfg.optimizer.weight_decay > 0
-            and cfg.optimizer.weight_decay_style == WeightDecayStyle.l2
+            cfg.optimizer.get("weight_decay", 0.0) > 0
+            and cfg.optimizer.get("weight_decay_style", "l2") == "l2"
         ):
             optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
         learning_rate, lr_callback = optimization.build_learning_rate(cfg)

@@ -4,24 +4,22 @@ The `TrainConfig` schema (`experiments.engine.config_schema`) already
 enforces key names and value types at composition. `validate_config` checks
 the relations between values before any work (divisible step intervals,
 `_target_` nodes, variants that name existing keys, no NaN anywhere, no
-optimizer key the chosen optimizer ignores) and raises `ConfigError` with a
-one-line message in the `Received: x=...` style.
+optimizer or schedule key that is not an argument of its `_target_`) and
+raises `ConfigError` with a one-line message in the `Received: x=...`
+style.
 """
 
-import dataclasses
+import inspect
 import logging
 import math
 
 import yaml
+from hydra.utils import get_object as _locate
 from omegaconf import DictConfig
 from omegaconf import ListConfig
 from omegaconf import OmegaConf
 
 from experiments.engine.config_schema import ConfigError
-from experiments.engine.config_schema import OptimizerConfig
-from experiments.engine.config_schema import OptimizerName
-from experiments.engine.config_schema import ScheduleName
-from experiments.engine.config_schema import WeightDecayStyle
 
 log = logging.getLogger(__name__)
 
@@ -90,37 +88,14 @@ def validate_config(cfg):
             "trainer.logical_cpu_devices must be >= 0.",
             **{"trainer.logical_cpu_devices": t.logical_cpu_devices},
         )
-    o = cfg.optimizer
-    if o.learning_rate <= 0:
-        _fail(
-            "optimizer.learning_rate must be > 0.",
-            **{"optimizer.learning_rate": o.learning_rate},
-        )
-    if o.weight_decay < 0:
-        _fail(
-            "optimizer.weight_decay must be >= 0.",
-            **{"optimizer.weight_decay": o.weight_decay},
-        )
-    _check_optimizer_fields(o)
+    _check_optimizer(cfg.optimizer)
     m = cfg.finetune.head_lr_multiplier
     if m is not None and m <= 0:
         _fail(
             "finetune.head_lr_multiplier must be > 0 (or null).",
             **{"finetune.head_lr_multiplier": m},
         )
-    s = cfg.schedule
-    if s.name == ScheduleName.step and list(s.boundaries) != sorted(
-        set(s.boundaries)
-    ):
-        _fail(
-            "schedule.boundaries must be strictly increasing steps.",
-            **{"schedule.boundaries": list(s.boundaries)},
-        )
-    if s.name == ScheduleName.exponential and s.decay_steps <= 0:
-        _fail(
-            "schedule.decay_steps must be > 0.",
-            **{"schedule.decay_steps": s.decay_steps},
-        )
+    _check_schedule(cfg.schedule)
     for group in ("data", "model"):
         if not _is_target_node(cfg[group]):
             _fail(
@@ -211,42 +186,100 @@ def fit_chunk_steps(trainer):
     return math.gcd(trainer.eval_every_steps, ckpt)
 
 
-_OPTIMIZER_FIELDS = {
-    OptimizerName.sgd: {"momentum", "nesterov"},
-    OptimizerName.adam: {"beta_1", "beta_2", "amsgrad", "epsilon"},
-    OptimizerName.rmsprop: {"rho", "momentum", "centered", "epsilon"},
-}
-_COMMON_FIELDS = {
-    "name",
-    "learning_rate",
-    "weight_decay",
-    "weight_decay_style",
-    "clipnorm",
-    "global_clipnorm",
-}
+# Keys the engine reads from `optimizer` besides the target's arguments.
+_ENGINE_OPTIMIZER_KEYS = ("weight_decay_style",)
+_WEIGHT_DECAY_STYLES = ("l2", "decoupled")
 
 
-def _check_optimizer_fields(o):
-    defaults = OptimizerConfig()
-    used = _OPTIMIZER_FIELDS[o.name] | _COMMON_FIELDS
-    for field in dataclasses.fields(OptimizerConfig):
-        if field.name in used:
+def _check_arguments(group, node, engine_keys=()):
+    """Every key of a `_target_` node is an argument of its target."""
+    if not _is_target_node(node):
+        _fail(
+            f"`{group}` needs a `_target_`; pick a config with "
+            f"{group}=<name> (see conf/{group}/).",
+            **{group: node},
+        )
+    try:
+        target = _locate(node._target_)
+    except ImportError as e:
+        _fail(
+            f"{group}._target_ cannot be imported ({e}).",
+            **{f"{group}._target_": node._target_},
+        )
+    names = _argument_names(target)
+    for key in node:
+        if key.startswith("_") or key in engine_keys or names is None:
             continue
-        if o[field.name] != getattr(defaults, field.name):
+        if key in names:
+            continue
+        _fail(
+            f"{group}.{key} is not an argument of {node._target_}; remove it.",
+            **{f"{group}.{key}": node[key]},
+        )
+
+
+def _argument_names(target):
+    """Named arguments of a function or class (None: it takes any keyword).
+
+    A class's `**kwargs` are followed up its bases (Keras optimizers pass
+    them on to `BaseOptimizer`, which accepts only its named ones).
+    """
+    if not inspect.isclass(target):
+        params = inspect.signature(target).parameters.values()
+        if any(p.kind == p.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params}
+    names = set()
+    for cls in target.__mro__:
+        if "__init__" not in vars(cls) or cls is object:
+            continue
+        params = inspect.signature(cls.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind != p.VAR_KEYWORD}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def _number(group, key, value, low, strict):
+    bad = not isinstance(value, (int, float)) or isinstance(value, bool)
+    if bad or (value <= low if strict else value < low):
+        rule = f"> {low}" if strict else f">= {low}"
+        _fail(
+            f"{group}.{key} must be a number {rule}.",
+            **{f"{group}.{key}": value},
+        )
+
+
+def _check_optimizer(o):
+    _check_arguments("optimizer", o, _ENGINE_OPTIMIZER_KEYS)
+    _number("optimizer", "learning_rate", o.get("learning_rate"), 0, True)
+    _number("optimizer", "weight_decay", o.get("weight_decay", 0.0), 0, False)
+    style = o.get("weight_decay_style", "l2")
+    if style not in _WEIGHT_DECAY_STYLES:
+        _fail(
+            f"optimizer.weight_decay_style must be one of "
+            f"{_WEIGHT_DECAY_STYLES}.",
+            **{"optimizer.weight_decay_style": style},
+        )
+
+
+def _check_schedule(s):
+    if "_target_" not in s:  # constant learning rate
+        if len(s):
             _fail(
-                f"optimizer.{field.name} is not used by "
-                f"optimizer.name={o.name.value}; remove it.",
-                **{f"optimizer.{field.name}": o[field.name]},
+                "a schedule without `_target_` (constant) takes no keys; "
+                "pick one with schedule=<name> (see conf/schedule/).",
+                schedule=OmegaConf.to_container(s),
             )
-
-
-def optimizer_kwargs(o):
-    """The Keras constructor arguments of optimizer config `o`."""
-    keys = _OPTIMIZER_FIELDS[o.name] | {"clipnorm", "global_clipnorm"}
-    kwargs = {k: o[k] for k in sorted(keys)}
-    if (
-        o.weight_decay_style == WeightDecayStyle.decoupled
-        and o.weight_decay > 0
-    ):
-        kwargs["weight_decay"] = o.weight_decay
-    return kwargs
+        return
+    _check_arguments("schedule", s)
+    if "boundaries" in s and list(s.boundaries) != sorted(set(s.boundaries)):
+        _fail(
+            "schedule.boundaries must be strictly increasing steps.",
+            **{"schedule.boundaries": list(s.boundaries)},
+        )
+    if "decay_steps" in s and s.decay_steps <= 0:
+        _fail(
+            "schedule.decay_steps must be > 0.",
+            **{"schedule.decay_steps": s.decay_steps},
+        )

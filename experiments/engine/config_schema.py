@@ -9,7 +9,10 @@ values (divisibility of step intervals, variant overrides that name existing
 keys, ...) are checked by `experiments.engine.config_checks`, which raises
 `ConfigError` (a `ValueError`) with a one-line message.
 
-`data` and `model` stay free-form (`Any`): their keys are the keyword
+Every value lives in one place, the YAML of `conf/` (`conf/train.yaml`
+and its groups); the dataclasses here hold only the types (`MISSING`
+defaults), so a value is never stated twice. `data`, `model`, `optimizer`
+and `schedule` stay free-form (`Any`): their keys are the keyword
 arguments of the `_target_` they name. Free-form extra settings that
 experiments need go under the root key `extras`.
 
@@ -27,6 +30,7 @@ from typing import List
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 from omegaconf import OmegaConf
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -57,140 +61,77 @@ class MixedPrecision(enum.Enum):
     bfloat16 = "mixed_bfloat16"
 
 
-class OptimizerName(enum.Enum):
-    sgd = "sgd"
-    adam = "adam"
-    rmsprop = "rmsprop"
-
-
-class WeightDecayStyle(enum.Enum):
-    # Paper-style: `weight_decay / 2 * ||w||^2` added to the loss, so the
-    # gradient gets `+ weight_decay * w` (AlexNet Sec. 5, Caffe `weight_decay`).
-    l2 = "l2"
-    # Decoupled (Loshchilov & Hutter): Keras optimizers' `weight_decay` arg.
-    decoupled = "decoupled"
-
-
-class ScheduleName(enum.Enum):
-    constant = "constant"
-    step = "step"
-    exponential = "exponential"
-    plateau = "plateau"
-
-
 @dataclasses.dataclass
 class TrainerConfig:
     # Total optimizer steps. Training is step-based: Keras "epochs" are the
     # intervals between evaluations/checkpoints, not passes over the data.
-    steps: int = 1000
+    steps: int = MISSING
     # Steps run inside one compiled call; log/eval/checkpoint intervals must
     # be multiples of it (callbacks only see every `steps_per_execution`).
-    steps_per_execution: int = 1
-    eval_every_steps: int = 500
-    log_every_steps: int = 100
+    steps_per_execution: int = MISSING
+    eval_every_steps: int = MISSING
+    log_every_steps: int = MISSING
     # 0 -> checkpoint at every evaluation.
-    checkpoint_every_steps: int = 0
+    checkpoint_every_steps: int = MISSING
     # Keep this many old checkpoints beside the latest (0 = only the latest).
-    keep_checkpoints: int = 0
-    strategy: Strategy = Strategy.default
+    keep_checkpoints: int = MISSING
+    strategy: Strategy = MISSING
     # Split the host CPU into this many logical devices (mirrored on CPU).
-    logical_cpu_devices: int = 0
+    logical_cpu_devices: int = MISSING
     # None -> Keras "auto".
-    jit_compile: Optional[bool] = None
-    mixed_precision: MixedPrecision = MixedPrecision.none
+    jit_compile: Optional[bool] = MISSING
+    mixed_precision: MixedPrecision = MISSING
     # One weight per model output (main first) for models with aux heads.
-    loss_weights: Optional[List[float]] = None
-    top_k: int = 5
+    loss_weights: Optional[List[float]] = MISSING
+    top_k: int = MISSING
     # Recompute BN population statistics after training (BN paper Alg. 2).
-    bn_population_stats: bool = False
-    bn_population_batches: Optional[int] = None
+    bn_population_stats: bool = MISSING
+    bn_population_batches: Optional[int] = MISSING
     # Validation batches per evaluation (None = the whole `val_ds`).
-    eval_steps: Optional[int] = None
+    eval_steps: Optional[int] = MISSING
     # Same seed -> same metrics (tf.config.experimental op determinism).
-    deterministic: bool = True
+    deterministic: bool = MISSING
     # One line of progress for the whole experiment on stderr
     # (`experiments.engine.progress`): auto | bar | lines | none.
-    progress: Progress = Progress.auto
+    progress: Progress = MISSING
 
 
 @dataclasses.dataclass
 class TrackingConfig:
     # Default: embedded SQLite store, no server (`make ui` reads it).
-    uri: str = "sqlite:///${paths.root_dir}/mlruns.db"
+    uri: str = MISSING
     # Artifact folder for experiments created by a local store (None for
     # remote servers: the server decides).
-    artifact_location: Optional[str] = "${paths.root_dir}/mlartifacts"
+    artifact_location: Optional[str] = MISSING
     # Restarting the same command resumes the unfinished run with the same
     # run key (config hash) and skips finished child runs.
-    resume: bool = True
+    resume: bool = MISSING
     # Overrides the config-hash run key.
-    run_key: Optional[str] = None
-    log_model: bool = True
-    log_figures: bool = True
+    run_key: Optional[str] = MISSING
+    log_model: bool = MISSING
+    log_figures: bool = MISSING
     # Seconds to wait for a remote server in the reachability check.
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: float = MISSING
     # A server that dies mid-run: MLflow's HTTP timeout (s) and retries
     # per request (env MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES; null
     # keeps the environment's). Metrics stay in memory while it is away.
-    request_timeout_s: Optional[int] = 10
-    max_retries: Optional[int] = 1
+    request_timeout_s: Optional[int] = MISSING
+    max_retries: Optional[int] = MISSING
     # Seconds between tries while the server is away (training goes on).
-    retry_every_s: float = 30.0
+    retry_every_s: float = MISSING
     # At the end of a run, seconds to keep trying before the unsent metrics
     # go to `unsent_metrics.jsonl` in the checkpoint folder (sent by the
     # rerun of the same command, which also sets the final status).
-    final_wait_s: float = 60.0
-
-
-@dataclasses.dataclass
-class OptimizerConfig:
-    name: OptimizerName = OptimizerName.sgd
-    learning_rate: float = 0.01
-    # sgd / rmsprop
-    momentum: float = 0.0
-    # sgd
-    nesterov: bool = False
-    # adam
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    amsgrad: bool = False
-    # rmsprop
-    rho: float = 0.9
-    centered: bool = False
-    # adam / rmsprop
-    epsilon: float = 1e-7
-    weight_decay: float = 0.0
-    weight_decay_style: WeightDecayStyle = WeightDecayStyle.l2
-    clipnorm: Optional[float] = None
-    global_clipnorm: Optional[float] = None
-
-
-@dataclasses.dataclass
-class ScheduleConfig:
-    name: ScheduleName = ScheduleName.constant
-    # step: lr = learning_rate * prod(gammas of passed boundaries).
-    boundaries: List[int] = dataclasses.field(default_factory=list)
-    gamma: float = 0.1
-    # exponential: lr = learning_rate * decay_rate ** (step / decay_steps).
-    decay_steps: int = 1000
-    decay_rate: float = 0.96
-    staircase: bool = False
-    # plateau (ReduceLROnPlateau, checked at every evaluation).
-    monitor: str = "val_loss"
-    factor: float = 0.1
-    patience: int = 2
-    cooldown: int = 0
-    min_delta: float = 1e-4
-    min_lr: float = 0.0
+    final_wait_s: float = MISSING
 
 
 @dataclasses.dataclass
 class PathsConfig:
-    root_dir: str = str(REPO_ROOT)
-    data_dir: str = "${oc.env:CONVNET_REPRO_DATA_DIR,${paths.root_dir}/data}"
-    checkpoint_dir: str = "${paths.root_dir}/checkpoints"
-    results_dir: str = "${paths.root_dir}/results"
-    output_dir: str = "${paths.root_dir}/outputs"
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    checkpoint_dir: str = MISSING
+    results_dir: str = MISSING
+    output_dir: str = MISSING
 
 
 @dataclasses.dataclass
@@ -198,44 +139,44 @@ class FinetuneConfig:
     # Start from these weights (`experiments.engine.finetune`): a run id,
     # runs:/<id>, models:/<name>/<version> or a .keras path. null = no
     # fine-tuning (train from the builder's initialisation).
-    source: Optional[str] = None
+    source: Optional[str] = MISSING
     # Layers re-initialised for the new label set; null = the layers that
     # make the model's outputs (e.g. AlexNet's fc8).
-    head: Optional[List[str]] = None
+    head: Optional[List[str]] = MISSING
     # false: copy the head too (same num_classes as the source).
-    reinit_head: bool = True
+    reinit_head: bool = MISSING
     # The head's learning rate times this (SGD only); null = same lr.
-    head_lr_multiplier: Optional[float] = None
+    head_lr_multiplier: Optional[float] = MISSING
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    experiment_name: str = "default"
-    run_name: Optional[str] = None
-    tags: List[str] = dataclasses.field(default_factory=list)
-    seed: int = 0
+    experiment_name: str = MISSING
+    run_name: Optional[str] = MISSING
+    tags: List[str] = MISSING
+    seed: int = MISSING
     # A child run per seed (x variant) under one parent run.
     # (Typed `Any`: OmegaConf cannot merge a dict into a None typed dict;
     # `validate_config` checks them.)
-    seeds: Any = None
+    seeds: Any = MISSING
     # name -> {dotted.key: value} overrides; a child run per variant.
-    variants: Any = None
+    variants: Any = MISSING
     # Reference numbers of the paper (logged as `paper.*` tags).
-    paper: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    optimized_metric: str = "val/top1_error"
+    paper: Dict[str, Any] = MISSING
+    optimized_metric: str = MISSING
     # name -> {_target_: a keras.callbacks.Callback, ...}.
-    callbacks: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    callbacks: Dict[str, Any] = MISSING
     # {_target_: fn(cfg, parent_run_id)} called after all runs.
-    report: Optional[Any] = None
+    report: Optional[Any] = MISSING
     # Free-form settings for experiment-specific code (reports, callbacks).
-    extras: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    data: Any = None
-    model: Any = None
+    extras: Dict[str, Any] = MISSING
+    data: Any = MISSING
+    model: Any = MISSING
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
-    optimizer: OptimizerConfig = dataclasses.field(
-        default_factory=OptimizerConfig
-    )
-    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    # `_target_` nodes (conf/optimizer/, conf/schedule/): free-form, their
+    # keys are the target's arguments (`config_checks` checks the names).
+    optimizer: Any = MISSING
+    schedule: Any = MISSING
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)

@@ -35,8 +35,9 @@ run in the MLflow UI.
 
 import logging
 
+import keras
+
 from experiments.engine.config_schema import ConfigError
-from experiments.engine.config_schema import OptimizerName
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +181,11 @@ def scale_head_gradients(optimizer, model, cfg):
     mult = cfg.finetune.head_lr_multiplier if enabled(cfg) else None
     if mult is None or mult == 1.0:
         return optimizer
-    if cfg.optimizer.name != OptimizerName.sgd:
+    if type(optimizer) is not keras.optimizers.SGD:
         raise ConfigError(
-            "finetune.head_lr_multiplier needs optimizer.name=sgd (a gradient "
+            "finetune.head_lr_multiplier needs optimizer=sgd (a gradient "
             "scale is not a learning rate for adaptive optimizers); unset it. "
-            f"Received: optimizer.name={cfg.optimizer.name.value}"
+            f"Received: optimizer._target_={cfg.optimizer._target_}"
         )
     heads = set(head_names(model, cfg.finetune.head))
     paths = {

@@ -586,7 +586,7 @@ def shortened_overrides(cfg, fraction, max_images=None):
             f"trainer.eval_every_steps={steps}",
             f"trainer.checkpoint_every_steps={steps}",
         ]
-        if str(cfg.schedule.name).endswith("step"):
+        if "boundaries" in cfg.schedule:  # schedule=step
             bounds = [
                 min(steps - 1, max(1, int(round(b * fraction))))
                 for b in cfg.schedule.boundaries

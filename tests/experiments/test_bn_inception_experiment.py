@@ -60,10 +60,12 @@ def test_variants_follow_the_paper_recipe(name, tmp_path):
     cfg, children = _children(name, tmp_path)
     assert list(children) == list(VARIANTS)
     assert cfg.data.batch_size == 32  # paper Sec. 4.2
-    assert cfg.optimizer.name.value == "sgd"
+    assert cfg.optimizer._target_ == "keras.optimizers.SGD"
     assert cfg.optimizer.momentum == 0.9
     assert cfg.optimizer.weight_decay_style.value == "l2"
-    assert cfg.schedule.name.value == "exponential"
+    assert (
+        cfg.schedule._target_ == "keras.optimizers.schedules.ExponentialDecay"
+    )
     assert cfg.schedule.staircase is True
     epochs_8 = 8 * TRAIN_SIZE[cfg.data.name] / cfg.data.batch_size
     assert cfg.schedule.decay_steps == round(epochs_8)

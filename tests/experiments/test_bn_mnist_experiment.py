@@ -27,7 +27,7 @@ def test_config_has_the_paper_settings(tmp_path):
     assert cfg.data.binarize is True
     assert list(cfg.model.hidden_units) == [100, 100, 100]
     assert cfg.model.activation == "sigmoid"
-    assert cfg.optimizer.name.value == "sgd"
+    assert cfg.optimizer._target_ == "keras.optimizers.SGD"
     assert cfg.optimizer.momentum == 0.0
     assert cfg.trainer.bn_population_stats is True
     assert cfg.trainer.eval_every_steps % cfg.trainer.steps_per_execution == 0

@@ -107,7 +107,7 @@ def test_head_lr_multiplier_scales_only_the_head_update(tmp_path):
     np.testing.assert_allclose(b[2], 10 * a[2], rtol=1e-4, atol=1e-7)
     assert np.abs(a[2]).max() > 0
     adam = compose(base + ["optimizer=adam", "finetune.head_lr_multiplier=10"])
-    with pytest.raises(ConfigError, match="needs optimizer.name=sgd"):
+    with pytest.raises(ConfigError, match="needs optimizer=sgd"):
         finetune.scale_head_gradients(None, _mlp(), adam)
     with pytest.raises(ConfigError, match="head_lr_multiplier must be > 0"):
         validate_config(compose(base + ["finetune.head_lr_multiplier=0"]))

@@ -49,7 +49,7 @@ def test_smoke_run_logs_params_metrics_and_artifacts(tmp_path):
     # Flattened resolved config as params.
     params = run.data.params
     assert params["trainer.steps"] == "40"
-    assert params["optimizer.name"] == "sgd"
+    assert params["optimizer._target_"] == "keras.optimizers.SGD"
     assert params["optimizer.learning_rate"] == "0.05"
     assert params["data.input_shape"] == "[8, 8, 1]"
     assert params["model.num_classes"] == "4"  # interpolation resolved
