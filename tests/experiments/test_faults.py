@@ -83,12 +83,12 @@ def test_exit_codes_of_errors_and_results():
         ("optimizer.learning_rate=nan", "optimizer.learning_rate"),
         ("optimizer.learning_rate=inf", "optimizer.learning_rate"),
         ("optimizer.momentum=-inf", "optimizer.momentum"),
-        ("schedule.gamma=nan", "schedule.gamma"),
+        ("schedule=step schedule.gamma=nan", "schedule.gamma"),
         ("data.noise=inf", "data.noise"),
     ],
 )
 def test_non_finite_hyperparameters_are_rejected(override, key):
-    cfg = compose(SMOKE + [override])
+    cfg = compose(SMOKE + override.split())
     with pytest.raises(ConfigError, match=rf"{key} must be a finite number"):
         validate_config(cfg)
 
