@@ -62,7 +62,7 @@ def test_variants_follow_the_paper_recipe(name, tmp_path):
     assert cfg.data.batch_size == 32  # paper Sec. 4.2
     assert cfg.optimizer._target_ == "keras.optimizers.SGD"
     assert cfg.optimizer.momentum == 0.9
-    assert cfg.optimizer.weight_decay_style.value == "l2"
+    assert cfg.optimizer.weight_decay_style == "l2"
     assert (
         cfg.schedule._target_ == "keras.optimizers.schedules.ExponentialDecay"
     )
