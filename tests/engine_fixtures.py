@@ -1,7 +1,7 @@
 """Tiny generated data and a tiny MLP for the engine's own smoke tests.
 
-Named by `conf/data/engine_synthetic.yaml` and `conf/model/engine_mlp.yaml`
-(used by `experiment=smoke` and the engine tests), so the engine tests do
+The data and model of `conf/experiment/smoke.yaml` (the engine's smoke
+experiment, used by the engine tests), so the engine tests do
 not depend on the real data pipelines or model families. No paper.
 """
 
@@ -11,7 +11,6 @@ import tensorflow as tf
 
 
 def make_synthetic_datasets(
-    name="engine_synthetic",
     input_shape=(8, 8, 1),
     num_classes=4,
     batch_size=16,
@@ -27,7 +26,6 @@ def make_synthetic_datasets(
     """Gaussian blobs, one mean image per class: learnable in a few steps.
 
     Args:
-        name: unused (contract of `experiments.data.make_datasets`).
         input_shape: `(H, W, C)` of one example.
         num_classes: number of classes (and blobs).
         batch_size: examples per batch.
@@ -47,7 +45,7 @@ def make_synthetic_datasets(
         `(train_ds, val_ds)`: an infinite, deterministic stream of
         `(float32 images, int32 labels)` batches, and a finite one.
     """
-    del name, source, local_dir
+    del source, local_dir
     if batch_size <= 0:
         raise ValueError(
             f"batch_size must be > 0. Received: batch_size={batch_size}"
