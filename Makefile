@@ -115,6 +115,6 @@ bench-eval-memory:  ## Evaluation peak RSS at N and 4N images (144 crops, 1000 c
 	$(PY) -m benchmarks.bench_eval_memory $(ARGS)
 
 engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
-	$(PY) -m experiments.engine_bench $(ARGS)
+	$(PY) -m benchmarks.engine_bench $(ARGS)
 
 .PHONY: help install test test-backends test-slow test-ci-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report rehearse smoke bench-eval-memory engine-bench

@@ -35,7 +35,7 @@ def child(args):
     """Scores `args.images` images; prints a JSON line with the peak RSS."""
     import hydra
 
-    from experiments.config_schema import compose
+    from experiments.engine.compose import compose
     from experiments.evaluation import predict
     from experiments.evaluation import store
 

@@ -5,7 +5,8 @@
 For each paper's full-scale training config (`imagenet_alexnet`,
 `imagenet_vgg_d_jitter`, `imagenet_googlenet`, `imagenet_resnet50`:
 their real crop size, decode size and augmentation), builds the
-`imagenet2012` training stream exactly as `experiments.train` does, on the
+`imagenet2012` training stream exactly as `experiments.engine.train`
+does, on the
 image-folder layout (JPEG read + decode + augmentation per example, no
 cache), and times it on ONE CPU thread (`tf.data` private thread pool of 1,
 intra-op parallelism 1). Two image sets:
@@ -37,7 +38,7 @@ import hydra  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from experiments.data import sources  # noqa: E402
-from experiments.engine_fixtures import compose  # noqa: E402
+from experiments.engine.compose import compose  # noqa: E402
 
 CONFIGS = {
     "alexnet": "imagenet_alexnet",

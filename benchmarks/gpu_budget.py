@@ -5,7 +5,7 @@
 
 For each `conf/experiment/imagenet_*.yaml` and `bn_inception_full.yaml`
 (composed with Hydra as the trainer composes them, then expanded into its
-runs: `seeds` x `variants`, as `experiments.train.expand_children` does),
+runs: `seeds` x `variants`, as `experiments.engine.train.expand_children` does),
 builds every run's model at the config's resolution and reports
 
 - forward multiply-adds per image, counted from the model's layers
@@ -45,11 +45,10 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from experiments import optimization  # noqa: E402
-from experiments.config_schema import REPO_ROOT  # noqa: E402
-from experiments.config_schema import WeightDecayStyle  # noqa: E402
-from experiments.config_schema import compose  # noqa: E402
-from experiments.train import expand_children  # noqa: E402
+from experiments.engine import optimization  # noqa: E402
+from experiments.engine.compose import compose  # noqa: E402
+from experiments.engine.config_schema import REPO_ROOT  # noqa: E402
+from experiments.engine.train import expand_children  # noqa: E402
 from models.flops import count_macs  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.4  # H100 SXM, dense (no sparsity) BF16
@@ -85,7 +84,7 @@ def measure_step(cfg):
     keras.utils.set_random_seed(0)
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     o = cfg.optimizer
-    if o.weight_decay > 0 and o.weight_decay_style == WeightDecayStyle.l2:
+    if o.weight_decay > 0 and o.get("weight_decay_style", "l2") == "l2":
         optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
     learning_rate, _ = optimization.build_learning_rate(cfg)
     optimizer = optimization.build_optimizer(cfg, learning_rate)

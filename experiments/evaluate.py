@@ -123,7 +123,7 @@ def _parser():
 
 
 def _compose(args):
-    from experiments.config_schema import compose
+    from experiments.engine.compose import compose
     from experiments.evaluation import sources
 
     overrides = list(args.override)
@@ -226,7 +226,7 @@ def _combine(args, out_dir):
 
 def main(argv=None):
     """CLI entry point; prints and returns the result dict."""
-    from experiments import tracking
+    from experiments.engine import tracking
 
     args = _parser().parse_args(argv)
     cfg = _compose(args)

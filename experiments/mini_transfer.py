@@ -95,8 +95,8 @@ def _data(classes, fraction):
 def _run(name, data, steps, seed, root, extra=()):
     from omegaconf import open_dict
 
-    from experiments import train as train_lib
-    from experiments.engine_fixtures import compose
+    from experiments.engine import train as train_lib
+    from experiments.engine.compose import compose
 
     cfg = compose(
         [

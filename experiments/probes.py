@@ -7,7 +7,8 @@ optimizer steps it runs a fixed set of probe images (by default the first
 test images) through the model in inference mode, reads the *input* of one
 layer (e.g. `hidden3_act`, the last hidden sigmoid) and logs the percentiles
 of the chosen units to MLflow at that global step, through the training
-run's resume-safe metric buffer (`experiments.metric_log.log_metrics`): after
+run's resume-safe metric buffer
+(`experiments.engine.metric_log.log_metrics`): after
 a resume, the probe steps the run already holds are not logged again.
 
 Cost: one forward pass over `num_images` images per probe, so it can run at
@@ -103,7 +104,7 @@ class PercentileProbe(keras.callbacks.Callback):
     Every `every_steps` optimizer steps (and once before training) the model
     runs in inference mode on the probe images; for each unit in `units` the
     `percentiles` of that unit's input over the images are logged (through
-    `experiments.metric_log.log_metrics`: the engine's buffer, else the
+    `experiments.engine.metric_log.log_metrics`: the engine's buffer, else the
     active MLflow run) as `metric_key(prefix, unit, q)` at
     `step = optimizer.iterations`, and kept in `self.history`.
 
@@ -237,7 +238,7 @@ class PercentileProbe(keras.callbacks.Callback):
         # Next probe at the next multiple of `every_steps` after `step`.
         self._next_step = (step // self.every_steps + 1) * self.every_steps
         if self.log_to_mlflow:
-            from experiments import metric_log
+            from experiments.engine import metric_log
 
             # The engine's resume-safe path: a resumed run drops the probe
             # steps it already holds (no duplicates).

@@ -8,7 +8,6 @@ from experiments.data.augment import POLICIES
 from experiments.data.augment import build_policy
 from experiments.data.eval_views import PROTOCOLS
 from experiments.data.eval_views import eval_views
-from experiments.data.eval_views import merge_views
 from experiments.data.pipeline import DATASETS
 from experiments.data.pipeline import make_datasets
 from experiments.data.sources import MissingDataError
@@ -22,6 +21,5 @@ __all__ = [
     "build_policy",
     "eval_views",
     "make_datasets",
-    "merge_views",
     "read_idx",
 ]

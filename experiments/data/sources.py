@@ -22,7 +22,7 @@ import zlib
 
 import numpy as np
 
-from experiments.exit_codes import DataError
+from experiments.engine.exit_codes import DataError
 
 ENV_VAR = "CONVNET_REPRO_DATA_DIR"
 
@@ -406,15 +406,13 @@ def _looks_like(name, directory):
     return (directory / "train").is_dir() and (directory / "val").is_dir()
 
 
-def missing_data_message(name, local_dir, tfds_name=None, local_reader=True):
+def missing_data_message(name, local_dir, tfds_name=None):
     """One line saying where `name` was looked for and how to provide it."""
     subdir = LOCAL_SUBDIRS.get(name, name)
-    fixes = []
-    if local_reader:
-        fixes.append(
-            f"set {ENV_VAR} to a folder holding {subdir}/ or pass "
-            "data.local_dir=<dir>"
-        )
+    fixes = [
+        f"set {ENV_VAR} to a folder holding {subdir}/ or pass "
+        "data.local_dir=<dir>"
+    ]
     if tfds_name:
         fixes.append(
             "use data.source=auto data.download=true so tensorflow-datasets "

@@ -141,13 +141,13 @@ def batch_probabilities(
             the model (e.g. `keras.applications` input scaling).
         max_images: evaluate only the first `max_images` images.
         max_crops: largest number of crops per model call.
-        progress: `experiments.progress` mode of the "images scored /
+        progress: `experiments.engine.progress` mode of the "images scored /
             total, ETA" line (shown when the total is known: `max_images`
             or the dataset's cardinality).
     """
     import tensorflow as tf
 
-    from experiments.progress import ExperimentProgress
+    from experiments.engine.progress import ExperimentProgress
 
     crop = crop_size(models)
     views = num_views(protocol, scales)

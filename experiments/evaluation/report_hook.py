@@ -22,7 +22,7 @@ from experiments.evaluation import store
 def _child_runs(parent_run_id):
     from mlflow import MlflowClient
 
-    from experiments.tracking import child_runs
+    from experiments.engine.run_queries import child_runs
 
     return [r.info.run_id for r in child_runs(MlflowClient(), parent_run_id)]
 

@@ -4,7 +4,7 @@ was trained on.
 
 Sources:
 - a run id, `runs:/<id>[/...]` or `models:/<name>/<version>`: the first
-  `.keras` artifact of the run (what `experiments.train` logs);
+  `.keras` artifact of the run (what `experiments.engine.train` logs);
 - a path to a `.keras` file;
 - `keras:<arch>` (`vgg16`, `vgg19`, `resnet50`, `resnet101`, `resnet152`):
   our builder with `keras.applications` weights
@@ -127,7 +127,8 @@ def load_model(
     artifact = _find_keras_artifact(MlflowClient(), run_id)
     if artifact is None:
         raise ValueError(
-            "The run has no .keras artifact; train it with experiments.train "
+            "The run has no .keras artifact; train it with "
+            "python -m experiments.train "
             f"(which logs the final model). Received: source={source!r}"
         )
     dst_dir = dst_dir or tempfile.mkdtemp(prefix="evaluate_")
@@ -186,7 +187,7 @@ def data_mismatch(run_params, data_cfg):
     """The `data.*` keys where the requested config differs from a run's.
 
     Args:
-        run_params: the run's MLflow params (`experiments.tracking.
+        run_params: the run's MLflow params (`experiments.engine.tracking.
             log_config` logs the flattened resolved config as strings).
         data_cfg: the requested data config (dict or `DictConfig`).
 
@@ -197,7 +198,7 @@ def data_mismatch(run_params, data_cfg):
     from omegaconf import DictConfig
     from omegaconf import OmegaConf
 
-    from experiments.tracking import flatten
+    from experiments.engine.tracking import flatten
 
     if isinstance(data_cfg, DictConfig):
         data_cfg = OmegaConf.to_container(data_cfg, resolve=True)

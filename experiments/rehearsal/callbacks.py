@@ -1,6 +1,7 @@
 """Keras callbacks the rehearsal adds to a run through `callbacks:`.
 
-`callbacks:` is not part of the run key (`experiments.tracking.run_key`), so
+`callbacks:` is not part of the run key
+(`experiments.engine.tracking.run_key`), so
 adding them leaves the run, its checkpoint folder and its resume unchanged.
 """
 
@@ -73,7 +74,7 @@ class Interrupt(keras.callbacks.Callback):
     and re-raises, the checkpoint on disk is the last one written, and the
     same `train(cfg)` call resumes it. Unlike `os._exit`, the Python
     process (its imports, decoded-image cache) survives, which is why it is
-    cheaper; the subprocess kill (`experiments.callbacks.FaultInjection`)
+    cheaper; the subprocess kill (`experiments.engine.callbacks.FaultInjection`)
     is the faithful one.
 
     Args:

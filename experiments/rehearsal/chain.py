@@ -78,15 +78,15 @@ def check_21k_labels(root, labels):
     """The 21k loader gives each real image its wnid's label, 21,841 classes.
 
     Lists `root` with the loader the `imagenet21k` data config uses
-    (`experiments.data.pipeline`) and compares every image's label with
+    (`experiments.data.splits.load`) and compares every image's label with
     its wnid's position among the sorted class folders.
 
     Returns:
         `(ok, detail)`.
     """
-    from experiments.data import pipeline
+    from experiments.data import splits as data_splits
 
-    splits = pipeline._load(
+    splits = data_splits.load(
         "imagenet21k", "local", str(root), None, None, False,
         (227, 227, 3), NUM_CLASSES_21K, None, None, 0.0,
     )  # fmt: skip
@@ -150,8 +150,8 @@ def _prefixed(label, found):
 
 
 def _trained(experiment, data_overrides, store):
-    from experiments import train as train_lib
-    from experiments.config_schema import compose
+    from experiments.engine import train as train_lib
+    from experiments.engine.compose import compose
 
     _, command = stages_lib.compose_rehearsal(
         experiment,
@@ -189,7 +189,7 @@ def _finetuned(client, experiment, version, registered):
 
 
 def _cfg(experiment):
-    from experiments.config_schema import compose
+    from experiments.engine.compose import compose
 
     return compose([f"experiment={experiment}", "debug=rehearsal"])
 

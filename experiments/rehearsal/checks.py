@@ -225,12 +225,12 @@ def expected_learning_rate(cfg, step):
     """The config's learning rate at optimizer step `step` (no plateau)."""
     lr = float(cfg.optimizer.learning_rate)
     s = cfg.schedule
-    if s.name == "exponential":
+    if "decay_rate" in s:  # schedule=exponential
         exponent = step / s.decay_steps
         if s.staircase:
             exponent = np.floor(exponent)
         lr *= s.decay_rate**exponent
-    elif s.name == "step":
+    elif "boundaries" in s:  # schedule=step
         lr *= s.gamma ** sum(step >= b for b in s.boundaries)
     return lr
 
@@ -315,7 +315,7 @@ def check_resumed(client, cfg, runs, killed_ids):
 
 
 def _child_configs(cfg):
-    from experiments.train import expand_children
+    from experiments.engine.train import expand_children
 
     children = expand_children(cfg)
     return [(c.name, c.cfg) for c in children] or [("", cfg)]

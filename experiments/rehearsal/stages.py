@@ -9,7 +9,7 @@ sample and returns one `Stage` (pass/fail, seconds, detail) per stage:
    shapes; `experiments.rehearsal.checks`).
 2. `killed`: training stops at `kill_at_step`, after the step-2 checkpoint.
    `kill="subprocess"`: `python -m experiments.train` with
-   `experiments.callbacks.FaultInjection` (`os._exit`, the run stays
+   `experiments.engine.callbacks.FaultInjection` (`os._exit`, the run stays
    RUNNING); `kill="inprocess"`: `train(cfg)` with the `Interrupt` callback
    (KeyboardInterrupt, the run is marked KILLED) - the same resume path,
    without a second interpreter start.
@@ -101,7 +101,7 @@ def compose_rehearsal(experiment, overrides=()):
     The `report:` hook of `experiments.evaluate` also gets the rehearsal's
     `extras.rehearsal.evaluate` arguments (image count, batch).
     """
-    from experiments.config_schema import compose
+    from experiments.engine.compose import compose
 
     base = [f"experiment={experiment}", "debug=rehearsal", *overrides]
     cfg = compose(base)
@@ -127,7 +127,7 @@ def _callback_overrides(workdir, mode, at_step):
     if mode == "subprocess":
         out += [
             "+callbacks.rehearsal_kill._target_="
-            "experiments.callbacks.FaultInjection",
+            "experiments.engine.callbacks.FaultInjection",
             f"+callbacks.rehearsal_kill.at_step={at_step}",
             f"+callbacks.rehearsal_kill.exit_code={KILL_EXIT_CODE}",
             f"+callbacks.rehearsal_kill.env_var={KILL_ENV}",
@@ -155,8 +155,8 @@ def _train_subprocess(overrides, kill):
 
 
 def _train_inprocess(overrides, kill):
-    from experiments import train as train_lib
-    from experiments.config_schema import compose
+    from experiments.engine import train as train_lib
+    from experiments.engine.compose import compose
 
     try:
         result = train_lib.train(compose(overrides))
@@ -237,7 +237,7 @@ def rehearse(
         layout: `folder` or `tfds` (see `data_overrides`).
         data_dir: the sample's folder root or tfds `manual_dir`.
         workdir: fresh folder for the MLflow store, checkpoints, results.
-        kill: `subprocess` (a real `os._exit` of `experiments.train`) or
+        kill: `subprocess` (a real `os._exit` of `experiments.engine.train`) or
             `inprocess` (KeyboardInterrupt inside `train(cfg)`).
         tfds_data_dir: tfds `data_dir` for the `tfds` layout.
         overrides: extra Hydra overrides (after the rehearsal's).
@@ -251,7 +251,7 @@ def rehearse(
     """
     from mlflow import MlflowClient
 
-    from experiments.engine_fixtures import fresh_sqlite_store
+    from experiments.engine.compose import fresh_sqlite_store
 
     if kill not in KILLS:
         raise ValueError(f"kill must be one of {KILLS}. Received: {kill!r}")

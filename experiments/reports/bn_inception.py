@@ -481,7 +481,7 @@ def fetch_histories(client, parent_run_id, metric="val_accuracy", status=None):
     Raises:
         ValueError: if the parent run has no child runs.
     """
-    from experiments.tracking import child_runs
+    from experiments.engine.run_queries import child_runs
 
     children = child_runs(client, parent_run_id)
     if not children:
@@ -671,8 +671,8 @@ def main(argv=None):
 
     from omegaconf import OmegaConf
 
-    from experiments import tracking
-    from experiments.config_schema import compose
+    from experiments.engine import tracking
+    from experiments.engine.compose import compose
 
     cfg = compose([f"experiment={args.experiment}"])
     tracking.configure_cli(cfg.tracking, cfg.experiment_name, args.tracking_uri)

@@ -113,8 +113,28 @@ def fetch_runs(
     percentile_keys,
     eval_sets=None,
 ):
-    """Reads every finished run below `parent_run_id` that logged `metric`."""
-    from experiments.tracking import descendant_runs
+    """Reads every finished run below `parent_run_id` that logged `metric`.
+
+    A run's variant is its `variant` tag (or param), else its parent's name
+    if that parent is itself below `parent_run_id`, else its own run name;
+    its seed is its `seed` tag or param.
+
+    Args:
+        client: an `mlflow.MlflowClient`.
+        parent_run_id: str, the parent run of the experiment.
+        metric: the test-accuracy key logged during training.
+        population_metric: key of the final test accuracy with Alg. 2
+            population statistics (absent for runs without BN is fine).
+        percentile_keys: dict `{q: metric key}` of the probe's percentiles.
+        eval_sets: optional evaluation sets for per-image scoring.
+
+    Returns:
+        A list of run dicts for `summarize`.
+
+    Raises:
+        ValueError: if no run below the parent logged `metric`.
+    """
+    from experiments.engine.run_queries import descendant_runs
 
     runs = descendant_runs(client, parent_run_id)
     names = {r.info.run_id: r.info.run_name for r in runs}
@@ -288,8 +308,8 @@ def main(argv=None):
 
     from omegaconf import OmegaConf
 
-    from experiments import tracking
-    from experiments.config_schema import compose
+    from experiments.engine import tracking
+    from experiments.engine.compose import compose
 
     cfg = compose([f"experiment={args.experiment}"])
     tracking.configure_cli(cfg.tracking, cfg.experiment_name, args.tracking_uri)

@@ -637,7 +637,7 @@ def shortened_overrides(cfg, fraction, max_images=None):
             f"trainer.eval_every_steps={steps}",
             f"trainer.checkpoint_every_steps={steps}",
         ]
-        if str(cfg.schedule.name).endswith("step"):
+        if "boundaries" in cfg.schedule:  # schedule=step
             bounds = [
                 min(steps - 1, max(1, int(round(b * fraction))))
                 for b in cfg.schedule.boundaries
@@ -655,7 +655,8 @@ def run_mini_table(
 ):
     """Trains and evaluates every mini experiment (then call `report`).
 
-    Each experiment goes through `experiments.train.train`, whose `report:`
+    Each experiment goes through `experiments.engine.train.train`, whose
+    `report:`
     hook (`experiments.evaluate.evaluate_experiment`) logs the evaluation
     runs; finished runs are skipped on a re-run (the engine's run keys).
 
@@ -670,8 +671,8 @@ def run_mini_table(
     """
     import time
 
-    from experiments import train as engine
-    from experiments.config_schema import compose
+    from experiments.engine import train as engine
+    from experiments.engine.compose import compose
 
     seconds = {}
     for name in experiments:
@@ -715,8 +716,8 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    from experiments import tracking
-    from experiments.config_schema import compose
+    from experiments.engine import tracking
+    from experiments.engine.compose import compose
 
     if args.tracking_uri:
         args.override.append(f"tracking.uri={args.tracking_uri}")

@@ -178,10 +178,10 @@ def save_figure(fig, path):
 
 
 def _configure_tracking(cfg, experiment_name):
-    """`experiments.tracking.configure` with the default store."""
+    """`experiments.engine.tracking.configure` with the default store."""
     from omegaconf import OmegaConf
 
-    from experiments import tracking
+    from experiments.engine import tracking
 
     tcfg = OmegaConf.to_container(cfg.get("tracking") or {}, resolve=True)
     tcfg["uri"] = tcfg.get("uri") or f"sqlite:///{REPO_ROOT / 'mlruns.db'}"
@@ -206,7 +206,7 @@ def tracked_run(cfg, name):
 
     _configure_tracking(cfg, f"study-{name}")
     with mlflow.start_run(run_name=cfg.get("run_name") or name) as run:
-        from experiments import tracking
+        from experiments.engine import tracking
 
         tracking.log_config(cfg)
         mlflow.set_tag("study", name)

@@ -6,14 +6,14 @@ lists all five rows with only measured numbers in the "ours" columns."""
 import mlflow
 import pytest
 
-from experiments import build
-from experiments import config_schema
 from experiments.data.sources import MissingDataError
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine import build
+from experiments.engine import config_checks
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
+from experiments.engine.train import expand_children
 from experiments.evaluation import report_hook
 from experiments.reports import imagenet_table as it
-from experiments.train import expand_children
 from tests.experiments.test_imagenet_table import _row
 
 CONFIGS = (
@@ -33,9 +33,9 @@ TINY = [
 @pytest.mark.parametrize("name", CONFIGS)
 def test_configs_compose_validate_and_build(name, tmp_path):
     cfg = compose([f"experiment={name}"], tmp_path)
-    config_schema.validate_config(cfg)
+    config_checks.validate_config(cfg)
     for child in expand_children(cfg) or [None]:
-        config_schema.validate_config(child.cfg if child else cfg)
+        config_checks.validate_config(child.cfg if child else cfg)
     assert cfg.model.extra_conv6 is True
     assert cfg.optimizer.momentum == 0.9
     small = compose([f"experiment={name}", *TINY], tmp_path)

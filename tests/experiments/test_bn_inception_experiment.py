@@ -14,7 +14,7 @@ import pathlib
 
 import pytest
 
-from experiments.engine_fixtures import compose
+from experiments.engine.compose import compose
 
 EXPERIMENTS = ("bn_inception", "bn_inception_full")
 VARIANTS = (
@@ -44,8 +44,8 @@ IMAGENETTE = (
 
 
 def _children(name, tmp_path, overrides=()):
-    from experiments.config_schema import validate_config
-    from experiments.train import expand_children
+    from experiments.engine.config_checks import validate_config
+    from experiments.engine.train import expand_children
 
     cfg = compose([f"experiment={name}", *overrides], tmp_path=tmp_path)
     validate_config(cfg)
@@ -60,10 +60,12 @@ def test_variants_follow_the_paper_recipe(name, tmp_path):
     cfg, children = _children(name, tmp_path)
     assert list(children) == list(VARIANTS)
     assert cfg.data.batch_size == 32  # paper Sec. 4.2
-    assert cfg.optimizer.name.value == "sgd"
+    assert cfg.optimizer._target_ == "keras.optimizers.SGD"
     assert cfg.optimizer.momentum == 0.9
-    assert cfg.optimizer.weight_decay_style.value == "l2"
-    assert cfg.schedule.name.value == "exponential"
+    assert cfg.optimizer.weight_decay_style == "l2"
+    assert (
+        cfg.schedule._target_ == "keras.optimizers.schedules.ExponentialDecay"
+    )
     assert cfg.schedule.staircase is True
     epochs_8 = 8 * TRAIN_SIZE[cfg.data.name] / cfg.data.batch_size
     assert cfg.schedule.decay_steps == round(epochs_8)
@@ -159,7 +161,7 @@ def test_mini_model_of_each_variant(variant, tmp_path):
 def test_mini_smoke_run_writes_parent_children_and_report(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from experiments import train as train_lib
+    from experiments.engine import train as train_lib
 
     results = tmp_path / "results"
     cfg = compose(

@@ -11,14 +11,14 @@ import pathlib
 
 import pytest
 
-from experiments.engine_fixtures import compose
+from experiments.engine.compose import compose
 
 MNIST_DIR = pathlib.Path(os.environ.get("CONVNET_REPRO_DATA_DIR", "")) / "mnist"
 
 
 def test_config_has_the_paper_settings(tmp_path):
-    from experiments.config_schema import validate_config
-    from experiments.train import expand_children
+    from experiments.engine.config_checks import validate_config
+    from experiments.engine.train import expand_children
 
     cfg = compose(["experiment=bn_mnist"], tmp_path=tmp_path)
     validate_config(cfg)
@@ -27,7 +27,7 @@ def test_config_has_the_paper_settings(tmp_path):
     assert cfg.data.binarize is True
     assert list(cfg.model.hidden_units) == [100, 100, 100]
     assert cfg.model.activation == "sigmoid"
-    assert cfg.optimizer.name.value == "sgd"
+    assert cfg.optimizer._target_ == "keras.optimizers.SGD"
     assert cfg.optimizer.momentum == 0.0
     assert cfg.trainer.bn_population_stats is True
     assert cfg.trainer.eval_every_steps % cfg.trainer.steps_per_execution == 0
@@ -100,7 +100,7 @@ def _history(client, run_id, key):
 def test_short_run_has_the_shape_of_fig1(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from experiments import train as train_lib
+    from experiments.engine import train as train_lib
 
     results = tmp_path / "results"
     cfg = compose(

@@ -94,7 +94,7 @@ def test_probe_matches_numpy_and_cadence(batch_norm, monkeypatch):
 
 def test_probe_reads_images_from_a_data_config():
     cfg = {
-        "_target_": "experiments.engine_fixtures.make_synthetic_datasets",
+        "_target_": "tests.engine_fixtures.make_synthetic_datasets",
         "input_shape": [6, 6, 1],
         "num_classes": 3,
         "batch_size": 16,

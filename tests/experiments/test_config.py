@@ -8,11 +8,11 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from experiments.config_schema import ConfigError
-from experiments.config_schema import validate_config
-from experiments.engine_fixtures import CONF_DIR
-from experiments.engine_fixtures import compose
-from experiments.train import expand_children
+from experiments.engine.compose import CONF_DIR
+from experiments.engine.compose import compose
+from experiments.engine.config_checks import validate_config
+from experiments.engine.config_schema import ConfigError
+from experiments.engine.train import expand_children
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 def test_smoke_config_composes_with_typed_groups():
     cfg = compose(["experiment=smoke"])
     assert cfg.trainer.steps == 40
-    assert cfg.optimizer.name.value == "sgd"
+    assert cfg.optimizer._target_ == "keras.optimizers.SGD"
     assert cfg.model.num_classes == cfg.data.num_classes == 4
     assert cfg.tracking.uri.startswith("sqlite:///")
     assert cfg.tracking.uri.endswith("/mlruns.db")
@@ -35,7 +35,7 @@ def test_smoke_config_composes_with_typed_groups():
         ("optimizer.momentun=0.9", ["momentun"]),
         ("trainer.steps=abc", ["steps", "abc"]),
         ("trainer.strategy=gpu", ["strategy", "gpu"]),
-        ("optimizer.name=adagrad", ["name", "adagrad"]),
+        ("optimizer=adagrad", ["optimizer", "adagrad"]),
         ("schedule=cosine", ["schedule", "cosine"]),
     ],
 )
@@ -63,7 +63,7 @@ def test_unknown_root_key_in_a_file_fails():
         (["trainer.eval_every_steps=0"], "trainer.eval_every_steps"),
         (["trainer.steps=45"], "trainer.steps"),
         (["optimizer.learning_rate=-1"], "optimizer.learning_rate"),
-        (["optimizer=adam", "optimizer.momentum=0.9"], "optimizer.momentum"),
+        (["optimizer=adam", "+optimizer.momentum=0.9"], "optimizer.momentum"),
         (
             ["schedule=step", "schedule.boundaries=[30,10]"],
             "schedule.boundaries",

@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from experiments.data import augment as aug
 from experiments.data import eval_views
-from experiments.data.eval_views import merge_views
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -90,35 +89,16 @@ def test_ten_crop_views():
     np.testing.assert_array_equal(tf.reshape(flat, views.shape), views)
 
 
-def test_center_and_multi_scale_views():
+def test_center_view():
     images = tf.zeros((2, 40, 60, 3))
     assert tuple(eval_views(images, "center", 32).shape) == (1, 2, 32, 32, 3)
-    ms = eval_views(images, "multi_scale", 32, scales=[32, 48])
-    assert tuple(ms.shape) == (2, 2, 32, 32, 3)
-    ms10 = eval_views(
-        images, "multi_scale", 32, scales=[32, 48], per_scale="ten_crop"
-    )
-    assert ms10.shape[0] == 20
-    dense = eval_views(
-        images, "multi_scale", 32, scales=[32, 48], per_scale="dense"
-    )
-    assert [tuple(v.shape) for v in dense] == [
-        (2, 32, 48, 3), (2, 48, 72, 3), (2, 32, 48, 3), (2, 48, 72, 3)
-    ]  # fmt: skip
     for kwargs, match in [
         (dict(protocol="twelve_crop"), "Unknown eval protocol"),
         (dict(protocol="center", crop_size=64), "smaller than crop_size"),
-        (dict(protocol="multi_scale"), "scales"),
     ]:
         kwargs.setdefault("crop_size", 32)
         with pytest.raises(ValueError, match=match):
             eval_views(images, **kwargs)
-
-
-def test_merge_views_averages_view_major_predictions():
-    preds = np.arange(3 * 2 * 4, dtype=np.float32).reshape(6, 4)
-    merged = merge_views(preds, num_views=3).numpy()
-    np.testing.assert_allclose(merged, preds.reshape(3, 2, 4).mean(0))
 
 
 def test_pca_lighting_follows_the_pixel_scale():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from experiments.data.pipeline import pixel_statistic
-from experiments.engine_fixtures import CONF_DIR
-from experiments.engine_fixtures import compose
-from experiments.train import expand_children
+from experiments.engine.compose import CONF_DIR
+from experiments.engine.compose import compose
+from experiments.engine.train import expand_children
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # A per-channel mean of natural images lies well inside the pixel range;

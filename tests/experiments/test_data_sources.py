@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from experiments.data import make_datasets
-from experiments.data import pipeline
 from experiments.data import sources
+from experiments.data import splits as data_splits
 
 DATA_ROOT = pathlib.Path(os.environ.get(sources.ENV_VAR, "/nonexistent"))
 MNIST_DIR = DATA_ROOT / "mnist"
@@ -183,7 +183,7 @@ def test_image_folder_listing_and_pipeline(tmp_path):
     saved = sorted((tmp_path / "cache").glob("decoded_16px_6_*.npy"))
     assert len(saved) == 2
     # A later process (empty in-memory cache) reads the .npy files back.
-    pipeline._DECODE_CACHE.clear()
+    data_splits._DECODE_CACHE.clear()
     for path in saved:  # halve the stored pixels: visible if read back
         np.save(path, np.load(path) // 2)
     _, val_ds = make_datasets(
@@ -196,7 +196,7 @@ def test_image_folder_listing_and_pipeline(tmp_path):
     )
     first = next(iter(val_ds))[0].numpy()
     np.testing.assert_allclose(first, 25 / 255 * np.ones_like(first))
-    pipeline._DECODE_CACHE.clear()
+    data_splits._DECODE_CACHE.clear()
 
 
 def _write_tiny_cifar10(directory, binary, n=3):
@@ -352,7 +352,7 @@ def test_data_configs_compose_with_the_root_config():
     import hydra
     from omegaconf import OmegaConf
 
-    from experiments.config_schema import register_configs
+    from experiments.engine.config_schema import register_configs
 
     register_configs()
     conf_dir = pathlib.Path(__file__).resolve().parents[2] / "conf"

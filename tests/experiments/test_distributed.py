@@ -12,7 +12,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -1,9 +1,10 @@
 """`python -m experiments.evaluate` on runs the engine really trained.
 
 Each test trains a mini config for two steps on a few real Imagenette
-images through `experiments.train.train`, then scores the run exactly as
+images through `experiments.engine.train.train`, then scores the run exactly as
 the README says. The engine's `SparseTopKAccuracy` is registered only where
-`experiments.optimization` was imported, which is how the CLI used to fail
+`experiments.engine.optimization` was imported, which is how the CLI used
+to fail
 on every top_k > 1 run: the slow tests score in a fresh process, the fast
 one in-process with that registration removed.
 """
@@ -16,11 +17,11 @@ import mlflow
 import pytest
 
 from experiments import evaluate as ev
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
+from experiments.engine.tracking import flatten
+from experiments.engine.tracking import resolved_container
 from experiments.evaluation import sources
-from experiments.tracking import flatten
-from experiments.tracking import resolved_container
 from tests.conftest import REPO_ROOT
 
 # Data overrides shared by training and scoring (a few real images).

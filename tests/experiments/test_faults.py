@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import checkpoints
-from experiments import exit_codes
-from experiments import tracking
-from experiments import train as train_lib
-from experiments.config_schema import ConfigError
-from experiments.config_schema import validate_config
 from experiments.data import pipeline
 from experiments.data import sources
-from experiments.engine_fixtures import compose
-from experiments.exit_codes import ExitCode
+from experiments.engine import checkpoints
+from experiments.engine import exit_codes
+from experiments.engine import tracking
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
+from experiments.engine.config_checks import validate_config
+from experiments.engine.config_schema import ConfigError
+from experiments.engine.exit_codes import ExitCode
 
 SMOKE = ["experiment=smoke"]
 DATA_ROOT = pathlib.Path(os.environ.get("CONVNET_REPRO_DATA_DIR", "/nonexist"))
@@ -83,12 +83,12 @@ def test_exit_codes_of_errors_and_results():
         ("optimizer.learning_rate=nan", "optimizer.learning_rate"),
         ("optimizer.learning_rate=inf", "optimizer.learning_rate"),
         ("optimizer.momentum=-inf", "optimizer.momentum"),
-        ("schedule.gamma=nan", "schedule.gamma"),
+        ("schedule=step schedule.gamma=nan", "schedule.gamma"),
         ("data.noise=inf", "data.noise"),
     ],
 )
 def test_non_finite_hyperparameters_are_rejected(override, key):
-    cfg = compose(SMOKE + [override])
+    cfg = compose(SMOKE + override.split())
     with pytest.raises(ConfigError, match=rf"{key} must be a finite number"):
         validate_config(cfg)
 
@@ -202,7 +202,7 @@ def test_run_lock_stops_a_second_holder_and_is_released(tmp_path):
 def test_lock_of_a_killed_process_does_not_block(tmp_path):
     code = (
         "import sys, time\n"
-        "from experiments.checkpoints import run_lock\n"
+        "from experiments.engine.checkpoints import run_lock\n"
         "with run_lock(sys.argv[1]):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(60)\n"

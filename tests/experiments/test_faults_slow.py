@@ -15,12 +15,12 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import checkpoints
-from experiments import tracking
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
-from experiments.exit_codes import ExitCode
+from experiments.engine import checkpoints
+from experiments.engine import tracking
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
+from experiments.engine.exit_codes import ExitCode
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -123,7 +123,7 @@ def test_same_command_twice_stops_the_second(tmp_path):
 def test_three_processes_create_a_fresh_store_at_once(tmp_path):
     code = (
         "import sys\n"
-        "from experiments import tracking\n"
+        "from experiments.engine import tracking\n"
         "print(tracking.configure({'uri': 'sqlite:///' + sys.argv[1], "
         "'artifact_location': sys.argv[2]}, 'exp'))\n"
     )

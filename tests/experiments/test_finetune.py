@@ -1,4 +1,5 @@
-"""Fine-tuning (`experiments.finetune`): weights copied by layer name, the
+"""Fine-tuning (`experiments.engine.finetune`): weights copied by layer
+name, the
 head re-initialised for a new label set, the head's learning rate, the
 source recorded, and clear errors for a missing or unrelated source."""
 
@@ -6,14 +7,14 @@ import keras
 import numpy as np
 import pytest
 
-from experiments import build
-from experiments import finetune
-from experiments import tracking
-from experiments.config_schema import ConfigError
-from experiments.config_schema import validate_config
-from experiments.engine_fixtures import build_engine_mlp
-from experiments.engine_fixtures import compose
+from experiments.engine import build
+from experiments.engine import finetune
+from experiments.engine import tracking
+from experiments.engine.compose import compose
+from experiments.engine.config_checks import validate_config
+from experiments.engine.config_schema import ConfigError
 from models.alexnet import build_alexnet
+from tests.engine_fixtures import build_engine_mlp
 
 
 def _mlp(num_classes=4, hidden_units=16):
@@ -106,7 +107,7 @@ def test_head_lr_multiplier_scales_only_the_head_update(tmp_path):
     np.testing.assert_allclose(b[2], 10 * a[2], rtol=1e-4, atol=1e-7)
     assert np.abs(a[2]).max() > 0
     adam = compose(base + ["optimizer=adam", "finetune.head_lr_multiplier=10"])
-    with pytest.raises(ConfigError, match="needs optimizer.name=sgd"):
+    with pytest.raises(ConfigError, match="needs optimizer=sgd"):
         finetune.scale_head_gradients(None, _mlp(), adam)
     with pytest.raises(ConfigError, match="head_lr_multiplier must be > 0"):
         validate_config(compose(base + ["finetune.head_lr_multiplier=0"]))

@@ -11,9 +11,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 QUIET = ["tracking.log_figures=false", "trainer.verbose=0"]
@@ -57,7 +57,7 @@ def test_train_finetune_kill_resume_evaluate(tmp_path):
         "data.num_classes=3",  # a new label set: the head is rebuilt
         f"finetune.source=runs:/{src_id}",
         "finetune.head_lr_multiplier=10",
-        "+callbacks.kill._target_=experiments.callbacks.FaultInjection",
+        "+callbacks.kill._target_=experiments.engine.callbacks.FaultInjection",
         "+callbacks.kill.at_step=25",
         "+callbacks.kill.env_var=REPRO_KILL",
         *QUIET,

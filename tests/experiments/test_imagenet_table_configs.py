@@ -7,9 +7,9 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import config_schema
 from experiments import evaluate as ev
-from experiments.config_schema import compose
+from experiments.engine import config_checks
+from experiments.engine.compose import compose
 from experiments.reports import imagenet_table as it
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
@@ -54,7 +54,7 @@ def test_the_papers_rows_are_all_there():
 @pytest.mark.parametrize("name", FULL)
 def test_full_scale_config_composes(name):
     cfg = _compose(name)
-    config_schema.validate_config(cfg)
+    config_checks.validate_config(cfg)
     rows = _check_rows(cfg)
     assert cfg.report.scale == "full"
     assert cfg.data.name == "imagenet2012"
@@ -89,10 +89,10 @@ def test_full_scale_recipes_match_the_papers():
 
 @pytest.mark.parametrize("name", MINI)
 def test_mini_config_builds_its_models(name):
-    from experiments import train as engine
+    from experiments.engine import train as engine
 
     cfg = _compose(name)
-    config_schema.validate_config(cfg)
+    config_checks.validate_config(cfg)
     _check_rows(cfg)
     assert cfg.report.scale == "mini" and cfg.data.name == "imagenette"
     configs = [c.cfg for c in engine.expand_children(cfg)] or [cfg]
@@ -120,7 +120,7 @@ def test_shortened_overrides():
     assert f"schedule.boundaries=[{','.join(map(str, bounds))}]" in out
     assert "report.max_images=300" in out
     short = _compose("imagenette_vgg_a", *out)
-    config_schema.validate_config(short)
+    config_checks.validate_config(short)
     assert it.shortened_overrides(cfg, 1.0) == []
     with pytest.raises(ValueError, match="Received: fraction=0"):
         it.shortened_overrides(cfg, 0)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import progress
-from experiments import summary
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
+from experiments.engine import progress
+from experiments.engine import summary
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
 
 
 class FakeClock:

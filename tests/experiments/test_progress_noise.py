@@ -4,7 +4,7 @@ import warnings
 
 import keras
 
-from experiments import optimization
+from experiments.engine import optimization
 
 
 class NoJitDense(keras.layers.Dense):

@@ -59,7 +59,7 @@ def test_family_rehearsal_passes(experiment, ilsvrc_sample, tmp_path):
 
 
 def test_only_batch_steps_and_images_differ_from_the_paper_config():
-    from experiments.config_schema import compose
+    from experiments.engine.compose import compose
 
     paper = OmegaConf.to_container(
         compose(["experiment=imagenet_googlenet"]), resolve=False

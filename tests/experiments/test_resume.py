@@ -9,9 +9,9 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # Two children; the second is killed at step 25 (checkpoint at 20) when
@@ -21,7 +21,7 @@ OVERRIDES = [
     "experiment=smoke",
     "variants={first: {optimizer.learning_rate: 0.05}, "
     "second: {optimizer.learning_rate: 0.02, callbacks.kill.at_step: 25}}",
-    "+callbacks.kill._target_=experiments.callbacks.FaultInjection",
+    "+callbacks.kill._target_=experiments.engine.callbacks.FaultInjection",
     "+callbacks.kill.at_step=1000000",
     "+callbacks.kill.env_var=REPRO_KILL",
     "tracking.log_model=false",

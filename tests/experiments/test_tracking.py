@@ -14,10 +14,10 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import metric_log
-from experiments import tracking
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine import metric_log
+from experiments.engine import tracking
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,5 @@
-"""A tracking server that goes away: `experiments.metric_log.MetricBuffer`
+"""A tracking server that goes away:
+`experiments.engine.metric_log.MetricBuffer`
 keeps metrics in memory without stalling, says so in one line, sends each
 step once when the server is back, and spills what is left at the end to a
 file that the resume path sends."""
@@ -16,12 +17,13 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from experiments import metric_log
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine import metric_log
+from experiments.engine import outage
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
 
-LOGGER = "experiments.metric_log"
+LOGGER = "experiments.engine.metric_log"
 
 
 def _free_port():
@@ -87,8 +89,8 @@ class FakeTrackingServer:
 @pytest.fixture
 def http_settings(monkeypatch):
     """Short MLflow HTTP timeout/retries, restored after the test."""
-    monkeypatch.setenv(metric_log.TIMEOUT_ENV, "2")
-    monkeypatch.setenv(metric_log.RETRIES_ENV, "1")
+    monkeypatch.setenv(outage.TIMEOUT_ENV, "2")
+    monkeypatch.setenv(outage.RETRIES_ENV, "1")
     yield
     metric_log._active = None
 
@@ -96,16 +98,14 @@ def http_settings(monkeypatch):
 def test_http_settings_come_from_the_config(monkeypatch):
     tracking_cfg = compose(["experiment=smoke"]).tracking
     assert (tracking_cfg.request_timeout_s, tracking_cfg.max_retries) == (10, 1)
-    monkeypatch.setenv(metric_log.TIMEOUT_ENV, "120")
-    monkeypatch.delenv(metric_log.RETRIES_ENV, raising=False)
-    metric_log.apply_http_settings({"request_timeout_s": 7, "max_retries": 0})
+    monkeypatch.setenv(outage.TIMEOUT_ENV, "120")
+    monkeypatch.delenv(outage.RETRIES_ENV, raising=False)
+    outage.apply_http_settings({"request_timeout_s": 7, "max_retries": 0})
     assert mlflow.environment_variables.MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 7
     env = mlflow.environment_variables.MLFLOW_HTTP_REQUEST_MAX_RETRIES
     assert env.get() == 0
     # null keeps what the environment says.
-    metric_log.apply_http_settings(
-        {"request_timeout_s": None, "max_retries": None}
-    )
+    outage.apply_http_settings({"request_timeout_s": None, "max_retries": None})
     assert mlflow.environment_variables.MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 7
 
 

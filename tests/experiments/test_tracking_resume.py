@@ -11,9 +11,9 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
-from experiments.engine_fixtures import fresh_sqlite_store
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
+from experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 QUIET = ["tracking.log_model=false", "tracking.log_figures=false"]
@@ -111,7 +111,7 @@ def test_probe_metrics_have_each_step_once_after_kill_and_resume(tmp_path):
         "+callbacks.probe.every_steps=5",
         "+callbacks.probe.num_images=32",
         "+callbacks.probe.data=${data}",
-        "+callbacks.kill._target_=experiments.callbacks.FaultInjection",
+        "+callbacks.kill._target_=experiments.engine.callbacks.FaultInjection",
         "+callbacks.kill.at_step=35",
         "+callbacks.kill.env_var=REPRO_KILL",
     ] + QUIET

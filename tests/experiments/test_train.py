@@ -1,4 +1,4 @@
-"""End-to-end tests of `experiments.train.train` on tiny generated data.
+"""End-to-end tests of `experiments.engine.train.train` on tiny generated data.
 
 Every run logs to a temporary SQLite MLflow store (no server).
 """
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import optimization
-from experiments import train as train_lib
-from experiments.engine_fixtures import compose
+from experiments.engine import optimization
+from experiments.engine import train as train_lib
+from experiments.engine.compose import compose
 
 SMOKE = ["experiment=smoke"]
 REPORT_CALLS = []
@@ -49,7 +49,7 @@ def test_smoke_run_logs_params_metrics_and_artifacts(tmp_path):
     # Flattened resolved config as params.
     params = run.data.params
     assert params["trainer.steps"] == "40"
-    assert params["optimizer.name"] == "sgd"
+    assert params["optimizer._target_"] == "keras.optimizers.SGD"
     assert params["optimizer.learning_rate"] == "0.05"
     assert params["data.input_shape"] == "[8, 8, 1]"
     assert params["model.num_classes"] == "4"  # interpolation resolved
@@ -230,7 +230,7 @@ def test_plateau_schedule_reduces_lr(tmp_path):
 
 
 def test_l2_weight_decay_adds_half_wd_squared_norm_of_kernels():
-    from experiments.engine_fixtures import build_engine_mlp
+    from tests.engine_fixtures import build_engine_mlp
 
     model = build_engine_mlp(batch_norm=True)
     n = optimization.add_l2_weight_decay(model, 0.01)

@@ -1,12 +1,16 @@
-"""`tf.distribute` plumbing of the training engine: the strategy of
-`trainer.strategy`, the chief test, and the Keras 3.15 work-arounds that
-multi-device strategies need (documented where they are applied)."""
+"""`tf.distribute` plumbing of the engine: the strategy, the chief test.
+
+The strategy of `trainer.strategy`, which process is the chief, the steps
+per compiled call a strategy allows and the dataset sharding options. The
+Keras patches that multi-device strategies need are in
+`experiments.engine.compat`.
+"""
 
 import logging
 
 import tensorflow as tf
 
-from experiments.config_schema import Strategy
+from experiments.engine.config_schema import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def make_strategy(trainer):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if kind == Strategy.multi_worker:
-        from experiments.engine_compat import patch_multi_worker_reduce
+        from experiments.engine.compat import patch_multi_worker_reduce
 
         patch_multi_worker_reduce()
         # Reads TF_CONFIG; every worker runs the same command.
@@ -86,28 +90,6 @@ def effective_steps_per_execution(trainer):
             )
         return 1
     return trainer.steps_per_execution
-
-
-def patch_symbolic_build(model, strategy, sample_ds):
-    """Builds metrics/optimizer from a plain batch under a strategy.
-
-    Keras 3.15 `fit` under a strategy takes one batch off the *training*
-    iterator and `strategy.reduce`s it to build the model: that shifts the
-    deterministic data stream by one batch and fails outright under
-    `MultiWorkerMirroredStrategy` ("Attempt to convert a value (PerReplica)
-    ... to a Tensor"). We build from a batch of a separate iterator instead.
-    """
-    if not tf.distribute.has_strategy() and (
-        strategy is tf.distribute.get_strategy()
-    ):
-        return
-    sample = next(iter(sample_ds.take(1)))
-
-    def build(iterator=None, data_batch=None):
-        with strategy.scope():
-            model._symbolic_build(data_batch=sample)
-
-    model._maybe_symbolic_build = build
 
 
 def distribute_options(ds, strategy_kind):

@@ -39,8 +39,8 @@ import pathlib
 import shutil
 import zipfile
 
-from experiments.exit_codes import CheckpointError
-from experiments.exit_codes import RunLockedError
+from experiments.engine.exit_codes import CheckpointError
+from experiments.engine.exit_codes import RunLockedError
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ def format_summary(cfg, result, client=None):
 
     Args:
         cfg: the experiment's root config.
-        result: what `experiments.train.train` returned.
+        result: what `experiments.engine.train.train` returned.
         client: an `MlflowClient` (default: one on the current tracking URI).
 
     Returns:

@@ -20,12 +20,6 @@ Every metric of a training run, the engine's and the callbacks' (through
   resume path) sends first. `end_run` then leaves the run RUNNING, so the
   rerun of the same command resumes it and sets its final status.
 
-`apply_http_settings` turns `tracking.request_timeout_s` and
-`tracking.max_retries` into MLflow's own `MLFLOW_HTTP_REQUEST_TIMEOUT` and
-`MLFLOW_HTTP_REQUEST_MAX_RETRIES` (MLflow's defaults, 120 s and 7 retries
-with exponential backoff, froze training for about 17 minutes on a dead
-server).
-
 MLflow's async logging (`mlflow.log_metrics(..., synchronous=False)`) was
 considered and does not fit: it only moves each call to a worker thread. A
 batch that fails after its retries is dropped with an error log (the
@@ -42,64 +36,23 @@ import time
 
 import mlflow
 from mlflow.entities import Metric
-from mlflow.exceptions import MlflowException
-from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
+
+from experiments.engine.outage import RETRIES_ENV
+from experiments.engine.outage import TIMEOUT_ENV
+from experiments.engine.outage import reason
+from experiments.engine.outage import unreachable
 
 log = logging.getLogger(__name__)
 
 # Tags that describe a failure; cleared when the run later finishes.
 FAILURE_TAGS = ("failure_reason", "failed_children")
-TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
-RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 # Unsent metrics of a run, in its checkpoint folder.
 SPILL_FILE = "unsent_metrics.jsonl"
-
-_TRANSIENT_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE")
 
 _MAX_BACKOFF = 8  # longest wait between tries, in `retry_every_s`
 
 _active = None  # the MetricBuffer of the run being trained
-
-
-def apply_http_settings(tracking_cfg):
-    """Sets MLflow's HTTP timeout and retry env vars from the config.
-
-    A `null` key leaves the environment (or MLflow's default) alone.
-
-    Args:
-        tracking_cfg: mapping with `request_timeout_s` and `max_retries`.
-    """
-    settings = (
-        (TIMEOUT_ENV, tracking_cfg.get("request_timeout_s"), 1),
-        (RETRIES_ENV, tracking_cfg.get("max_retries"), 0),
-    )
-    for name, value, low in settings:
-        if value is not None:
-            os.environ[name] = str(max(int(value), low))  # MLflow wants int
-
-
-def unreachable(error):
-    """True if `error` means the store could not be reached (not a refusal).
-
-    A `RestException` is an answer of the server (bad request, unknown run):
-    retrying cannot help, so it is not an outage.
-    """
-    if isinstance(error, RestException):
-        return False
-    if isinstance(error, MlflowException):
-        # MLflow wraps transport failures (refused, timed out, retries
-        # exhausted) with the default code; a store's refusals carry theirs.
-        return error.error_code in _TRANSIENT_CODES
-    import requests
-
-    return isinstance(error, (requests.RequestException, OSError))
-
-
-def reason(error):
-    """The first line of `error`, short enough for a one-line warning."""
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text[:160]
 
 
 class MetricBuffer:
@@ -250,8 +203,8 @@ class MetricBuffer:
 
     def _probe(self):
         """One short request before a batch (no MLflow retry cycle)."""
-        from experiments.tracking import TrackingUnavailableError
-        from experiments.tracking import check_reachable
+        from experiments.engine.tracking import TrackingUnavailableError
+        from experiments.engine.tracking import check_reachable
 
         timeout = float(os.environ.get(TIMEOUT_ENV, 2))
         try:

@@ -1,6 +1,6 @@
 """Builds a run's data, model and optimizer before its MLflow run exists.
 
-`experiments.train` calls `build_run` before creating a run (and
+`experiments.engine.train` calls `build_run` before creating a run (and
 `preflight` before creating a multi-run's parent), so a corrupt file, a
 model that cannot be built from its config (e.g. `model.conv.kind=unshared`
 with a dynamic input) or a bad data setting fails with a one-line error and
@@ -15,14 +15,13 @@ import keras
 import tensorflow as tf
 from hydra.errors import InstantiationException
 
-from experiments import finetune
-from experiments import optimization
-from experiments import tracking
-from experiments.config_schema import ConfigError
-from experiments.config_schema import MixedPrecision
-from experiments.config_schema import WeightDecayStyle
 from experiments.data.sources import MissingDataError
-from experiments.exit_codes import DataError
+from experiments.engine import finetune
+from experiments.engine import optimization
+from experiments.engine import tracking
+from experiments.engine.config_schema import ConfigError
+from experiments.engine.config_schema import MixedPrecision
+from experiments.engine.exit_codes import DataError
 
 
 def seed_and_policy(cfg):
@@ -63,7 +62,7 @@ def build_run(cfg, strategy, skip_batches=0):
     The train stream starts at batch `skip_batches` (a resumed run's step),
     skipped before decoding (`make_datasets(skip_batches=...)`). With
     `finetune.source` set, a new run (`skip_batches=0`) starts from the
-    source's weights (`experiments.finetune`); a resumed one from its own
+    source's weights (`experiments.engine.finetune`); a resumed one from its own
     checkpoint, restored after this build.
     """
     train_ds, val_ds = instantiate(cfg.data, "data", skip_batches=skip_batches)
@@ -71,8 +70,8 @@ def build_run(cfg, strategy, skip_batches=0):
         model = instantiate(cfg.model, "model")
         finetune.apply(cfg, model, skip_batches=skip_batches)
         if (
-            cfg.optimizer.weight_decay > 0
-            and cfg.optimizer.weight_decay_style == WeightDecayStyle.l2
+            cfg.optimizer.get("weight_decay", 0.0) > 0
+            and cfg.optimizer.get("weight_decay_style", "l2") == "l2"
         ):
             optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
         learning_rate, lr_callback = optimization.build_learning_rate(cfg)

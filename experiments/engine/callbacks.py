@@ -9,15 +9,15 @@ work: callbacks run once per execution and act only on their intervals.
 - `StepLogger`: train metrics averaged over each `log_every_steps` window,
   learning rate, eval metrics (with top-k errors), the NaN/Inf guard
   (stops training and records the reason); it feeds the experiment's
-  `experiments.progress.ExperimentProgress` (bar or plain lines).
+  `experiments.engine.progress.ExperimentProgress` (bar or plain lines).
 - `StepCheckpointer`: a `.keras` checkpoint (weights + optimizer state) every
   `checkpoint_every_steps`, written atomically with its `state.json` (see
-  `experiments.checkpoints`), never after a bad loss.
+  `experiments.engine.checkpoints`), never after a bad loss.
 - `FaultInjection`: kills the process at a step (tests of resume).
 
 User callbacks (config `callbacks:`) get the global step as
 `int(self.model.optimizer.iterations)` and log with
-`experiments.metric_log.log_metrics({key: value}, step)`: the same
+`experiments.engine.metric_log.log_metrics({key: value}, step)`: the same
 resume-safe buffer as `StepLogger` (a resumed run drops steps it already
 holds; values wait in memory while the tracking server is away).
 """
@@ -28,11 +28,11 @@ import pathlib
 
 import keras
 
-from experiments.checkpoints import CHECKPOINT_FILE  # noqa: F401
-from experiments.checkpoints import STATE_FILE  # noqa: F401
-from experiments.checkpoints import read_checkpoint_state  # noqa: F401
-from experiments.checkpoints import restore_seed_states  # noqa: F401
-from experiments.checkpoints import save_checkpoint
+from experiments.engine.checkpoints import CHECKPOINT_FILE  # noqa: F401
+from experiments.engine.checkpoints import STATE_FILE  # noqa: F401
+from experiments.engine.checkpoints import read_checkpoint_state  # noqa: F401
+from experiments.engine.checkpoints import restore_seed_states  # noqa: F401
+from experiments.engine.checkpoints import save_checkpoint
 
 
 def accuracy_to_error(logs, prefix=""):

@@ -1,17 +1,13 @@
 """Tiny generated data and a tiny MLP for the engine's own smoke tests.
 
-Registered in the Hydra ConfigStore as `data=engine_synthetic` and
-`model=engine_mlp` (see `experiments.config_schema`), so the engine tests do
+The data and model of `conf/experiment/smoke.yaml` (the engine's smoke
+experiment, used by the engine tests), so the engine tests do
 not depend on the real data pipelines or model families. No paper.
 """
-
-import pathlib
 
 import keras
 import numpy as np
 import tensorflow as tf
-
-CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "conf"
 
 
 def make_synthetic_datasets(
@@ -131,74 +127,3 @@ def build_engine_mlp(
         aux = keras.layers.Dense(num_classes, name="aux_logits")(x)
         outputs = [outputs, aux]
     return keras.Model(inputs, outputs, name=name or "engine_mlp")
-
-
-def fresh_sqlite_store(path):
-    """Creates an empty MLflow SQLite store at `path` by copying a template.
-
-    Creating the tables runs MLflow's database migrations (5-15 s on a busy
-    2-core machine); the template is built once per MLflow version and
-    copied, which takes milliseconds. An existing `path` is left alone.
-
-    Args:
-        path: the `.db` file to create.
-
-    Returns:
-        `path`.
-    """
-    import os
-    import shutil
-    import tempfile
-
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    path = pathlib.Path(path)
-    if path.exists():
-        return path
-    template = pathlib.Path(tempfile.gettempdir()) / (
-        f"convnet-repro-mlflow-{mlflow.__version__}-template.db"
-    )
-    if not template.exists():
-        tmp = template.with_suffix(f".{os.getpid()}.tmp")
-        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()
-        os.replace(tmp, template)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, path)
-    return path
-
-
-def compose(overrides=(), tmp_path=None, return_hydra_config=False):
-    """Composes `conf/train.yaml` with `overrides` (for tests and notebooks).
-
-    Args:
-        overrides: Hydra override strings, e.g. `["experiment=smoke"]`.
-        tmp_path: if set, the MLflow store, artifacts and checkpoints go
-            under this folder.
-        return_hydra_config: keep the `hydra` node (to check launcher and
-            sweeper configs).
-
-    Returns:
-        The composed `DictConfig`.
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import experiments.config_schema  # noqa: F401  (schemas, resolvers)
-
-    overrides = list(overrides)
-    if tmp_path is not None:
-        tmp = pathlib.Path(tmp_path)
-        fresh_sqlite_store(tmp / "mlruns.db")
-        overrides += [
-            f"tracking.uri=sqlite:///{tmp}/mlruns.db",
-            f"tracking.artifact_location={tmp}/mlartifacts",
-            f"paths.checkpoint_dir={tmp}/checkpoints",
-            f"paths.output_dir={tmp}/outputs",
-        ]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(
-            "train",
-            overrides=overrides,
-            return_hydra_config=return_hydra_config,
-        )

@@ -1,4 +1,4 @@
-"""MLflow helpers shared by training, studies and reports.
+"""Connect to the MLflow store and record what identifies a run.
 
 - `configure(tracking_cfg, experiment_name)`: tracking URI + experiment, after
   checking that a remote server answers (one-line `TrackingUnavailableError`
@@ -8,7 +8,9 @@
 - `run_key(cfg)` / `find_run(...)`: the deterministic key (a config hash) that
   lets a restarted command resume the same MLflow run.
 - metric logging (every step once, outages survived) is in
-  `experiments.metric_log`; `configure` applies its HTTP timeout settings.
+  `experiments.engine.metric_log`; `configure` applies the HTTP timeout
+  settings of `experiments.engine.outage`; reading runs back is
+  `experiments.engine.run_queries`.
 
 Default store: an embedded SQLite file `sqlite:///<repo>/mlruns.db` with
 artifacts in `<repo>/mlartifacts`; `make ui` shows both, no server needed.
@@ -31,10 +33,10 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from omegaconf import OmegaConf
 
-from experiments import metric_log
+from experiments.engine import outage
+from experiments.engine.run_queries import PARENT_TAG
 
 RUN_KEY_TAG = "repro.run_key"
-PARENT_TAG = "mlflow.parentRunId"
 # Config sections that do not change the numbers a run produces.
 _NOT_IN_RUN_KEY = (
     "tracking",
@@ -113,7 +115,7 @@ def configure(tracking_cfg, experiment_name):
         InfrastructureError: the local artifact folder is not writable.
     """
     uri = str(_get(tracking_cfg, "uri"))
-    metric_log.apply_http_settings(_as_dict(tracking_cfg))
+    outage.apply_http_settings(_as_dict(tracking_cfg))
     check_reachable(uri, float(_get(tracking_cfg, "connect_timeout_s", 5.0)))
     lock = None
     if uri.startswith("sqlite:///"):
@@ -179,8 +181,8 @@ def _check_artifact_folder(experiment):
 
 
 def _check_writable(folder, experiment_name, location):
-    from experiments.checkpoints import ensure_writable_dir
-    from experiments.exit_codes import InfrastructureError
+    from experiments.engine.checkpoints import ensure_writable_dir
+    from experiments.engine.exit_codes import InfrastructureError
 
     try:
         ensure_writable_dir(folder)
@@ -269,7 +271,7 @@ def _git(*args):
     try:
         out = subprocess.run(
             ["git", *args],
-            cwd=pathlib.Path(__file__).resolve().parents[1],
+            cwd=pathlib.Path(__file__).resolve().parents[2],
             capture_output=True,
             text=True,
             timeout=10,
@@ -320,7 +322,9 @@ def reproducibility_tags(cfg=None):
     for tag in _get(cfg, "tags", None) or []:
         tags[f"tag.{tag}"] = "true"
     if cfg is not None:
-        from experiments import finetune  # the source run, linked in the UI
+        from experiments.engine import (
+            finetune,  # the source run, linked in the UI
+        )
 
         tags.update(finetune.tags(cfg))
     return tags
@@ -363,63 +367,3 @@ def log_config(cfg, log_params=True):
             mlflow.log_artifact(str(overrides))
     else:
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-
-
-def child_summary(client, run_ids, prefix="val/"):
-    """Means of the children's final `prefix*` metrics, as MLflow holds them.
-
-    Read back from the store rather than taken from this process's results,
-    so a parent whose children were resumed or skipped as finished gets the
-    same summary as one that trained them all. Only keys that every child
-    has are averaged (never a mean over a subset of children).
-
-    Args:
-        client: an `MlflowClient`.
-        run_ids: the child runs to average.
-        prefix: which metrics to average (the final eval metrics).
-
-    Returns:
-        `{key: mean}`, keys sorted.
-    """
-    finals = []
-    for run_id in run_ids:
-        metrics = client.get_run(run_id).data.metrics
-        finals.append(
-            {k: v for k, v in metrics.items() if k[: len(prefix)] == prefix}
-        )
-    if not finals:
-        return {}
-    keys = set.intersection(*(set(m) for m in finals))
-    return {k: sum(m[k] for m in finals) / len(finals) for k in sorted(keys)}
-
-
-def _search_children(client, experiment_id, parent_run_id, max_results):
-    return client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=max_results,
-    )
-
-
-def child_runs(client, parent_run_id, max_results=1000):
-    """The direct child runs of `parent_run_id`, oldest first."""
-    parent = client.get_run(parent_run_id)
-    return _search_children(
-        client, parent.info.experiment_id, parent_run_id, max_results
-    )
-
-
-def descendant_runs(client, parent_run_id, max_results=5000):
-    """Every run below `parent_run_id` (children, grandchildren, ...)."""
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    found, frontier = [], [parent_run_id]
-    while frontier:
-        batch = []
-        for run_id in frontier:
-            batch += _search_children(
-                client, experiment_id, run_id, max_results
-            )
-        found += batch
-        frontier = [r.info.run_id for r in batch]
-    return found

@@ -1,70 +1,80 @@
-"""Optimizer, learning-rate schedule, paper-style L2 and `model.compile`
-of the training engine (`conf/optimizer/`, `conf/schedule/`)."""
+"""Optimizer, learning-rate schedule, paper-style L2 and `model.compile`.
 
+The optimizer and schedule are Hydra `_target_` nodes (`conf/optimizer/`,
+`conf/schedule/`); this module fills in what only the engine knows (the
+learning rate, the schedule's start) and compiles the model.
+"""
+
+import hydra
 import keras
+from omegaconf import OmegaConf
 
-# Keras' own test (the one behind the warning); the keras pin (<3.16) keeps
-# this private path stable.
-from keras.src.trainers.trainer import model_supports_jit
+from experiments.engine.compat import model_supports_jit
+from experiments.engine.config_schema import ConfigError
+from experiments.engine.distribute import effective_steps_per_execution
 
-from experiments.config_schema import ConfigError
-from experiments.config_schema import OptimizerName
-from experiments.config_schema import ScheduleName
-from experiments.config_schema import optimizer_kwargs
-from experiments.distribute import effective_steps_per_execution
+# Optimizer keys the engine reads itself (not arguments of the optimizer).
+ENGINE_OPTIMIZER_KEYS = ("weight_decay_style",)
 
-_OPTIMIZERS = {
-    OptimizerName.sgd: keras.optimizers.SGD,
-    OptimizerName.adam: keras.optimizers.Adam,
-    OptimizerName.rmsprop: keras.optimizers.RMSprop,
-}
+
+def step_decay(initial_learning_rate, boundaries, gamma):
+    """`PiecewiseConstantDecay`: `lr * gamma**k` after the k-th boundary.
+
+    The papers' "divide by 10 at steps ..." (ResNet Sec. 3.4). Keras'
+    schedule takes the values per interval; this derives them from one
+    learning rate and `gamma` (`conf/schedule/step.yaml`).
+
+    Args:
+        initial_learning_rate: the rate before the first boundary.
+        boundaries: increasing steps.
+        gamma: the factor applied at each boundary.
+
+    Returns:
+        A `keras.optimizers.schedules.PiecewiseConstantDecay`.
+    """
+    values = [
+        float(initial_learning_rate) * gamma**i
+        for i in range(len(boundaries) + 1)
+    ]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [int(b) for b in boundaries], values
+    )
 
 
 def build_learning_rate(cfg):
     """Learning rate (float or Keras schedule) and optional LR callback.
 
-    Schedules: constant; step (x `gamma` at each boundary, the papers'
-    "divide by 10"); exponential (`decay_rate ** (step / decay_steps)`,
-    `staircase` for integer powers; BN paper 4.2.1 "decay 6x faster" is
-    `decay_steps / 6`); plateau (`ReduceLROnPlateau` on `monitor`, checked at
-    evaluations; AlexNet/VGG "divide by 10 when val error stops improving").
+    `cfg.schedule` is built by Hydra from its `_target_`
+    (`conf/schedule/`): none (constant), a partial schedule called with
+    `initial_learning_rate=optimizer.learning_rate` (`step_decay`,
+    `ExponentialDecay`; BN paper 4.2.1 "decay 6x faster" is
+    `decay_steps / 6`), or a Keras callback (`ReduceLROnPlateau`, AlexNet /
+    VGG "divide by 10 when val error stops improving").
     """
     lr = float(cfg.optimizer.learning_rate)
-    s = cfg.schedule
-    if s.name == ScheduleName.constant:
+    if "_target_" not in cfg.schedule:
         return lr, None
-    if s.name == ScheduleName.step:
-        values = [lr * s.gamma**i for i in range(len(s.boundaries) + 1)]
-        return (
-            keras.optimizers.schedules.PiecewiseConstantDecay(
-                [int(b) for b in s.boundaries], values
-            ),
-            None,
-        )
-    if s.name == ScheduleName.exponential:
-        return (
-            keras.optimizers.schedules.ExponentialDecay(
-                lr, s.decay_steps, s.decay_rate, staircase=s.staircase
-            ),
-            None,
-        )
-    callback = keras.callbacks.ReduceLROnPlateau(
-        monitor=s.monitor,
-        factor=s.factor,
-        patience=s.patience,
-        cooldown=s.cooldown,
-        min_delta=s.min_delta,
-        min_lr=s.min_lr,
-        verbose=0,
-    )
-    return lr, callback
+    built = hydra.utils.instantiate(cfg.schedule, _convert_="all")
+    if isinstance(built, keras.callbacks.Callback):
+        return lr, built
+    return built(initial_learning_rate=lr), None
 
 
 def build_optimizer(cfg, learning_rate):
-    o = cfg.optimizer
-    return _OPTIMIZERS[o.name](
-        learning_rate=learning_rate, **optimizer_kwargs(o)
-    )
+    """The Keras optimizer of `cfg.optimizer` (`conf/optimizer/`).
+
+    Every key but `ENGINE_OPTIMIZER_KEYS` is an argument of the
+    `_target_`; `weight_decay` goes to Keras only with
+    `weight_decay_style: decoupled` (the `l2` style is a loss term,
+    `add_l2_weight_decay`).
+    """
+    node = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    style = node.pop("weight_decay_style", "l2")
+    if style != "decoupled" or not node.get("weight_decay"):
+        node.pop("weight_decay", None)
+    node["_partial_"] = True
+    factory = hydra.utils.instantiate(node, _convert_="all")
+    return factory(learning_rate=learning_rate)
 
 
 def add_l2_weight_decay(model, weight_decay):

@@ -60,9 +60,9 @@ def exit_code_for(error):
         An `ExitCode`.
     """
     # Imported here: this module stays importable without TF/MLflow.
-    from experiments.config_schema import ConfigError
     from experiments.data.sources import MissingDataError
-    from experiments.tracking import TrackingUnavailableError
+    from experiments.engine.config_schema import ConfigError
+    from experiments.engine.tracking import TrackingUnavailableError
 
     if error is None:
         return ExitCode.OK

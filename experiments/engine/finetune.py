@@ -8,7 +8,8 @@ The `finetune:` config node (`FinetuneConfig` in `config_schema`):
       reinit_head: true       # false: copy the head too (same label set)
       head_lr_multiplier: null  # e.g. 10: the head learns 10x faster (SGD)
 
-`experiments.build.build_run` calls `apply` right after the model is built:
+`experiments.engine.build.build_run` calls `apply` right after the model
+is built:
 every layer with weights is copied from the source by name, except the head
 layers, which keep the builder's fresh initialisation (so `num_classes` may
 differ from the source's). A resumed run (`skip_batches > 0`) does not load
@@ -34,8 +35,9 @@ run in the MLflow UI.
 
 import logging
 
-from experiments.config_schema import ConfigError
-from experiments.config_schema import OptimizerName
+import keras
+
+from experiments.engine.config_schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +181,11 @@ def scale_head_gradients(optimizer, model, cfg):
     mult = cfg.finetune.head_lr_multiplier if enabled(cfg) else None
     if mult is None or mult == 1.0:
         return optimizer
-    if cfg.optimizer.name != OptimizerName.sgd:
+    if type(optimizer) is not keras.optimizers.SGD:
         raise ConfigError(
-            "finetune.head_lr_multiplier needs optimizer.name=sgd (a gradient "
+            "finetune.head_lr_multiplier needs optimizer=sgd (a gradient "
             "scale is not a learning rate for adaptive optimizers); unset it. "
-            f"Received: optimizer.name={cfg.optimizer.name.value}"
+            f"Received: optimizer._target_={cfg.optimizer._target_}"
         )
     heads = set(head_names(model, cfg.finetune.head))
     paths = {

@@ -5,14 +5,15 @@ BN, batch 60, SGD lr 0.5) on generated 28x28 data of the same shapes, for
 the same number of steps and `steps_per_execution`:
 
 - `bare`: `compile` + `fit(steps_per_epoch=steps, epochs=1)`, nothing else;
-- `engine`: `experiments.train.train(cfg)`, i.e. MLflow run + params + tags,
+- `engine`: `experiments.engine.train.train(cfg)`, i.e. MLflow run +
+  params + tags,
   windowed train metrics, evaluations, checkpoints, final model and figure.
 
 Reports wall and process-CPU seconds (CPU time is less disturbed by other
 processes on a shared machine).
 
 Usage:
-    python -m experiments.engine_bench --steps 10000 --spe 500
+    python -m benchmarks.engine_bench --steps 10000 --spe 500
 """
 
 import os
@@ -26,9 +27,9 @@ import time  # noqa: E402
 
 import keras  # noqa: E402
 
-from experiments import train as train_lib  # noqa: E402
-from experiments.engine_fixtures import compose  # noqa: E402
-from experiments.engine_fixtures import make_synthetic_datasets  # noqa: E402
+from experiments.engine import train as train_lib  # noqa: E402
+from experiments.engine.compose import compose  # noqa: E402
+from tests.engine_fixtures import make_synthetic_datasets  # noqa: E402
 
 DATA = dict(
     input_shape=(28, 28, 1),
