@@ -7,11 +7,21 @@ step with accuracy >= threshold; speed-up = baseline steps / variant steps.
 
 import csv
 import json
+import pathlib
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from experiments.reports import bn_inception
+
+# The fixture runs log the key training logs, and the report reads it with
+# the settings the experiment config gives its hook (not the defaults).
+REPORT = OmegaConf.load(
+    pathlib.Path(__file__).resolve().parents[2]
+    / "conf/experiment/bn_inception.yaml"
+).report
+METRIC = REPORT.metric
 
 STEPS = np.arange(100, 2001, 100)
 
@@ -199,8 +209,8 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
         for name, acc in curves.items():
             with mlflow.start_run(run_name=name, nested=True) as child:
                 for step, value in zip(STEPS, acc):
-                    mlflow.log_metric("val_accuracy", value, step=int(step))
-                mlflow.log_metric("val_loss", 1.0, step=100)  # ignored
+                    mlflow.log_metric(METRIC, value, step=int(step))
+                mlflow.log_metric("val/loss", 1.0, step=100)  # ignored
             if name == "bn_x30":
                 mlflow.MlflowClient().set_terminated(
                     child.info.run_id, "FAILED"
@@ -210,6 +220,7 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
     out = bn_inception.report(
         cfg,
         parent.info.run_id,
+        metric=METRIC,
         results_dir=out_dir,
         fixed_thresholds=[0.3, 0.5],
         chance=0.1,
@@ -263,7 +274,9 @@ def test_report_without_children_is_a_clear_error(mlflow_store, tmp_path):
     with mlflow_store.start_run() as parent:
         pass
     with pytest.raises(ValueError, match="Received: parent_run_id="):
-        bn_inception.report(None, parent.info.run_id, results_dir=tmp_path)
+        bn_inception.report(
+            None, parent.info.run_id, results_dir=tmp_path, metric=METRIC
+        )
 
 
 def test_report_merges_parents_cuts_curves_and_warns_at_chance(
@@ -279,11 +292,12 @@ def test_report_merges_parents_cuts_curves_and_warns_at_chance(
         with mlflow.start_run() as parent:
             with mlflow.start_run(run_name=name, nested=True):
                 for step, value in zip((50, 100, 150, 200), acc):
-                    mlflow.log_metric("val_accuracy", value, step=step)
+                    mlflow.log_metric(METRIC, value, step=step)
         parents.append(parent.info.run_id)
     out = bn_inception.report(
         None,
         parents,
+        metric=METRIC,
         results_dir=tmp_path,
         fixed_thresholds=[0.2],
         chance=0.1,
@@ -305,15 +319,20 @@ def test_report_merges_parents_cuts_curves_and_warns_at_chance(
     # A variant under two parents comes from the first one listed.
     with mlflow.start_run() as late:
         with mlflow.start_run(run_name="bn_x5", nested=True):
-            mlflow.log_metric("val_accuracy", 0.9, step=50)
+            mlflow.log_metric(METRIC, 0.9, step=50)
     out = bn_inception.report(
-        None, [parents[0], late.info.run_id, parents[1]], results_dir=tmp_path
+        None,
+        [parents[0], late.info.run_id, parents[1]],
+        results_dir=tmp_path,
+        metric=METRIC,
     )
     assert out["rows"][1]["max_accuracy"] == pytest.approx(0.9)
     assert f"bn_x5 `{late.info.run_id}`" in (tmp_path / "table.md").read_text()
     # The engine's hook on a parent without the baseline still writes the
     # table (no threshold) instead of failing after the runs.
-    out = bn_inception.report(None, parents[1], results_dir=tmp_path)
+    out = bn_inception.report(
+        None, parents[1], results_dir=tmp_path, metric=METRIC
+    )
     assert out["threshold"] is None
     assert out["rows"][0]["max_accuracy"] == pytest.approx(0.5)
     assert "**No 'inception' run**" in (tmp_path / "table.md").read_text()

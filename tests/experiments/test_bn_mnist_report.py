@@ -6,12 +6,21 @@ straight from the definitions.
 """
 
 import csv
+import pathlib
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from experiments.probes import metric_key
 from experiments.reports import bn_mnist
+
+# The fixture runs log the keys training logs, and the report reads them
+# with the settings the experiment config gives its hook (not the defaults).
+REPORT = OmegaConf.load(
+    pathlib.Path(__file__).resolve().parents[2]
+    / "conf/experiment/bn_mnist.yaml"
+).report
 
 STEPS = [0, 500, 1000, 1500, 2000]
 # Fabricated test-accuracy curves: {variant: {seed: values at STEPS}}.
@@ -136,7 +145,7 @@ def test_report_reads_mlflow_children_and_writes_outputs(tmp_path):
                         tags={"variant": variant, "seed": str(seed)},
                     ):
                         for step, value in zip(STEPS, values):
-                            metrics = {"val_accuracy": value}
+                            metrics = {REPORT.metric: value}
                             metrics.update(
                                 {
                                     k: q / 50 - 1 + step / 1e4
@@ -147,12 +156,14 @@ def test_report_reads_mlflow_children_and_writes_outputs(tmp_path):
                         pop = POPULATION.get(variant, {}).get(seed)
                         if pop is not None:
                             mlflow.log_metric(
-                                "val_accuracy_population", pop, step=STEPS[-1]
+                                REPORT.population_metric, pop, step=STEPS[-1]
                             )
             out = bn_mnist.report(
                 {"experiment_name": "bn_mnist_test"},
                 parent.info.run_id,
                 results_dir=str(tmp_path / "results"),
+                metric=REPORT.metric,
+                population_metric=REPORT.population_metric,
             )
         exp = _expected()
         assert out["threshold"] == pytest.approx(exp["threshold"])
