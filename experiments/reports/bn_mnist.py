@@ -45,7 +45,7 @@ def tuning_split_index(num_train, total=MNIST_TRAIN_SIZE):
     """Indices of the training images that `num_train_examples` leaves out.
 
     `experiments.data.make_datasets` keeps the first `num_train` of a fixed
-    seed-0 permutation (`pipeline._subset`); the rest is the tuning split.
+    seed-0 permutation (`data.splits.subset`); the rest is the tuning split.
     """
     if not 0 < num_train < total:
         raise ValueError(

@@ -200,7 +200,7 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
         for name, acc in curves.items():
             with mlflow.start_run(run_name=name, nested=True) as child:
                 for step, value in zip(STEPS, acc):
-                    mlflow.log_metric("val_accuracy", value, step=int(step))
+                    mlflow.log_metric("val/top1_accuracy", value, step=int(step))
                 mlflow.log_metric("val_loss", 1.0, step=100)  # ignored
             if name == "bn_x30":
                 mlflow.MlflowClient().set_terminated(
@@ -334,7 +334,7 @@ def test_report_merges_parents_cuts_curves_and_warns_at_chance(
         with mlflow.start_run() as parent:
             with mlflow.start_run(run_name=name, nested=True):
                 for step, value in zip((50, 100, 150, 200), acc):
-                    mlflow.log_metric("val_accuracy", value, step=step)
+                    mlflow.log_metric("val/top1_accuracy", value, step=step)
         parents.append(parent.info.run_id)
     out = bn_inception.report(
         None,
@@ -360,7 +360,7 @@ def test_report_merges_parents_cuts_curves_and_warns_at_chance(
     # A variant under two parents comes from the first one listed.
     with mlflow.start_run() as late:
         with mlflow.start_run(run_name="bn_x5", nested=True):
-            mlflow.log_metric("val_accuracy", 0.9, step=50)
+            mlflow.log_metric("val/top1_accuracy", 0.9, step=50)
     out = bn_inception.report(
         None, [parents[0], late.info.run_id, parents[1]], results_dir=tmp_path
     )

@@ -45,14 +45,11 @@ def _data(n=120, seed=0):
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
-def test_probe_matches_numpy_and_cadence(batch_norm, monkeypatch):
-    logged = []
+def test_probe_matches_numpy_and_cadence(batch_norm, tmp_path):
     import mlflow
 
-    monkeypatch.setattr(mlflow, "active_run", lambda: object())
-    monkeypatch.setattr(
-        mlflow, "log_metrics", lambda m, step: logged.append((step, m))
-    )
+    from experiments.engine.compose import fresh_sqlite_store
+
     x, y = _data()
     model = build_bn_mnist_mlp(
         input_shape=(6, 6, 1),
@@ -73,11 +70,39 @@ def test_probe_matches_numpy_and_cadence(batch_norm, monkeypatch):
         data=(None, tf.data.Dataset.from_tensor_slices((x, y)).batch(20)),
     )
     ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(10)
-    model.fit(ds, steps_per_epoch=8, epochs=1, verbose=0, callbacks=[probe])
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(
+        f"sqlite:///{fresh_sqlite_store(tmp_path / 'm.db')}"
+    )
+    try:
+        with mlflow.start_run() as run:
+            model.fit(
+                ds, steps_per_epoch=8, epochs=1, verbose=0, callbacks=[probe]
+            )
+        client = mlflow.MlflowClient()
+        logged = {
+            key: [
+                (m.step, m.value)
+                for m in sorted(
+                    client.get_metric_history(run.info.run_id, key),
+                    key=lambda m: m.step,
+                )
+            ]
+            for key in probe.history[0][1]
+        }
+    finally:
+        mlflow.set_tracking_uri(previous)
 
     # Before training, then every 4 steps (Keras calls back every 2).
     assert [s for s, _ in probe.history] == [0, 4, 8]
-    assert logged == probe.history
+    # The run holds exactly the probed values, at their steps.
+    assert len(logged) == 2 * 3  # 2 units x 3 percentiles
+    for key, history in logged.items():
+        expected = [(s, values[key]) for s, values in probe.history]
+        assert [s for s, _ in history] == [s for s, _ in expected], key
+        np.testing.assert_allclose(
+            [v for _, v in history], [v for _, v in expected], rtol=1e-6
+        )
     z = _numpy_last_sigmoid_input(model, x[:50], batch_norm)
     step, values = probe.history[-1]
     for unit in (0, 3):

@@ -182,11 +182,11 @@ def test_refuses_to_mix_runs_of_different_lengths_or_data():
 
 
 def test_tuning_split_is_what_training_leaves_out():
-    from experiments.data import pipeline
+    from experiments.data import splits
 
     n = 600
-    split = pipeline._Split(np.arange(n), images=np.zeros((n, 1, 1, 1)))
-    kept = pipeline._subset(split, 500).labels
+    split = splits.Split(np.arange(n), images=np.zeros((n, 1, 1, 1)))
+    kept = splits.subset(split, 500).labels
     held = bn_mnist.tuning_split_index(500, n)
     assert len(held) == 100 and not set(kept) & set(held)
     assert sorted({*kept, *held}) == list(range(n))
@@ -244,7 +244,7 @@ def test_report_reads_mlflow_children_scores_models_and_writes(
                                 * step
                                 / 3000
                             )
-                            metrics = {"val_accuracy": acc}
+                            metrics = {"val/top1_accuracy": acc}
                             metrics.update(
                                 {
                                     k: q / 50 + step / 1e4
@@ -258,7 +258,7 @@ def test_report_reads_mlflow_children_scores_models_and_writes(
             out = bn_mnist.report(
                 {"experiment_name": "bn_mnist_test", "data": {}},
                 parent.info.run_id,
-                metric="val_accuracy",
+                metric="val/top1_accuracy",
                 results_dir=str(tmp_path / "results"),
             )
         base, bn = out["rows"]

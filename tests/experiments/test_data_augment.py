@@ -116,3 +116,53 @@ def test_pca_lighting_follows_the_pixel_scale():
 
     raw, unit = first_batch(1.0), first_batch(1.0 / 255.0)
     np.testing.assert_allclose(raw, 255.0 * unit, rtol=1e-4, atol=1e-3)
+
+
+def _window_of(out, x, pad):
+    """`(flipped, row, col)` of the window of `x` zero-padded by `pad` (or
+    of its mirror image) that `out` equals pixel for pixel, or None. The
+    pixels of `x` are distinct and nonzero, so one of them places it."""
+    for flipped, src in ((False, x), (True, x[:, ::-1])):
+        padded = np.pad(src, [(pad, pad), (pad, pad), (0, 0)])
+        r, c = np.argwhere(out[..., 0] > 0)[0]
+        sr, sc = np.argwhere(src[..., 0] == out[r, c, 0])[0]
+        i, j = pad + sr - r, pad + sc - c
+        h, w = out.shape[:2]
+        if np.array_equal(out, padded[i : i + h, j : j + w]):
+            return flipped, int(i), int(j)
+    return None
+
+
+def test_cifar_pad_4_crop_and_flip_are_pixel_exact():
+    """He et al. 2016 Sec. 4.2: 4 zero pixels padded on each side, a random
+    crop of the original size, a random horizontal flip. Distinct nonzero
+    pixels identify each output's window: every one is an exact window, all
+    9 x 9 offsets and both flips occur."""
+    x = (np.arange(1, 37, dtype="float32") / 100).reshape(6, 6, 1)
+    fn = aug.build_policy("cifar", crop_size=6)
+    found = set()
+    image = tf.constant(x)
+    outs = next(
+        iter(
+            tf.data.Dataset.range(1000)
+            .map(lambda s: fn(image, tf.stack([s, tf.constant(7, tf.int64)])))
+            .batch(1000)
+        )
+    ).numpy()
+    for s, out in enumerate(outs):
+        window = _window_of(out, x, pad=4)
+        assert window is not None, s
+        found.add(window)
+    assert {(i, j) for _, i, j in found} == {
+        (i, j) for i in range(9) for j in range(9)
+    }
+    assert {flipped for flipped, _, _ in found} == {False, True}
+
+
+def test_flip_policy_mirrors_exactly_about_half_the_time():
+    x = np.arange(12, dtype="float32").reshape(2, 3, 2) / 12
+    fn = aug.build_policy("flip")
+    outs = [fn(tf.constant(x), tf.constant([s, 5])).numpy() for s in range(200)]
+    flipped = [np.array_equal(o, x[:, ::-1]) for o in outs]
+    assert all(f or np.array_equal(o, x) for f, o in zip(flipped, outs))
+    assert 70 < sum(flipped) < 130  # p = 1/2: 200 draws, > 4 sigma inside

@@ -25,7 +25,7 @@ def _command(tmp, *overrides):
         "experiments.train",
         "experiment=smoke",
         "trainer.steps=20",
-        "tracking.log_model=false",
+        "tracking.log_model=true",
         f"tracking.uri=sqlite:///{tmp}/mlruns.db",
         f"tracking.artifact_location={tmp}/mlartifacts",
         f"paths.checkpoint_dir={tmp}/checkpoints",
@@ -39,6 +39,41 @@ def _only_run(tmp):
     (exp,) = [e for e in client.search_experiments() if e.name == "smoke"]
     (run,) = client.search_runs([exp.experiment_id])
     return client, run
+
+
+def _history(client, run, key):
+    return sorted(
+        (m.step, m.value)
+        for m in client.get_metric_history(run.info.run_id, key)
+    )
+
+
+def _check_logged_val_metrics(client, run, tmp):
+    """The run's val/loss and val/top1_error at step 20 equal those of its
+    logged model on the 64 validation examples, computed here in numpy: the
+    replicas' (or workers') partial evaluations were combined over the whole
+    set, not taken from one replica."""
+    import keras
+    import numpy as np
+
+    from tests.engine_fixtures import make_synthetic_datasets
+
+    path = client.download_artifacts(
+        run.info.run_id, "model/model.keras", str(tmp)
+    )
+    model = keras.saving.load_model(path, compile=False)
+    _, val_ds = make_synthetic_datasets(seed=0)
+    x = np.concatenate([x for x, _ in val_ds])
+    y = np.concatenate([y for _, y in val_ds])
+    z = keras.ops.convert_to_numpy(model(x)).astype("float64")
+    z -= z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -np.mean(log_p[np.arange(len(y)), y])
+    error = np.mean(np.argmax(z, axis=1) != y)
+    assert dict(_history(client, run, "val/loss"))[20] == pytest.approx(
+        loss, rel=1e-4
+    )
+    assert run.data.metrics["val/top1_error"] == pytest.approx(error)
 
 
 def _free_port():
@@ -65,11 +100,9 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.tags["strategy"] == "MirroredStrategy"
     assert run.data.tags["num_replicas_in_sync"] == "2"
-    steps = sorted(
-        m.step for m in client.get_metric_history(run.info.run_id, "train/loss")
-    )
-    assert steps == [5, 10, 15, 20]
-    assert 0.0 <= run.data.metrics["val/top1_error"] <= 1.0
+    losses = _history(client, run, "train/loss")
+    assert [s for s, _ in losses] == [5, 10, 15, 20]
+    _check_logged_val_metrics(client, run, tmp_path)
 
 
 def test_multi_worker_with_two_local_workers(tmp_path):
@@ -101,7 +134,6 @@ def test_multi_worker_with_two_local_workers(tmp_path):
     # MultiWorkerMirroredStrategy is CollectiveAllReduceStrategy in TF.
     assert run.data.tags["strategy"] == "CollectiveAllReduceStrategy"
     assert run.data.tags["num_replicas_in_sync"] == "2"
-    steps = sorted(
-        m.step for m in client.get_metric_history(run.info.run_id, "val/loss")
-    )
-    assert steps == [20]
+    val = _history(client, run, "val/loss")
+    assert [s for s, _ in val] == [20]
+    _check_logged_val_metrics(client, run, tmp_path)

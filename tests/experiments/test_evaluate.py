@@ -1,5 +1,5 @@
 """Tests for `experiments.evaluation`: views, averaging, top-k, streaming
-memory, stored predictions, MLflow I/O, and the CLI on hand-built models.
+memory, stored predictions, MLflow I/O, and the CLI on engine-trained runs.
 
 Every numerical check compares with a NumPy reference written straight from
 the protocol definitions (Krizhevsky et al. 2012 Sec. 4.1 ten crops;
@@ -212,51 +212,74 @@ def test_evaluate_rejects_mixed_input_sizes():
         )
 
 
+# Two engine steps per seed, no evaluation report: real runs, quickly.
+TINY = [
+    "trainer.steps=2",
+    "trainer.steps_per_execution=1",
+    "trainer.eval_every_steps=2",
+    "trainer.checkpoint_every_steps=2",
+    "trainer.log_every_steps=2",
+    "report=null",
+    "trainer.jit_compile=false",
+]
+
+
 @pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory):
+def engine_runs(tmp_path_factory):
+    """A parent run with two seed children trained by the engine (smoke
+    config: 8x8x1 inputs, 4 classes): the runs, tags and model artifacts
+    the evaluation reads, as training writes them."""
     import mlflow
+
+    from experiments.engine import train as train_lib
+    from experiments.engine.compose import compose
 
     root = tmp_path_factory.mktemp("mlflow")
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root}/mlruns.db")
-    yield root
+    cfg = compose(["experiment=smoke", "seeds=[0,1]", *TINY], root)
+    result = train_lib.train(cfg)
+    assert result["status"] == "FINISHED"
+    children = report_hook._child_runs(result["run_id"])
+    assert len(children) == 2
+    yield {
+        "root": root,
+        "uri": cfg.tracking.uri,
+        "parent": result["run_id"],
+        "children": children,
+    }
     mlflow.set_tracking_uri(previous)
 
 
-def _fake_training_runs(root, n_children, crop=4):
-    """A parent run with `n_children` child runs, each logging a model."""
+def _softmax_errors(probs, labels):
+    """Top-1 and top-5 error (%) of averaged probabilities, in numpy."""
+    top = np.argsort(-probs, axis=1)
+    top1 = 100 * np.mean(top[:, 0] != labels)
+    top5 = 100 * np.mean([y not in row[:5] for y, row in zip(labels, top)])
+    return top1, top5
+
+
+def test_load_model_from_run_and_errors(engine_runs):
     import mlflow
 
-    mlflow.set_experiment("fake_train")
-    with mlflow.start_run(run_name="parent") as parent:
-        for seed in range(n_children):
-            with mlflow.start_run(run_name=f"seed{seed}", nested=True):
-                path = root / f"model_{parent.info.run_id}_{seed}.keras"
-                _linear_model(seed, crop).save(path)
-                mlflow.log_artifact(str(path), "model")
-    return parent.info.run_id
-
-
-def test_load_model_from_run_and_errors(mlflow_store):
-    import mlflow
-
-    parent = _fake_training_runs(mlflow_store, 1)
-    child = report_hook._child_runs(parent)[0]
+    child = engine_runs["children"][0]
     model = sources.load_model(f"runs:/{child}")
-    ref = _linear_model(0)
-    x = np.ones((1, 4, 4, 3), np.float32)
-    np.testing.assert_allclose(model(x), ref(x), rtol=1e-6)
+    path = mlflow.MlflowClient().download_artifacts(
+        child, "model/model.keras", str(engine_runs["root"])
+    )
+    logged = keras.saving.load_model(path, compile=False)
+    x = np.random.default_rng(0).standard_normal((3, 8, 8, 1)).astype("f4")
+    np.testing.assert_allclose(model(x), logged(x), rtol=1e-6)
+    # The parent of a seeded run holds no model.
     with pytest.raises(ValueError, match="no .keras artifact"):
-        sources.load_model(parent)
+        sources.load_model(engine_runs["parent"])
     with pytest.raises(ValueError, match="models:/<name>/<version>"):
         sources.resolve_run_id("models:/only-name")
     assert mlflow.get_run(child).info.run_id == sources.resolve_run_id(child)
 
 
-def test_evaluate_experiment_logs_rows(mlflow_store):
+def test_evaluate_experiment_logs_rows(engine_runs):
     import mlflow
 
-    parent = _fake_training_runs(mlflow_store, 3)
     rows = [
         {
             "row": "1 CNN",
@@ -264,46 +287,60 @@ def test_evaluate_experiment_logs_rows(mlflow_store):
             "protocol": "center",
             "paper_top1_error": 40.7,
         },
-        {"row": "3 CNNs", "members": "all", "protocol": "ten_crop"},
+        {"row": "2 CNNs", "members": "all", "protocol": "ten_crop"},
     ]
-    ds, images, labels = _tiny_dataset()
+    ds, images, labels = _tiny_dataset(n=9, shape=(10, 12, 1), classes=4)
+    parent = engine_runs["parent"]
     out = report_hook.evaluate_experiment(
         None,
         parent,
         OmegaConf.create(rows),  # as Hydra passes them
         scale="mini",
         family="AlexNet",
-        resize=6,
+        resize=10,
         experiment_name="fake_table",
         dataset=ds,
     )
-    assert [o["num_models"] for o in out] == [1, 3]
+    assert [o["num_models"] for o in out] == [1, 2]
     assert [o["num_views"] for o in out] == [1, 10]
     run = mlflow.get_run(out[0]["run_id"])
     assert run.data.tags["row"] == "1 CNN"
     assert run.data.tags["family"] == "AlexNet"
     assert run.data.tags["paper_top1_error"] == "40.7"
     assert run.data.params["protocol"] == "center"
-    assert run.data.metrics["top1_error"] == pytest.approx(out[0]["top1_error"])
+    # The logged errors, recomputed in numpy from the member's model: the
+    # centre 8x8 crop of each 10x12 image (no resize: shorter side = 10).
+    (member,) = run.data.params["sources"].split(",")
+    assert member in engine_runs["children"]
+    model = sources.load_model(member)
+    centre = images[:, 1:9, 2:10].astype("float32")
+    probs = scoring.softmax(keras.ops.convert_to_numpy(model(centre)))
+    top1, top5 = _softmax_errors(probs, labels)
+    assert run.data.metrics["top1_error"] == pytest.approx(top1)
+    assert run.data.metrics["top5_error"] == pytest.approx(top5)
+    assert top5 == 0.0  # 4 classes: every label is in the top 5
     ens = mlflow.get_run(out[1]["run_id"])
-    assert len(ens.data.params["sources"].split(",")) == 3
-    # Members scored once and combined from disk = the live ensemble.
-    direct = predict.evaluate(
-        [_linear_model(seed) for seed in range(3)], ds, "ten_crop", resize=6
+    assert sorted(ens.data.params["sources"].split(",")) == sorted(
+        engine_runs["children"]
     )
+    # Members scored once and combined from disk = the live ensemble.
+    models = [sources.load_model(c) for c in engine_runs["children"]]
+    direct = predict.evaluate(models, ds, "ten_crop", resize=10)
     for key in ("top1_error", "top5_error", "num_views", "num_models"):
         assert out[1][key] == pytest.approx(direct[key])
     # Single (childless) run: the run itself is the model.
-    child = report_hook._child_runs(parent)[0]
     one = report_hook.evaluate_experiment(
-        None, child, rows[:1], resize=6, dataset=ds, experiment_name="t"
+        None, member, rows[:1], resize=10, dataset=ds, experiment_name="t"
     )
     assert one[0]["num_models"] == 1
+    assert one[0]["top1_error"] == pytest.approx(top1)
     # Each row's per-image probabilities are stored with its run.
-    folder = records.stored_predictions(out[1]["run_id"], mlflow_store / "d")
+    folder = records.stored_predictions(
+        out[1]["run_id"], engine_runs["root"] / "d"
+    )
     probs = np.load(f"{folder}/{store.PROBABILITIES}")
     np.testing.assert_array_equal(np.load(f"{folder}/{store.LABELS}"), labels)
-    assert probs.shape == (7, 6) and probs.dtype == np.float16
+    assert probs.shape == (9, 4) and probs.dtype == np.float16
     assert 100 * scoring.top_k_error(probs, labels, 1) == pytest.approx(
         out[1]["top1_error"]
     )
@@ -331,69 +368,69 @@ def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
     pairs = [(x.numpy(), int(y)) for x, y in ds]
     assert len(pairs) == 10 and pairs[0][0].shape == (16, 16, 1)
     images = np.stack([image for image, _ in pairs])
-    # Rescaled uint8 pixels: every value is k/255 (no resize, no crop
-    # interpolated them), spanning more than one level.
-    np.testing.assert_allclose(images * 255, np.round(images * 255), atol=1e-3)
-    assert images.min() >= 0 and images.max() <= 1 and images.std() > 0.05
-    assert sorted(np.bincount([label for _, label in pairs])) == [2, 2, 3, 3]
+    # Exactly the generated validation images (split seed 2), rescaled by
+    # 1/255 and neither resized nor cropped, in order, with their labels.
+    from experiments.data import sources as data_sources
+
+    raw, labels = data_sources.make_synthetic(10, (16, 16, 1), 4, seed=2)
+    np.testing.assert_allclose(images, raw / 255, atol=1e-6)
+    assert [label for _, label in pairs] == labels.tolist()
 
 
-def _logged_model_run(tmp_path, seed):
+def test_cli_scores_runs_and_combines_stored_predictions(engine_runs, tmp_path):
     import mlflow
 
-    with mlflow.start_run() as run:
-        path = tmp_path / f"model{seed}.keras"
-        keras.utils.set_random_seed(seed)
-        inputs = keras.Input((12, 12, 1))
-        x = keras.layers.Flatten()(inputs)
-        keras.Model(inputs, keras.layers.Dense(4)(x)).save(path)
-        mlflow.log_artifact(str(path), "model")
-    return run.info.run_id
+    from experiments.engine.compose import compose
 
-
-def test_cli_scores_runs_and_combines_stored_predictions(tmp_path):
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path}/cli.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    common = ["--data", "synthetic", "--tracking-uri", uri]
+    uri = engine_runs["uri"]
+    common = ["--experiment", "smoke", "--tracking-uri", uri]
     common += ["--protocol", "ten_crop", "--max-images", "20"]
-    try:
-        mlflow.set_experiment("fake_train")
-        runs = [_logged_model_run(tmp_path, seed) for seed in (0, 1)]
-        argv = [runs[0], *common, "--row", "r", "--experiment-name", "cli"]
-        out = ev.main(argv + ["--scale", "full"])
-        logged = mlflow.get_run(out["run_id"])
-        stored = records.stored_predictions(out["run_id"], tmp_path / "dl")
-        second = ev.main([runs[1], *common])
-        live = ev.main(runs + common)  # both models at once
-        combined = ev.main(
-            [
-                out["run_id"],
-                second["run_id"],
-                "--combine",
-                "--tracking-uri",
-                uri,
-            ]
-        )
-        with pytest.raises(ValueError, match="--experiment NAME or --data"):
-            ev.main([runs[0], "--tracking-uri", uri])
-    finally:
-        mlflow.set_tracking_uri(previous)
+    common += ["--resize", "8"]  # the 8x8 images as they are
+    runs = engine_runs["children"][:2]
+    argv = [runs[0], *common, "--row", "r", "--experiment-name", "cli"]
+    out = ev.main(argv + ["--scale", "full"])
+    logged = mlflow.get_run(out["run_id"])
+    stored = records.stored_predictions(out["run_id"], tmp_path / "dl")
+    second = ev.main([runs[1], *common])
+    live = ev.main(runs + common)  # both models at once
+    combined = ev.main(
+        [out["run_id"], second["run_id"], "--combine", "--tracking-uri", uri]
+    )
+    with pytest.raises(ValueError, match="--experiment NAME or --data"):
+        ev.main([runs[0], "--tracking-uri", uri])
     assert out["num_images"] == 20 and out["num_views"] == 10
     assert logged.data.tags["row"] == "r"
     assert logged.data.tags["scale"] == "full"
     assert logged.data.params["sources"] == runs[0]
-    assert logged.data.metrics["top5_error"] == pytest.approx(out["top5_error"])
-    # The stored float16 probabilities reproduce the logged errors.
+    # The logged errors, recomputed in numpy: ten crops of an 8x8 image
+    # with an 8x8 crop are the image five times and its mirror five times.
+    ds, _ = predict.eval_dataset(compose(["experiment=smoke"]).data)
+    images = np.stack([x.numpy() for x, _ in ds.take(20)])
+    labels = np.array([int(y) for _, y in ds.take(20)])
+    models = [sources.load_model(r) for r in runs]
+
+    def probs_of(model):
+        return (
+            sum(
+                scoring.softmax(keras.ops.convert_to_numpy(model(view)))
+                for view in (images, images[:, :, ::-1])
+            )
+            / 2
+        )
+
+    top1, top5 = _softmax_errors(probs_of(models[0]), labels)
+    assert logged.data.metrics["top1_error"] == pytest.approx(top1, abs=1e-4)
+    assert logged.data.metrics["top5_error"] == pytest.approx(top5, abs=1e-4)
+    # The stored float16 probabilities are the model's, per image.
     probs = np.load(f"{stored}/{store.PROBABILITIES}")
-    labels = np.load(f"{stored}/{store.LABELS}")
+    np.testing.assert_array_equal(np.load(f"{stored}/{store.LABELS}"), labels)
     assert probs.shape == (20, 4) and probs.dtype == np.float16
-    assert 100 * scoring.top_k_error(probs, labels, 1) == pytest.approx(
-        out["top1_error"]
-    )
-    # Two separately scored runs, combined from storage = the live ensemble.
+    np.testing.assert_allclose(probs, probs_of(models[0]), atol=1e-3)
+    # Two separately scored runs, combined from storage = the live ensemble
+    # = the numpy average of the two models' probabilities.
+    both = (probs_of(models[0]) + probs_of(models[1])) / 2
+    top1, top5 = _softmax_errors(both, labels)
     assert combined["num_models"] == 2 and live["num_models"] == 2
-    assert combined["top1_error"] == pytest.approx(live["top1_error"])
-    assert combined["top5_error"] == pytest.approx(live["top5_error"])
+    for result in (combined, live):
+        assert result["top1_error"] == pytest.approx(top1, abs=1e-4)
+        assert result["top5_error"] == pytest.approx(top5, abs=1e-4)

@@ -40,9 +40,21 @@ def test_unreachable_server_is_reported_in_one_line():
     assert "tracking.uri=" in message  # names the fix
 
 
-def test_local_stores_need_no_server(tmp_path):
-    tracking.check_reachable(f"sqlite:///{tmp_path}/x.db")
-    tracking.check_reachable(str(tmp_path))
+def test_local_stores_need_no_server(tmp_path, monkeypatch):
+    contacted = []
+
+    def refuse(url, timeout):
+        contacted.append(url)
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(tracking.urllib.request, "urlopen", refuse)
+    for uri in (f"sqlite:///{tmp_path}/x.db", f"file://{tmp_path}", tmp_path):
+        assert tracking.check_reachable(uri) is None
+    assert contacted == []  # no probe for a local store
+    # The same refusal on an http store is reported, naming the fix.
+    with pytest.raises(tracking.TrackingUnavailableError, match="refused"):
+        tracking.check_reachable("http://127.0.0.1:1")
+    assert contacted == ["http://127.0.0.1:1/health"]
 
 
 def test_run_key_ignores_logging_settings_but_not_hyperparameters():

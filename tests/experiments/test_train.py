@@ -3,8 +3,6 @@
 Every run logs to a temporary SQLite MLflow store (no server).
 """
 
-import math
-
 import keras
 import mlflow
 import numpy as np
@@ -164,15 +162,38 @@ def test_nan_loss_marks_run_failed_and_keeps_last_good_checkpoint(tmp_path):
     assert '"step": 20' in (ckpt / "step-20" / "state.json").read_text()
 
 
-@pytest.mark.slow
-def test_aux_outputs_use_loss_weights(tmp_path):
-    _, result, client = _run(
-        tmp_path, "model.aux_head=true", "trainer.loss_weights=[1.0,0.3]"
+def _sparse_ce(logits, labels):
+    """Mean sparse categorical cross-entropy from logits, in float64."""
+    z = np.asarray(logits, "float64")
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -np.mean(log_p[np.arange(len(labels)), labels])
+
+
+def test_aux_outputs_use_loss_weights():
+    """The engine's compiled loss is CE(main) + 0.3 CE(aux), computed here
+    in numpy from the model's two outputs (not a bare sum, not main only)."""
+    from tests.engine_fixtures import build_engine_mlp
+    from tests.engine_fixtures import make_synthetic_datasets
+
+    cfg = compose(
+        SMOKE + ["model.aux_head=true", "trainer.loss_weights=[1.0,0.3]"]
     )
-    assert result["status"] == "FINISHED"
-    run = client.get_run(result["run_id"])
-    assert "val/top1_error" in run.data.metrics
-    assert "train/top1_error" in run.data.metrics
+    keras.utils.set_random_seed(0)
+    model = build_engine_mlp(aux_head=True)
+    optimization.compile_model(model, cfg, keras.optimizers.SGD(0.05))
+    _, val_ds = make_synthetic_datasets(num_val=32)
+    got = model.evaluate(
+        optimization.labels_for(model, val_ds), return_dict=True, verbose=0
+    )
+    x = np.concatenate([x for x, _ in val_ds])
+    y = np.concatenate([y for _, y in val_ds])
+    main, aux = (keras.ops.convert_to_numpy(o) for o in model(x))
+    ce_main, ce_aux = _sparse_ce(main, y), _sparse_ce(aux, y)
+    assert abs(ce_aux - ce_main) > 0.05  # the weight is visible
+    assert got["loss"] == pytest.approx(ce_main + 0.3 * ce_aux, rel=1e-5)
+    acc = np.mean(np.argmax(main, axis=1) == y)  # metrics: main output only
+    assert got["logits_top1_accuracy"] == pytest.approx(acc)
 
 
 def test_aux_outputs_without_loss_weights_fail_clearly(tmp_path):
@@ -244,17 +265,44 @@ def test_l2_weight_decay_adds_half_wd_squared_norm_of_kernels():
 
 
 def test_bn_population_stats_are_logged_beside_moving_averages(tmp_path):
+    """After training, BN holds the population statistics of its inputs over
+    the training set (mean, unbiased variance; numpy here) and the logged
+    `val/top1_error_population` is that model's error; the moving averages
+    give a different model. One batch = the 64 training examples, so every
+    population batch holds the same examples whatever the shuffle."""
+    from tests.engine_fixtures import make_synthetic_datasets
+
     _, result, client = _run(
         tmp_path,
         "model.batch_norm=true",
         "trainer.bn_population_stats=true",
-        "trainer.bn_population_batches=8",
+        "trainer.bn_population_batches=3",
+        "data.num_train=64",
+        "data.batch_size=64",
     )
     run = client.get_run(result["run_id"])
-    for key in ("val/top1_error", "val/top1_error_population"):
-        assert key in run.data.metrics
-        assert math.isfinite(run.data.metrics[key])
-    assert "val/top1_error_population" in result
+    path = client.download_artifacts(
+        run.info.run_id, "model/model.keras", str(tmp_path)
+    )
+    model = keras.saving.load_model(path)
+    train_ds, val_ds = make_synthetic_datasets(num_train=64, batch_size=64)
+    x_train = next(iter(train_ds))[0].numpy()
+    hidden = keras.Model(model.inputs, model.get_layer("hidden_dense").output)
+    h = keras.ops.convert_to_numpy(hidden([x_train])).astype("float64")
+    bn = model.get_layer("hidden_bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), h.mean(0), atol=1e-4)
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), h.var(0, ddof=1), rtol=1e-4
+    )
+    x_val = np.concatenate([x for x, _ in val_ds])
+    y_val = np.concatenate([y for _, y in val_ds])
+    error = np.mean(np.argmax(model.predict(x_val, verbose=0), 1) != y_val)
+    metrics = run.data.metrics
+    assert metrics["val/top1_error_population"] == pytest.approx(error)
+    assert result["val/top1_error_population"] == pytest.approx(error)
+    # 40 steps at momentum 0.99 leave the moving mean far from the
+    # population mean: the two evaluations are of different models.
+    assert not np.allclose(metrics["val/loss"], metrics["val/loss_population"])
 
 
 class ProbeCallback(keras.callbacks.Callback):
@@ -281,9 +329,29 @@ def test_top_k_accuracy_takes_mixed_precision_logits(dtype):
 
 @pytest.mark.slow
 def test_mixed_precision_run(tmp_path):
-    _, result, client = _run(
+    """A bfloat16 run computes what float32 computes: its logged val loss
+    equals the float32 loss of the same weights within bfloat16 rounding,
+    and stays within 5% of a float32 run's from the same seed."""
+    from tests.engine_fixtures import build_engine_mlp
+    from tests.engine_fixtures import make_synthetic_datasets
+
+    _, exact, client = _run(tmp_path, "trainer.steps=20")
+    _, result, _ = _run(
         tmp_path, "trainer.mixed_precision=bfloat16", "trainer.steps=20"
     )
     assert result["status"] == "FINISHED"
-    assert math.isfinite(result["val/top5_error"])
     assert keras.mixed_precision.dtype_policy().name == "float32"  # restored
+    path = client.download_artifacts(
+        result["run_id"], "model/model.keras", str(tmp_path)
+    )
+    half = keras.saving.load_model(path)
+    assert half.get_layer("hidden_dense").compute_dtype == "bfloat16"
+    model = build_engine_mlp()
+    model.set_weights(half.get_weights())  # float32 variables either way
+    _, val_ds = make_synthetic_datasets()
+    x = np.concatenate([x for x, _ in val_ds])
+    y = np.concatenate([y for _, y in val_ds])
+    logits = keras.ops.convert_to_numpy(model(x))
+    logged = result["val/loss"]
+    assert logged == pytest.approx(_sparse_ce(logits, y), rel=2e-2)
+    assert logged == pytest.approx(exact["val/loss"], rel=5e-2)

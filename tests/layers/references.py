@@ -115,6 +115,40 @@ def grad_input(K, G, s, h, w):
     return out
 
 
+def grad_unshared_kernel(G, V, s, kh, kw):
+    """Gradient of eq. 9.9 for W: dJ/dW[i,j,k,l,m,n] = G[i,j,k]
+    V[l, j*s+m, k*s+n] (each weight touches one output unit)."""
+    f, oh, ow = G.shape
+    c = V.shape[0]
+    g = np.zeros((f, oh, ow, c, kh, kw))
+    for i in range(f):
+        for j in range(oh):
+            for k in range(ow):
+                for l in range(c):  # noqa: E741
+                    for m in range(kh):
+                        for n in range(kw):
+                            g[i, j, k, l, m, n] = (
+                                G[i, j, k] * V[l, j * s[0] + m, k * s[1] + n]
+                            )
+    return g
+
+
+def grad_unshared_input(W, G, s, h, w):
+    """Gradient of eq. 9.9 for V: dJ/dV[l,r,q] = sum of G[i,j,k]
+    W[i,j,k,l,m,n] over j*s+m = r, k*s+n = q."""
+    f, oh, ow, c, kh, kw = W.shape
+    out = np.zeros((c, h, w))
+    for i in range(f):
+        for j in range(oh):
+            for k in range(ow):
+                for m in range(kh):
+                    for n in range(kw):
+                        out[:, j * s[0] + m, k * s[1] + n] += (
+                            G[i, j, k] * W[i, j, k, :, m, n]
+                        )
+    return out
+
+
 def convolve_1d(x, w):
     """Eq. 9.3, full mode: s(t) = sum_a x(a) w(t - a)."""
     n, k = len(x), len(w)

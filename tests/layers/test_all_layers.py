@@ -63,19 +63,33 @@ def test_save_load_model_with_every_layer(tmp_path):
     ]
 
 
-def _train_step(layer, shape, jit):
+def _train_step(layer, shape, jit, weights=None):
+    """One SGD step of `layer` + Dense(1); returns (loss, weights after).
+
+    Args:
+        layer: the layer under test (not built).
+        shape: its input shape without the batch axis.
+        jit: `jit_compile` of the model.
+        weights: `get_weights()` of an equal model to start from, or None.
+    """
     inputs = keras.Input(shape)
     x = layer(inputs)
     x = keras.layers.Flatten()(x) if len(x.shape) > 2 else x
     model = keras.Model(inputs, keras.layers.Dense(1, dtype="float32")(x))
-    model.compile(optimizer="sgd", loss="mse", jit_compile=jit)
+    if weights is not None:
+        model.set_weights(weights)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=jit
+    )
     # Keras silently falls back to no XLA (e.g. under op determinism).
     assert model.jit_compile == jit
     rng = np.random.default_rng(0)
     data = rng.standard_normal((4, *shape)).astype("float32")
+    before = model.get_weights()
     loss = model.train_on_batch(data, np.ones((4, 1), "float32"))
-    assert np.isfinite(loss)
-    return model
+    after = model.get_weights()
+    assert not np.allclose(after[-2], before[-2])  # the step updated Dense
+    return float(loss), before, after
 
 
 # jit_compile=True is XLA on TF/JAX (seconds) but torch.compile under
@@ -88,18 +102,36 @@ _JIT_MARKS = [pytest.mark.slow] if keras.backend.backend() == "torch" else []
     "name", [pytest.param(name, marks=_JIT_MARKS) for name in LAYERS]
 )
 def test_jit_compile_train_step(name):
+    """An XLA-compiled training step gives the loss and updated weights of
+    the uncompiled one, from the same starting weights (float32 rounding)."""
     factory, shape = LAYERS[name]
-    _train_step(factory(), shape, jit=True)
+    loss, start, eager = _train_step(factory(), shape, jit=False)
+    xla_loss, _, xla = _train_step(factory(), shape, jit=True, weights=start)
+    assert xla_loss == pytest.approx(loss, rel=1e-4)
+    for got, expected in zip(xla, eager):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", LAYERS)
 def test_mixed_precision(name):
-    """float16 compute and outputs, float32 variables, finite training."""
+    """float16 compute and outputs, float32 variables; outputs, loss and the
+    updated weights equal float32's within float16 rounding."""
     factory, shape = LAYERS[name]
-    layer = factory(dtype="mixed_float16")
+    layer, exact = factory(dtype="mixed_float16"), factory()
     x = np.random.default_rng(1).standard_normal((2, *shape)).astype("f4")
     y = layer(x)
+    expected = keras.ops.convert_to_numpy(exact(x))
     assert keras.backend.standardize_dtype(y.dtype) == "float16"
-    assert np.all(np.isfinite(keras.ops.convert_to_numpy(y)))
     assert all(v.dtype == "float32" for v in layer.weights)
-    _train_step(factory(dtype="mixed_float16"), shape, jit=False)
+    layer.set_weights(exact.get_weights())
+    y = keras.ops.convert_to_numpy(layer(x)).astype("float32")
+    scale = np.max(np.abs(expected))
+    np.testing.assert_allclose(y, expected, rtol=1e-2, atol=2e-3 * scale)
+    loss, start, after = _train_step(factory(), shape, jit=False)
+    half_loss, _, half = _train_step(
+        factory(dtype="mixed_float16"), shape, jit=False, weights=start
+    )
+    assert half_loss == pytest.approx(loss, rel=1e-2)
+    for got, want, was in zip(half, after, start):
+        step = np.max(np.abs(want - was))
+        np.testing.assert_allclose(got, want, atol=2e-2 * step + 1e-6)

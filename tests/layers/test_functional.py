@@ -1,5 +1,7 @@
-"""convolve / cross_correlate / smooth_positions (DL book Sec. 9.1-9.2) and
-the strided-convolution gradients of eq. 9.11-9.13."""
+"""convolve / cross_correlate / smooth_positions (DL book Sec. 9.1-9.2).
+
+The strided-convolution gradients of eq. 9.11-9.13 are checked on our
+layer in test_tiled_conv2d.py."""
 
 import keras
 import numpy as np
@@ -8,7 +10,6 @@ import pytest
 from layers import convolve
 from layers import cross_correlate
 from layers import smooth_positions
-from tests.helpers import gradients
 from tests.layers import references as ref
 
 RNG = np.random.default_rng(0)
@@ -125,38 +126,3 @@ def test_smooth_positions_is_the_weighted_average():
 def test_bad_inputs(call, match):
     with pytest.raises(ValueError, match=f"(?s)({match}).*Received"):
         call()
-
-
-@pytest.mark.parametrize("s", [1, 2, 3])
-def test_strided_conv_gradients_match_eq_9_11_to_9_13(s):
-    """Autodiff of Z = c(K, V, s) (eq. 9.8) equals the book's
-    g(G, V, s) (eq. 9.11) for the kernel and h(K, G, s) (eq. 9.12-9.13)
-    for the input, with G = dJ/dZ."""
-    c_in, f, h, w, kh, kw = 2, 3, 8, 7, 3, 2
-    V = RNG.standard_normal((c_in, h, w))
-    K = RNG.standard_normal((f, c_in, kh, kw))
-    Z_ref = ref.conv_strided(K, V, s)
-    G = RNG.standard_normal(Z_ref.shape)
-    v = V.transpose(1, 2, 0)[None].astype("float64")
-    k = K.transpose(2, 3, 1, 0).astype("float64")
-    g = G.transpose(1, 2, 0)[None]
-
-    def objective(v, k):
-        Z = keras.ops.conv(v, k, strides=s, padding="valid")
-        return keras.ops.sum(Z * keras.ops.convert_to_tensor(g))
-
-    # float64 on every backend (JAX: x64 enabled by the helper), so the
-    # 1e-10 tolerances test the formulas, not float32 rounding.
-    J, (dv, dk) = gradients(objective, v, k)
-    assert dv.dtype == dk.dtype == np.float64
-    np.testing.assert_allclose(J, np.sum(Z_ref * G), atol=1e-10)
-    np.testing.assert_allclose(
-        dk.transpose(3, 2, 0, 1),
-        ref.grad_kernel(G, V, s, kh, kw),
-        atol=1e-10,
-    )
-    np.testing.assert_allclose(
-        dv[0].transpose(2, 0, 1),
-        ref.grad_input(K, G, s, h, w),
-        atol=1e-10,
-    )

@@ -133,19 +133,23 @@ def test_quadrant_pooling_basics(tmp_path):
     )
 
 
-def test_max_pooling_is_approximately_translation_invariant():
-    """DL book Fig. 9.8: after a one-pixel shift every detector value
-    changes, but about half of the 3x3 max-pool outputs do not."""
-    x = RNG.standard_normal((4, 20, 20, 1)).astype("float32")
-    shifted = np.roll(x, 1, axis=2)
-    pool = keras.layers.MaxPooling2D(3, strides=1)
-    a, b = (
-        keras.ops.convert_to_numpy(pool(v))[:, :, 1:-1] for v in (x, shifted)
-    )
-    unchanged_pool = np.mean(a[:, :, 1:] == b[:, :, 1:])
-    unchanged_input = np.mean(x[:, :, 1:] == shifted[:, :, 1:])
-    assert unchanged_input < 0.01
-    assert 0.4 < unchanged_pool < 0.6  # window union 3x4, overlap 3x2
+def test_quadrant_pooling_is_invariant_to_shifts_inside_a_cell():
+    """DL book Sec. 9.3: pooling over regions makes the output invariant to
+    where a feature sits inside each region. A blob moved within its 4x4
+    quadrant leaves QuadrantPooling2D's max output unchanged; moved into
+    the next quadrant, only the level-1 (global) cell stays the same."""
+    blob = RNG.uniform(1.0, 2.0, (2, 2, 3)).astype("float32")
+
+    def place(row, col):
+        x = np.zeros((1, 8, 8, 3), "float32")
+        x[0, row : row + 2, col : col + 2] = blob
+        return keras.ops.convert_to_numpy(QuadrantPooling2D((1, 2))(x))
+
+    start = place(0, 0)
+    np.testing.assert_array_equal(place(2, 1), start)  # same quadrant
+    moved = place(0, 4)  # top-right quadrant
+    np.testing.assert_array_equal(moved[:, :3], start[:, :3])  # level 1
+    assert not np.array_equal(moved[:, 3:], start[:, 3:])
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,55 @@ def test_tf_xla_matches_tf_graph(tile):
     np.testing.assert_allclose(xla.numpy(), graph.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "tile, implementation",
+    [(1, "conv"), (2, "space_to_depth"), (2, "patches"), (2, "strided")],
+)
+@pytest.mark.parametrize("s", [1, 2])
+def test_gradients_match_eq_9_11_to_9_13(tile, implementation, s):
+    """Autodiff through TiledConv2D equals the book's g(G, V, s) (eq. 9.11)
+    for each tile's kernel and h(K, G, s) (eq. 9.12-9.13) for the input,
+    G = dJ/dZ restricted to the output positions that tile serves."""
+    c_in, f, h, w, kh, kw = 2, 3, 8, 7, 3, 2
+    rng = np.random.default_rng(6)
+    V = rng.standard_normal((c_in, h, w))
+    layer = TiledConv2D(
+        f, (kh, kw), strides=s, tile_size=tile, use_bias=False, dtype="float64"
+    )
+    layer.build((1, h, w, c_in))
+    if tile > 1:
+        layer._implementation = implementation
+    kernel = rng.standard_normal(tuple(layer.kernel.shape))
+    oh, ow = ref.out_size(h, kh, s), ref.out_size(w, kw, s)
+    G = rng.standard_normal((f, oh, ow))
+    g = G.transpose(1, 2, 0)[None]
+
+    def objective(v, k):
+        Z, _ = layer.stateless_call([k], [], v)
+        return keras.ops.sum(Z * keras.ops.convert_to_tensor(g))
+
+    J, (dv, dk) = gradients(objective, V.transpose(1, 2, 0)[None], kernel)
+    assert dv.dtype == dk.dtype == np.float64  # 1e-10 tests the formulas
+    expected_J, expected_dv = 0.0, np.zeros_like(V)
+    for a in range(tile):
+        for b in range(tile):
+            # Keras (kh, kw, c, f) of tile (a, b) -> book K[i=f, l=c, m, n].
+            K = kernel[a, b].transpose(3, 2, 0, 1)
+            mask = np.zeros((oh, ow))
+            mask[a::tile, b::tile] = 1.0
+            expected_J += np.sum(ref.conv_strided(K, V, s) * G * mask)
+            np.testing.assert_allclose(
+                dk[a, b].transpose(3, 2, 0, 1),
+                ref.grad_kernel(G * mask, V, s, kh, kw),
+                atol=1e-10,
+            )
+            expected_dv += ref.grad_input(K, G * mask, s, h, w)
+    np.testing.assert_allclose(J, expected_J, atol=1e-10)
+    np.testing.assert_allclose(
+        dv[0].transpose(2, 0, 1), expected_dv, atol=1e-10
+    )
+
+
 def test_gradients_flow_to_every_tile():
     x = np.random.default_rng(4).standard_normal((2, 7, 7, 2)).astype("f4")
     layer = TiledConv2D(3, 3, tile_size=2)
