@@ -18,8 +18,11 @@ the README):
   `python -m experiments.evaluate` command.
 """
 
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -29,7 +32,8 @@ from experiments.rehearsal import rehearse
 from experiments.rehearsal.stages import compose_rehearsal
 from experiments.rehearsal.stages import data_overrides
 
-CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONF = REPO_ROOT / "conf" / "experiment"
 FULL_SCALE = sorted(
     p.stem
     for pattern in ("imagenet_*.yaml", "imagenet21k_*.yaml")
@@ -81,15 +85,39 @@ def test_pretrained_chain_folder_layout(ilsvrc_sample, tmp_path):
 
 @pytest.mark.parametrize("experiment", ALL)
 def test_rehearsal_folder_layout(experiment, ilsvrc_sample, tmp_path):
-    _assert_passed(
-        rehearse(
-            experiment,
-            "folder",
-            ilsvrc_sample["folder"],
-            tmp_path,
-            kill="inprocess",
+    """`python -m experiments.rehearse`, one process per config.
+
+    In one pytest process the 24 full-size rehearsals grew its memory to
+    12.5 GB (OOM-killed on a 24 GB machine at VGG-C) and their checkpoints
+    and logged models to tens of GB of disk: each runs in its own process,
+    as a user runs it, and its ~0.3-4.6 GB of checkpoints and models are
+    removed once it has passed or failed.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.rehearse",
+        f"experiment={experiment}",
+        "--layout=folder",
+        f"--data-dir={ilsvrc_sample['folder']}",
+        "--kill=inprocess",
+        f"--workdir={tmp_path}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    try:
+        done = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True
         )
-    )
+    finally:
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+    print(done.stdout)  # the stage lines and step times, shown by -rA
+    tail = (done.stdout + done.stderr)[-3000:]
+    assert done.returncode == 0, tail
+    assert f"PASS {experiment}" in done.stdout, tail
+    lines = done.stdout.splitlines()
+    assert not [x for x in lines if x.startswith("FAIL ")], tail
+    for stage in ("config", "killed", "resumed", "evaluated"):
+        assert any(x.startswith(f"PASS {stage} ") for x in lines), tail
 
 
 @pytest.mark.parametrize("experiment", TFDS_CONFIGS)
