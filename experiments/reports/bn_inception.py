@@ -462,7 +462,9 @@ def write_outputs(
     return [md, csv_path, summary, png]
 
 
-def fetch_histories(client, parent_run_id, metric="val/top1_accuracy", status=None):
+def fetch_histories(
+    client, parent_run_id, metric="val/top1_accuracy", status=None
+):
     """Reads `metric`'s history of every child run of `parent_run_id`.
 
     A child's variant name is its `variant` tag if set, else its run name.

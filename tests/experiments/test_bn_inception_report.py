@@ -200,7 +200,9 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
         for name, acc in curves.items():
             with mlflow.start_run(run_name=name, nested=True) as child:
                 for step, value in zip(STEPS, acc):
-                    mlflow.log_metric("val/top1_accuracy", value, step=int(step))
+                    mlflow.log_metric(
+                        "val/top1_accuracy", value, step=int(step)
+                    )
                 mlflow.log_metric("val_loss", 1.0, step=100)  # ignored
             if name == "bn_x30":
                 mlflow.MlflowClient().set_terminated(

@@ -75,6 +75,9 @@ def test_probe_matches_numpy_and_cadence(batch_norm, tmp_path):
         f"sqlite:///{fresh_sqlite_store(tmp_path / 'm.db')}"
     )
     try:
+        # An experiment of this store: the process-wide active experiment
+        # id may belong to another test's store.
+        mlflow.set_experiment("bn_mnist_probe")
         with mlflow.start_run() as run:
             model.fit(
                 ds, steps_per_epoch=8, epochs=1, verbose=0, callbacks=[probe]

@@ -256,7 +256,9 @@ def test_truncated_mnist_gz_is_named_before_any_run(tmp_path):
     with pytest.raises(exit_codes.DataError, match=f"mnist/{name}"):
         sources.read_idx(folder / name)
     cfg = compose(
-        SMOKE + ["data=mnist", f"data.local_dir={folder}", "seeds=[0,1]"],
+        # The root config (tiny_cnn), not the smoke experiment: its fixture
+        # data node is inline and would merge into `data=mnist`.
+        ["data=mnist", f"data.local_dir={folder}", "seeds=[0,1]"],
         tmp_path=tmp_path,
     )
     with pytest.raises(exit_codes.DataError, match="truncated or corrupt"):
@@ -338,9 +340,7 @@ def test_image_check_accepts_real_formats(tmp_path):
 
 def test_unbuildable_model_is_named_before_any_run(tmp_path):
     cfg = compose(
-        SMOKE
-        + [
-            "model=tiny_cnn",
+        [  # the root config's tiny_cnn (the smoke model is an inline MLP)
             "model.conv.kind=unshared",
             "model.input_shape=[null,null,1]",
         ],

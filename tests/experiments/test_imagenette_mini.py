@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import train as train_lib
 from experiments.data import protocol_views as pv
+from experiments.engine import train as train_lib
 from experiments.engine.compose import compose
 from experiments.evaluation import predict
 from experiments.evaluation import scoring
