@@ -97,7 +97,8 @@ def load_model(
 
     Args:
         source: see the module docstring.
-        dst_dir: download folder (a temporary one by default).
+        dst_dir: download folder, kept; by default a temporary one,
+            removed once the model is loaded.
         keras_weights: `keras:` sources only: `"imagenet"`, a weights file
             path, or None (random weights, for offline tests).
         num_classes: `keras:` sources only: classifier width.
@@ -131,11 +132,18 @@ def load_model(
             "python -m experiments.train "
             f"(which logs the final model). Received: source={source!r}"
         )
-    dst_dir = dst_dir or tempfile.mkdtemp(prefix="evaluate_")
-    local = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=artifact, dst_path=dst_dir
-    )
-    return keras.saving.load_model(local, compile=False)
+    if dst_dir is not None:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact, dst_path=dst_dir
+        )
+        return keras.saving.load_model(local, compile=False)
+    # The loaded model no longer needs its file: a scratch folder that is
+    # removed (each download is a whole model, 0.5-1 GB at full size).
+    with tempfile.TemporaryDirectory(prefix="evaluate_") as scratch:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact, dst_path=scratch
+        )
+        return keras.saving.load_model(local, compile=False)
 
 
 def build_keras_source(source, weights=None, num_classes=1000, data_cfg=None):

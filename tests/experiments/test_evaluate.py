@@ -258,11 +258,17 @@ def _softmax_errors(probs, labels):
     return top1, top5
 
 
-def test_load_model_from_run_and_errors(engine_runs):
+def test_load_model_from_run_and_errors(engine_runs, tmp_path, monkeypatch):
+    import tempfile
+
     import mlflow
 
     child = engine_runs["children"][0]
+    # The downloaded file goes once the model is loaded (a full-size
+    # model is 0.5-1 GB per load; they used to pile up in /tmp).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     model = sources.load_model(f"runs:/{child}")
+    assert list(tmp_path.iterdir()) == []
     path = mlflow.MlflowClient().download_artifacts(
         child, "model/model.keras", str(engine_runs["root"])
     )
