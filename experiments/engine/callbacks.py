@@ -8,7 +8,10 @@ work: callbacks run once per execution and act only on their intervals.
 
 - `StepLogger`: train metrics averaged over each `log_every_steps` window,
   learning rate, eval metrics (with top-k errors), the NaN/Inf guard
-  (stops training and records the reason); it feeds the experiment's
+  (stops training and records the reason; `keras.callbacks.TerminateOnNaN`
+  also stops on a NaN/Inf loss, but leaves no reason for the MLflow run and
+  the exit code, and nothing stops the checkpointer from saving the bad
+  step); it feeds the experiment's
   `experiments.engine.progress.ExperimentProgress` (bar or plain lines).
 - `StepCheckpointer`: a `.keras` checkpoint (weights + optimizer state) every
   `checkpoint_every_steps`, written atomically with its `state.json` (see
