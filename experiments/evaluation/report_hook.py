@@ -77,6 +77,12 @@ def _experiment_runs(name):
     return _child_runs(rid) or [rid]
 
 
+def _fraction(cfg):
+    """The fraction of its steps the experiment trained for (1.0: full)."""
+    extras = (cfg.get("extras") if cfg is not None else None) or {}
+    return float(extras.get("fraction", 1.0))
+
+
 def evaluate_experiment(
     cfg,
     parent_run_id,
@@ -181,6 +187,8 @@ def evaluate_experiment(
                 "family": row.get("family", family),
                 "order": row.get("order", len(results)),
                 "source_parent_run_id": parent_run_id,
+                # the training length, so that a table never mixes lengths
+                "fraction": _fraction(cfg),
             }
             for key in ("paper_top1_error", "paper_top5_error", "paper_source"):
                 if row.get(key) is not None:

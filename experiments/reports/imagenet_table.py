@@ -116,6 +116,8 @@ class Row:
         sources: comma-separated source run ids.
         run_id: the evaluation run.
         order: position within the family.
+        fraction: the fraction of its experiment's steps the models were
+            trained for (tag `fraction`; None for runs from before the tag).
     """
 
     family: str
@@ -132,6 +134,7 @@ class Row:
     run_id: str = ""
     order: float = 0.0
     start_time: int = 0
+    fraction: float | None = None
 
 
 def _float_or_none(value):
@@ -158,6 +161,7 @@ def row_from_run(run):
         run_id=run.info.run_id,
         order=float(tags.get("order") or 0),
         start_time=int(run.info.start_time or 0),
+        fraction=_float_or_none(tags.get("fraction")),
     )
 
 
@@ -173,12 +177,31 @@ def build_table(rows):
 
     Returns:
         list of `Row`.
+
+    Raises:
+        ValueError: if the kept rows come from different training lengths
+            (e.g. a `--fraction 0.25` run newer than the full-length rows
+            of other models): one table never mixes them.
     """
     newest = {}
     for r in rows:
         key = (r.family, r.row, r.protocol)
         if key not in newest or r.start_time > newest[key].start_time:
             newest[key] = r
+    by_fraction = {}
+    for r in newest.values():
+        by_fraction.setdefault(r.fraction, []).append(r.row)
+    if len(by_fraction) > 1:
+        found = "; ".join(
+            f"fraction {'unknown' if f is None else f}: {sorted(set(rs))}"
+            for f, rs in sorted(by_fraction.items(), key=lambda kv: str(kv))
+        )
+        raise ValueError(
+            "The newest rows come from different training lengths; re-run "
+            "the other rows with the same --fraction (or make "
+            "imagenet-table for full length) so that one table holds one "
+            f"length. Received: {found}"
+        )
     return sorted(
         newest.values(),
         key=lambda r: (
@@ -628,7 +651,7 @@ def shortened_overrides(cfg, fraction, max_images=None):
         raise ValueError(
             f"fraction must be in (0, 1]. Received: fraction={fraction}"
         )
-    out = []
+    out = [f"++extras.fraction={fraction}"]  # tagged on the table rows
     if fraction < 1:
         spe = int(cfg.trainer.steps_per_execution)
         steps = _round_to(cfg.trainer.steps * fraction, spe)

@@ -67,6 +67,21 @@ def test_build_table_keeps_one_run_per_row_and_protocol():
     assert len(table) == 1 and table[0].top1_error == 48.0
 
 
+def test_build_table_refuses_to_mix_training_lengths():
+    full = _row("AlexNet", "1 CNN", "center", 50.0, start_time=1, fraction=1.0)
+    vgg = _row("VGG", "VGG-A", "center", 47.0, start_time=2, fraction=1.0)
+    # A shortened re-run of one row replaces that row only: refused.
+    short = _row("VGG", "VGG-A", "center", 70.0, start_time=3, fraction=0.25)
+    with pytest.raises(ValueError, match=r"fraction 0.25: \['VGG-A'\]"):
+        it.build_table([full, vgg, short])
+    # Re-running every row at the same length is one table again.
+    again = _row(
+        "AlexNet", "1 CNN", "center", 66.0, start_time=4, fraction=0.25
+    )
+    table = it.build_table([full, vgg, short, again])
+    assert [r.fraction for r in table] == [0.25, 0.25]
+
+
 def test_check_orderings(rows):
     checks = it.check_orderings(it.build_table(rows))
     by_claim = {}

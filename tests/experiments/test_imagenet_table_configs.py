@@ -121,6 +121,7 @@ def test_shortened_overrides():
     assert "report.max_images=300" in out
     short = _compose("imagenette_vgg_a", *out)
     config_checks.validate_config(short)
-    assert it.shortened_overrides(cfg, 1.0) == []
+    assert short.extras.fraction == 0.25  # the report hook tags the rows
+    assert it.shortened_overrides(cfg, 1.0) == ["++extras.fraction=1.0"]
     with pytest.raises(ValueError, match="Received: fraction=0"):
         it.shortened_overrides(cfg, 0)
