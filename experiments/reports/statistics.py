@@ -45,13 +45,18 @@ def _check_level(level):
         )
 
 
-def _as_1d(values, name):
+def _one_d(values, name, expected):
+    """`values` as a float array; a ValueError unless non-empty and 1-D."""
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(
-            f"`{name}` must be a non-empty 1-D sequence of numbers. "
-            f"Received: shape={arr.shape}"
+            f"`{name}` must {expected}. Received: shape={arr.shape}"
         )
+    return arr
+
+
+def _as_1d(values, name):
+    arr = _one_d(values, name, "be a non-empty 1-D sequence of numbers")
     if not np.all(np.isfinite(arr)):
         raise ValueError(
             f"`{name}` has NaN or infinite values; drop them first. "
@@ -172,13 +177,7 @@ def wilson_interval(successes, total, level=0.95):
 
 
 def _per_image(values, name):
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(
-            f"`{name}` must hold one value per test image (non-empty 1-D). "
-            f"Received: shape={arr.shape}"
-        )
-    return arr
+    return _one_d(values, name, "hold one value per test image (non-empty 1-D)")
 
 
 def bootstrap_interval(
