@@ -224,6 +224,25 @@ def _combine(args, out_dir):
     return result, writer.folder, {"combined": ",".join(args.sources)}
 
 
+def _fraction(args):
+    """The training length the scored models share (tag `fraction`)."""
+    if not args.combine:
+        from experiments.evaluation import sources
+
+        return sources.training_fraction(args.sources)
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    tags = {client.get_run(r).data.tags.get("fraction") for r in args.sources}
+    if len(tags) != 1:
+        raise ValueError(
+            "--combine averages runs of one training length; pick runs "
+            f"tagged alike. Received: fractions={sorted(map(str, tags))}"
+        )
+    tag = tags.pop()
+    return None if tag is None else float(tag)
+
+
 def main(argv=None):
     """CLI entry point; prints and returns the result dict."""
     from experiments.engine import tracking
@@ -240,6 +259,9 @@ def main(argv=None):
             predictions = os.path.join(tmp, "predictions")
             result, params = _score(args, cfg, predictions)
         tags = {"table": args.table, "scale": args.scale, "family": args.family}
+        fraction = _fraction(args)
+        if fraction is not None:  # a table never mixes training lengths
+            tags["fraction"] = fraction
         if args.paper_top1_error is not None:
             tags["paper_top1_error"] = args.paper_top1_error
         if args.paper_top5_error is not None:

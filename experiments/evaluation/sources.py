@@ -75,6 +75,44 @@ def resolve_run_id(source):
     return source
 
 
+def training_fraction(sources):
+    """The fraction of its experiment's steps the scored models trained for.
+
+    A table never mixes training lengths (`reports.imagenet_table`), so an
+    evaluation is tagged with this. A run source reads the run's logged
+    `extras.fraction` param (set by `--fraction` of the table runner; a run
+    without it trained its config's full length, 1.0); `keras:` weights are
+    published, fully trained models (1.0); a `.keras` file does not say.
+
+    Args:
+        sources: the scored sources (see the module docstring).
+
+    Returns:
+        float, or None when a `.keras` file is among the sources.
+
+    Raises:
+        ValueError: the models were trained for different fractions.
+    """
+    from mlflow import MlflowClient
+
+    found = set()
+    for source in map(str, sources):
+        if is_keras_source(source):
+            found.add(1.0)
+        elif source.endswith(".keras"):
+            return None
+        else:
+            params = MlflowClient().get_run(resolve_run_id(source)).data.params
+            found.add(float(params.get("extras.fraction", 1.0)))
+    if len(found) > 1:
+        raise ValueError(
+            "An ensemble's models must be trained for the same fraction of "
+            "their steps; re-run the shorter ones. Received: fractions="
+            f"{sorted(found)}"
+        )
+    return found.pop() if found else None
+
+
 def _find_keras_artifact(client, run_id, path=None):
     for info in client.list_artifacts(run_id, path):
         if info.is_dir:

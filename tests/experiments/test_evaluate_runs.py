@@ -156,6 +156,31 @@ def test_an_engine_smoke_run_scores_on_its_generated_data(
     assert out["top1_error"] == 100 * round(out["top1_error"] / 100 * 50) / 50
 
 
+def test_evaluations_carry_the_training_length_of_their_models(tmp_path):
+    """The CLI tags `fraction` as the table runner does, so that a CLI row
+    and a table row of the same length share one table (and a shortened
+    model never hides in a full-length one)."""
+    full = compose(["experiment=smoke", *TINY], tmp_path / "full")
+    uri = full.tracking.uri
+    short = compose(
+        ["experiment=smoke", *TINY, "++extras.fraction=0.5"]
+        + [f"trainer.{k}=1" for k in ("steps", "eval_every_steps")]
+        + ["trainer.checkpoint_every_steps=1"],
+        tmp_path / "s",
+    )
+    short.tracking.uri = uri
+    ids = [train_lib.train(c)["run_id"] for c in (full, short)]
+    argv = ["--experiment", "smoke", "--max-images", "4"]
+    argv += ["--tracking-uri", uri]
+    tags = [
+        mlflow.MlflowClient().get_run(ev.main([i, *argv])["run_id"]).data.tags
+        for i in ids
+    ]
+    assert [t.get("fraction") for t in tags] == ["1.0", "0.5"]
+    with pytest.raises(ValueError, match=r"fractions=\[0.5, 1.0\]"):
+        ev.main([*ids, *argv])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", list(FAMILIES))
 def test_cli_scores_engine_trained_runs_of_each_family(tmp_path, experiment):
