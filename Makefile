@@ -69,8 +69,8 @@ bn-mnist-short:  ## BN Fig. 1 shortened: 3k steps, 1 seed (outputs/bn_mnist_shor
 data-check:  ## Build every conf/data config; print shapes, ranges, speed
 	$(PY) -m experiments.data $(ARGS)
 
-bn-inception:  ## BN Fig. 2-3: Inception vs BN-x5/x30 steps, mini ~34 min CPU (SCALE=full: ImageNet)
-	$(RUN) experiment=$(if $(filter full,$(SCALE)),bn_inception_full,bn_inception) $(ARGS)
+bn-inception:  ## BN Fig. 2-3: Inception vs BN-x5/x30 steps, mini ~34 min CPU (SCALE=mini-long: 3 seeds; SCALE=full: ImageNet)
+	$(RUN) experiment=$(if $(filter full,$(SCALE)),bn_inception_full,$(if $(filter mini-long,$(SCALE)),bn_inception_long,bn_inception)) $(ARGS)
 
 # Concept studies (issue #8): experiments/studies/, conf/study/, results/studies/.
 STUDY := $(PY) -m experiments.studies

@@ -27,6 +27,7 @@ from experiments.engine import metric_log
 from experiments.engine import outage
 from experiments.engine import run_queries
 from experiments.engine import tracking
+from experiments.engine.config_checks import active_variants
 from experiments.engine.config_checks import variant_items
 from experiments.engine.run import run_one
 
@@ -53,7 +54,7 @@ def expand_children(cfg):
     Returns:
         A list of `Child` whose configs have `variants`/`seeds` cleared.
     """
-    variants = dict(cfg.variants or {})
+    variants = active_variants(cfg)
     seeds = list(cfg.seeds or [])
     if not variants and not seeds:
         return []

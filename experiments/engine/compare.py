@@ -21,6 +21,8 @@ import mlflow
 from omegaconf import DictConfig
 from omegaconf import OmegaConf
 
+from experiments.engine.config_checks import active_variants
+
 NOTE_TAG = "mlflow.note.content"
 CURVE_PREFIX = "curve/"
 _BATCH = 1000  # MLflow's log_batch limit of metrics per call
@@ -42,9 +44,10 @@ def _source_line(cfg):
 def experiment_note(cfg):
     """Markdown description of the experiment (name, paper, how to look)."""
     lines = [f"**{cfg.experiment_name}**", _source_line(cfg)]
-    if cfg.variants:
+    variants = active_variants(cfg)
+    if variants:
         lines.append(
-            f"Variants {', '.join(cfg.variants)} x seeds "
+            f"Variants {', '.join(variants)} x seeds "
             f"{list(cfg.seeds or [cfg.seed])}: one parent run per command; "
             "its charts `curve/val/*/<variant>` are the seed-mean curves "
             "(the paper's figure), the child runs hold each seed."

@@ -123,7 +123,7 @@ def validate_config(cfg):
             "variants must be null or a dict name -> overrides.",
             variants=cfg.variants,
         )
-    for name, overrides in (cfg.variants or {}).items():
+    for name, overrides in active_variants(cfg).items():
         for key, value in variant_items(name, overrides):
             if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
                 _fail(
@@ -151,6 +151,20 @@ def _check_finite(node, prefix=""):
                 **{name: value},
             )
         _check_finite(value, name)
+
+
+def active_variants(cfg):
+    """`cfg.variants` without the ones set to null.
+
+    A variant set to null is dropped, so that a derived experiment (e.g.
+    `bn_inception_long`) can leave out some of its parent's variants in its
+    own YAML rather than in a `~variants.x` command-line override.
+    """
+    return {
+        name: overrides
+        for name, overrides in (cfg.variants or {}).items()
+        if overrides is not None
+    }
 
 
 def variant_items(name, overrides):

@@ -55,6 +55,23 @@ def _children(name, tmp_path, overrides=()):
     return cfg, children
 
 
+def test_the_long_tier_is_the_mini_recipe_for_three_seeds(tmp_path):
+    """`bn_inception_long` drops the sigmoid pair in its own YAML (null
+    variants) and changes nothing else but the seeds and evaluation."""
+    mini, mini_children = _children("bn_inception", tmp_path / "mini")
+    long, children = _children("bn_inception_long", tmp_path / "long")
+    four = VARIANTS[:4]
+    assert list(children) == [f"{v}-seed{s}" for v in four for s in (0, 1, 2)]
+    for name, child in children.items():
+        same = mini_children[name.rsplit("-", 1)[0]]
+        for key in ("model", "optimizer", "schedule"):
+            assert child[key] == same[key], (name, key)
+        assert {**child.data, "seed": None} == {**same.data, "seed": None}
+        assert child.seed == child.data.seed == int(name[-1])
+    assert long.trainer.steps == mini.trainer.steps
+    assert long.trainer.eval_every_steps == 100
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_variants_follow_the_paper_recipe(name, tmp_path):
     cfg, children = _children(name, tmp_path)
