@@ -9,7 +9,6 @@ calls the config's `report:` hook.
 
 import copy
 import dataclasses
-import itertools
 import logging
 import math
 
@@ -52,13 +51,16 @@ def expand_children(cfg):
         cfg: the root config.
 
     Returns:
-        A list of `Child` whose configs have `variants`/`seeds` cleared.
+        A list of `Child` whose configs have `variants`/`seeds` cleared,
+        seed-major (all variants of the first seed, then the next seed).
     """
     variants = active_variants(cfg)
     seeds = list(cfg.seeds or [])
     if not variants and not seeds:
         return []
-    combos = itertools.product(list(variants) or [None], seeds or [None])
+    # Seed-major: every variant of one seed before the next seed, so a run
+    # stopped part-way (a kill, a time budget) holds complete comparisons.
+    combos = [(v, s) for s in seeds or [None] for v in list(variants) or [None]]
     children = []
     for variant, seed in combos:
         child = copy.deepcopy(cfg)
