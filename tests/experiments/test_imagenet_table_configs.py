@@ -14,11 +14,7 @@ from experiments.reports import imagenet_table as it
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
 FULL = sorted(p.stem for p in CONF.glob("imagenet_*.yaml"))
-MINI = sorted(
-    p.stem
-    for p in CONF.glob("imagenette_*.yaml")
-    if p.stem != "imagenette_mini_common"
-)
+MINI = sorted(p.stem for p in CONF.glob("imagenette_*.yaml"))
 
 
 def _compose(name, *overrides):
