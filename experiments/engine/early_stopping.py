@@ -28,7 +28,7 @@ metric the MLflow run already holds up to the checkpoint's step, so a
 resumed run stops where the uninterrupted one would. An evaluation due at
 the checkpoint's own step but not logged (killed in between) is run then.
 The best weights, needed after a resume, are written at each new best to
-`<directory>/<run id>/best-step-<n>.weights.h5` (the previous best file is
+`<directory>/<run id>/best-step-<n>.npz` (the previous best file is
 then deleted; the last one stays, like the run's checkpoints). This is exact
 because every tuning evaluation falls on a checkpoint step (checked: the
 engine's checkpointer runs before config callbacks, so a best file never
@@ -228,22 +228,26 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
         return metrics
 
     # --- the stopping rule (Keras's, one call per evaluation) ----------
-    def _observe(self, value, step, epoch, weights_now):
+    def _observe(self, value, step, epoch, live):
+        """One evaluation through Keras's rule; `live`: the model holds
+        this step's weights and lr (False: replaying an older step)."""
         super().on_epoch_end(epoch, {self.monitor: value})
         if self.best is value:  # Keras keeps the improving value itself
             self.best_step = step
-            if weights_now and self.restore_best_weights:
+            if live and self.restore_best_weights:
                 self._save_best(step)
         if self.model.stop_training and self.drops < self.lr_drops:
             # A plateau with drops left: lr / 10 and go on (the papers'
-            # "divide by 10 when the error stops improving"). A resumed
-            # run replays this without assigning: its checkpoint holds
-            # the optimizer's learning rate.
+            # "divide by 10 when the error stops improving"). A replayed
+            # older drop is not assigned again: the checkpoint resumed
+            # from holds the optimizer's learning rate after it (the
+            # checkpoint of a step is written before this callback runs
+            # at that step, hence `live` at the resume step itself).
             self.model.stop_training = False
             self.stopped_epoch = 0
             self.wait = 0
             self.drops += 1
-            if weights_now:
+            if live:
                 optimizer = self.model.optimizer
                 old = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
                 optimizer.learning_rate = old * self.lr_factor
@@ -253,24 +257,30 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
         if self.model.stop_training:
             self.stopped_step = step
 
+    def _best_path(self, step):
+        return self._folder / f"best-step-{step}.npz"
+
     def _save_best(self, step):
+        """Writes `model.get_weights()` (what Keras restores) atomically.
+
+        A `.weights.h5` file was the first choice and does not fit: Keras
+        saves (and `load_weights` restores) the optimizer's state with the
+        model's, which would rewind the step count and the learning rate.
+        """
         if self._folder is None:
             return
         self._folder.mkdir(parents=True, exist_ok=True)
-        path = self._folder / f"best-step-{step}.weights.h5"
-        tmp = self._folder / f"tmp-{os.getpid()}.weights.h5"
-        self.model.save_weights(tmp)
+        path = self._best_path(step)
+        tmp = self._folder / f"tmp-{os.getpid()}.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, *self.model.get_weights())
         os.replace(tmp, path)
-        for old in self._folder.glob("best-step-*.weights.h5"):
+        for old in self._folder.glob("best-step-*.npz"):
             if old != path:
                 old.unlink(missing_ok=True)
 
     def _best_from_file(self, step):
-        path = (
-            self._folder / f"best-step-{step}.weights.h5"
-            if (self._folder)
-            else None
-        )
+        path = self._best_path(step) if self._folder else None
         if path is None or not path.is_file():
             log.warning(
                 "Early stopping: the best weights of step %d are gone (%s); "
@@ -280,11 +290,8 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
             )
             self._restored_best = 0.0
             return self.model.get_weights()
-        now = self.model.get_weights()
-        self.model.load_weights(path)
-        best = self.model.get_weights()
-        self.model.set_weights(now)
-        return best
+        with np.load(path) as saved:
+            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
     # --- Keras hooks ----------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -304,14 +311,12 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
             value = self.evaluate(step)[self.monitor]
             history.append((step, value))
         for s, value in history:
-            self._observe(value, s, s // self.every_steps, weights_now=False)
+            self._observe(value, s, s // self.every_steps, live=s == step)
         self.done = bool(self.model.stop_training)
         self.model.stop_training = False  # Keras stops after a batch only
         if self.restore_best_weights and self.best_step is not None:
             if self.best_step == step:
                 self.best_weights = self.model.get_weights()
-                if self.done is False:
-                    self._save_best(step)
             else:
                 self.best_weights = self._best_from_file(self.best_step)
         if self.done:
@@ -326,7 +331,7 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
         if step % self.every_steps:
             return
         value = self.evaluate(step)[self.monitor]
-        self._observe(value, step, epoch, weights_now=True)
+        self._observe(value, step, epoch, live=True)
 
     def on_train_end(self, logs=None):
         step = _step(self.model)
