@@ -1,24 +1,25 @@
 """Early stopping on the tuning split, resume-safe (a config callback).
 
 `TuningEarlyStopping` is `keras.callbacks.EarlyStopping` (its improvement
-test, `patience`, `min_delta` and `restore_best_weights`) plus, optionally,
-the papers' plateau schedule (`lr_drops` plateaus divide the learning rate
-by 10 before the last one stops training; `keras.callbacks.
-ReduceLROnPlateau` cannot share the count or see the tuning metric), fed by
-its own
+test, `patience`, `min_delta`, `restore_best_weights`) fed by its own
 evaluation of the *tuning split* (`experiments.data.holdout`) every
 `every_steps`, logged under `tune/` (e.g. `tune/top1_accuracy`) so it is
-never mistaken for the `val/` numbers of the validation set. Patience
-counts tuning evaluations, not Keras epochs. Use it from a config:
+never mistaken for the `val/` numbers of the validation set; optionally
+with the papers' plateau schedule: the first `lr_drops` plateaus divide
+the learning rate by 10 and reset the patience count, the next one stops
+training (`keras.callbacks.ReduceLROnPlateau` cannot see the tuning metric
+or share the plateau count). Patience counts tuning evaluations, not Keras
+epochs. From a config (conf/fragment/imagenette_mini_long.yaml):
 
     callbacks:
       early_stopping:
         _target_: experiments.engine.early_stopping.TuningEarlyStopping
         _recursive_: false       # `data` stays a config (built here)
         data: ${data}
-        every_steps: 140
+        every_steps: ${trainer.checkpoint_every_steps}
         checkpoint_every_steps: ${trainer.checkpoint_every_steps}
-        patience: 8
+        patience: 5
+        lr_drops: 2
         directory: ${paths.checkpoint_dir}/early_stopping
 
 Resume (the engine restarts a killed run at its newest checkpoint, in a
@@ -30,17 +31,19 @@ the checkpoint's own step but not logged (killed in between) is run then.
 The best weights, needed after a resume, are written at each new best to
 `<directory>/<run id>/best-step-<n>.npz` (the previous best file is
 then deleted; the last one stays, like the run's checkpoints). This is exact
-because every tuning evaluation falls on a checkpoint step (checked: the
-engine's checkpointer runs before config callbacks, so a best file never
-precedes its checkpoint) and the engine's metric buffer drops replayed
-steps. Limits, stated: (1) a run whose newest checkpoint is corrupt falls
-back to an older one whose best file may be gone; it then keeps the
-weights it restores from (a warning and the metric `tune/restored_best`
-= 0 say so); (2) a run killed after it had already stopped, before the
-engine marked it finished, trains one more chunk, which is then discarded
-(no evaluation, the same restored weights); (3) the engine skips `fit`
-for a run resumed at `trainer.steps`, so one killed between reaching the
-cap and being marked finished keeps the cap's (last) weights.
+because every tuning evaluation falls on a checkpoint step (checked) and
+the engine's checkpointer runs before config callbacks: a best file never
+precedes its checkpoint, and the checkpoint of step n holds the lr from
+before a drop decided at n (so a drop at the resume step is applied again,
+older ones are not). The engine's metric buffer drops replayed steps.
+Limits, stated: (1) a run whose newest checkpoint is corrupt falls back
+to an older one whose best file may be gone; it then keeps the weights it
+resumed from (a warning and the metric `tune/restored_best` = 0 say so);
+(2) a run killed after it had already stopped, before the engine marked
+it finished, trains one more chunk (its train metrics are logged), then
+stops without evaluating and ends with the same weights; (3) the engine skips `fit` for a run resumed at
+`trainer.steps`, so one killed between reaching the cap and being marked
+finished keeps the cap's (last) weights.
 
 `keras.callbacks.BackupAndRestore` was considered for the state: it keeps
 the epoch counter and weights, not the callback's best value, patience
