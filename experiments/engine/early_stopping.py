@@ -41,9 +41,10 @@ to an older one whose best file may be gone; it then keeps the weights it
 resumed from (a warning and the metric `tune/restored_best` = 0 say so);
 (2) a run killed after it had already stopped, before the engine marked
 it finished, trains one more chunk (its train metrics are logged), then
-stops without evaluating and ends with the same weights; (3) the engine skips `fit` for a run resumed at
-`trainer.steps`, so one killed between reaching the cap and being marked
-finished keeps the cap's (last) weights.
+stops without evaluating and ends with the same weights; (3) the engine
+skips `fit` for a run resumed at `trainer.steps`, so one killed between
+reaching the cap and being marked finished keeps the cap's (last)
+weights.
 
 `keras.callbacks.BackupAndRestore` was considered for the state: it keeps
 the epoch counter and weights, not the callback's best value, patience
