@@ -99,8 +99,19 @@ study-structured_output:  ## DL book 9.6: FCN labels every pixel of MNIST compos
 study-first_layer_filters:  ## DL book 9.10: learned first-layer filters (Imagenette)
 	$(STUDY).first_layer_filters $(ARGS)
 
-imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~35 min CPU; FRACTION=0.25 shortens
+# The long tier: each mini model until its tuning-split top-1 plateaus
+# (conf/fragment/imagenette_mini_long.yaml); trained one experiment at a time
+# (finished runs are skipped on a rerun, a killed one resumes), each scored by
+# its report hook, then the table of scale mini-long.
+IMAGENETTE_LONG := imagenette_alexnet_5cnns_long imagenette_vgg_a_long imagenette_googlenet_long imagenette_resnet18_long
+
+imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~35 min CPU; FRACTION=0.25 shortens; SCALE=mini-long: trained to a plateau (hours)
+ifeq ($(SCALE),mini-long)
+	@for e in $(IMAGENETTE_LONG); do $(RUN) experiment=$$e $(ARGS) || exit $$?; done
+	$(MAKE) imagenet-report SCALE=mini-long
+else
 	$(PY) -m experiments.reports.imagenet_table --run --fraction $(or $(FRACTION),1.0) $(ARGS)
+endif
 
 imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|full)
 	$(PY) -m experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(ARGS)

@@ -33,11 +33,13 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.data import augment as aug
+from experiments.data import holdout
 from experiments.data import splits
 from experiments.data import streams
 from experiments.data.splits import DATASETS  # noqa: F401  (the registry)
 
 SOURCES = ("auto", "tfds", "local")
+EVAL_SPLITS = ("val", "tuning")
 
 
 def make_datasets(
@@ -72,6 +74,8 @@ def make_datasets(
     num_val_examples=None,
     noise=0.25,
     shuffle_chunk_files=8,
+    tuning_per_class=None,
+    eval_split="val",
 ):
     """Builds the `(train_ds, val_ds)` pair of a dataset.
 
@@ -130,6 +134,13 @@ def make_datasets(
         noise: `synthetic` noise std.
         shuffle_chunk_files: tfds training stream: shard files whose records
             are fully shuffled together each epoch (`tfds_stream`).
+        tuning_per_class: hold this many training examples of every class
+            out of the train stream as the tuning split (`holdout`: fixed
+            by the file names / a seed-0 permutation, the same for every
+            seed); None trains on the whole training split.
+        eval_split: what the second stream serves: `val` (the validation
+            set) or `tuning` (the held-out tuning split, for early
+            stopping and other choices; needs `tuning_per_class`).
 
     Returns:
         `(train_ds, val_ds)`: `train_ds` an infinite stream of
@@ -187,6 +198,16 @@ def make_datasets(
     )
     needs_augment = augment not in (None, "none", [], ["none"])
 
+    if eval_split not in EVAL_SPLITS:
+        raise ValueError(
+            f"data.eval_split must be one of {EVAL_SPLITS}. Received: "
+            f"eval_split={eval_split!r}"
+        )
+    if eval_split == "tuning" and tuning_per_class is None:
+        raise ValueError(
+            "data.eval_split=tuning needs a tuning split: set "
+            "data.tuning_per_class (e.g. 50). Received: tuning_per_class=None"
+        )
     train, val = splits.load(
         name,
         source,
@@ -200,6 +221,9 @@ def make_datasets(
         num_val_examples,
         noise,
     )
+    train, tuning = holdout.split_off(train, tuning_per_class)
+    if eval_split == "tuning":
+        val = tuning
     train = splits.materialize(
         splits.subset(train, num_train_examples), decode_size, cache
     )

@@ -33,7 +33,6 @@ SMALL = [
     name if name.startswith("bn_mnist") else pytest.param(name, marks=_SLOW)
     for name in EXPERIMENTS
     if name.startswith(("bn_mnist", "imagenette_"))
-    and name != "imagenette_mini_common"  # a shared fragment, no model
 ]
 TINY_RUN = [
     "trainer.steps=2",

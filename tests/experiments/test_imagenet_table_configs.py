@@ -14,11 +14,7 @@ from experiments.reports import imagenet_table as it
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
 FULL = sorted(p.stem for p in CONF.glob("imagenet_*.yaml"))
-MINI = sorted(
-    p.stem
-    for p in CONF.glob("imagenette_*.yaml")
-    if p.stem != "imagenette_mini_common"
-)
+MINI = sorted(p.stem for p in CONF.glob("imagenette_*.yaml"))
 
 
 def _compose(name, *overrides):
@@ -94,7 +90,10 @@ def test_mini_config_builds_its_models(name):
     cfg = _compose(name)
     config_checks.validate_config(cfg)
     _check_rows(cfg)
-    assert cfg.report.scale == "mini" and cfg.data.name == "imagenette"
+    assert cfg.report.scale == (
+        "mini-long" if name.endswith("_long") else "mini"
+    )
+    assert cfg.data.name == "imagenette"
     configs = [c.cfg for c in engine.expand_children(cfg)] or [cfg]
     for child in configs[:3]:  # the five seeds share one architecture
         model = hydra.utils.instantiate(child.model)
