@@ -50,6 +50,10 @@ _NOT_IN_RUN_KEY = (
     "extras",
 )
 _NOT_IN_RUN_KEY_TRAINER = ("progress", "log_every_steps", "keep_checkpoints")
+# Callbacks that change what a run trains (the rest only observe it), and
+# their keys that say where files go rather than what is trained.
+_CALLBACKS_IN_RUN_KEY = ("early_stopping",)
+_CALLBACK_KEYS_NOT_IN_RUN_KEY = ("directory",)
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -243,8 +247,19 @@ def run_key(cfg, extra=""):
     if explicit:
         return f"{explicit}{'-' + extra if extra else ''}"
     container = resolved_container(cfg)
+    training = {
+        name: {
+            k: v
+            for k, v in (spec or {}).items()
+            if k not in _CALLBACK_KEYS_NOT_IN_RUN_KEY
+        }
+        for name, spec in (container.get("callbacks") or {}).items()
+        if name in _CALLBACKS_IN_RUN_KEY
+    }
     for key in _NOT_IN_RUN_KEY:
         container.pop(key, None)
+    if training:  # keys of runs without such callbacks are unchanged
+        container["callbacks"] = training
     for key in _NOT_IN_RUN_KEY_TRAINER:
         container.get("trainer", {}).pop(key, None)
     if not (container.get("finetune") or {}).get("source"):

@@ -32,6 +32,7 @@ DATA_KEYS_IGNORED = (
     "crop_size",
     "download",
     "eval_batch_size",
+    "eval_split",
     "input_shape",
     "lighting_std",
     "local_dir",
@@ -43,6 +44,7 @@ DATA_KEYS_IGNORED = (
     "seed",
     "source",
     "tfds_data_dir",
+    "tuning_per_class",
     "val_crop",
 )
 

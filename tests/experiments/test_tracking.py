@@ -78,6 +78,19 @@ def test_run_key_ignores_logging_settings_but_not_hyperparameters():
     assert tracking.run_key(explicit) == "mine"
 
 
+def test_run_key_sees_early_stopping_but_not_where_it_writes():
+    """Early stopping changes what is trained; its folder does not."""
+    keys = [
+        tracking.run_key(compose(["experiment=imagenette_resnet18_long", *o]))
+        for o in (
+            [],
+            ["paths.checkpoint_dir=/elsewhere"],
+            ["callbacks.early_stopping.patience=2"],
+        )
+    ]
+    assert keys[0] == keys[1] != keys[2]
+
+
 def test_flatten():
     assert tracking.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {
         "a.b": 1,
