@@ -4,9 +4,9 @@ Each evaluation run stores its per-image class probabilities
 (`experiments.evaluation.records`: `predictions/probabilities.npy` and
 `labels.npy`). From them this module gives every table row a per-row
 bootstrap interval of its top-1 and top-5 error, and every ordering check of
-`imagenet_table.check_orderings` a paired test on the paper table's own
+`imagenet_orderings.check_orderings` a paired test on the paper table's own
 metric: exact McNemar on per-image correctness and a paired bootstrap of
-the error difference (`experiments.reports.statistics`), with a verdict
+the error difference (`experiments.reports.paired_tests`), with a verdict
 "holds" / "not significant" / "fails". Top-5 with at most 10 classes is
 weak (guessing 5 of 10 is right half the time), so such a check is marked
 "weak (top-5 of <= 10 classes), not judged" and never judged.
@@ -17,6 +17,7 @@ import tempfile
 
 import numpy as np
 
+from experiments.reports import paired_tests as pt
 from experiments.reports import statistics as st
 
 WEAK_TOP5_CLASSES = 10  # top-5 of this many classes or fewer: not judged
@@ -113,7 +114,7 @@ def judge(check, correctness):
     """Adds a paired test and a verdict to one ordering check (in place).
 
     Args:
-        check: a dict of `imagenet_table.check_orderings` (`metric`,
+        check: a dict of `imagenet_orderings.check_orderings` (`metric`,
             `better_run_id`, `worse_run_id`: the papers say `better` has
             the lower error).
         correctness: a `Correctness`.
@@ -139,17 +140,17 @@ def judge(check, correctness):
         check["verdict"] = f"{NOT_JUDGED} (different images)"
         return check
     # Paired on the same images: B = better row; error falls if it holds.
-    boot = st.paired_bootstrap(
+    boot = pt.paired_bootstrap(
         a[metric], b[metric], n_resamples=N_RESAMPLES, seed=0
     )
-    mcn = st.mcnemar(1 - a[metric], 1 - b[metric])
+    mcn = pt.mcnemar(1 - a[metric], 1 - b[metric])
     check.update(
         difference=100 * boot["difference"],
         lo=100 * boot["lo"],
         hi=100 * boot["hi"],
         p_mcnemar=mcn["p_value"],
         p_bootstrap=boot["p_value"],
-        verdict=st.verdict(
+        verdict=pt.verdict(
             boot["difference"],
             p_value=mcn["p_value"],
             interval=(boot["lo"], boot["hi"]),

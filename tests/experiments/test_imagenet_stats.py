@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from experiments.reports import imagenet_output
+from experiments.reports import imagenet_rows
 from experiments.reports import imagenet_stats
-from experiments.reports import imagenet_table
 from experiments.reports import statistics as st
 
 
@@ -38,7 +39,7 @@ def test_topk_correct_by_hand():
 
 
 def _row(run_id, top1=0.0, top5=0.0):
-    return imagenet_table.Row(
+    return imagenet_rows.Row(
         family="AlexNet",
         row=run_id,
         protocol="center",
@@ -128,7 +129,7 @@ def test_markdown_prints_intervals_and_verdicts():
         corr,
     )
     intervals = {r.run_id: imagenet_stats.row_intervals(r, corr) for r in rows}
-    md = imagenet_table.format_markdown(rows, [check], intervals=intervals)
+    md = imagenet_output.format_markdown(rows, [check], intervals=intervals)
     lo, hi = intervals["few"]["top1_error"]
     assert f"30.00 [{lo:.1f}, {hi:.1f}]" in md
     assert "paired tests: holds 1" in md

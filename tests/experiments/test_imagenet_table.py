@@ -4,12 +4,15 @@ import csv
 
 import pytest
 
+from experiments.reports import imagenet_orderings
+from experiments.reports import imagenet_output
+from experiments.reports import imagenet_rows
 from experiments.reports import imagenet_table as it
 
 
 def _row(family, row, protocol, top1, top5=None, n=1, sources="a", **kw):
     views = {"center": 1, "ten_crop": 10, "multi_crop": 144}[protocol]
-    return it.Row(
+    return imagenet_rows.Row(
         family=family,
         row=row,
         protocol=protocol,
@@ -47,7 +50,7 @@ def rows():
 
 def test_build_table_sorts_by_family_and_keeps_newest(rows):
     old = _row("VGG", "VGG-A", "ten_crop", 99.0, sources="v", start_time=-1)
-    table = it.build_table(rows + [old])
+    table = imagenet_rows.build_table(rows + [old])
     assert [r.family for r in table] == [
         "AlexNet",
         "AlexNet",
@@ -63,7 +66,7 @@ def test_build_table_sorts_by_family_and_keeps_newest(rows):
 def test_build_table_keeps_one_run_per_row_and_protocol():
     a = _row("AlexNet", "1 CNN", "center", 50.0, start_time=1)
     b = _row("AlexNet", "1 CNN", "center", 48.0, start_time=2)
-    table = it.build_table([a, b])
+    table = imagenet_rows.build_table([a, b])
     assert len(table) == 1 and table[0].top1_error == 48.0
 
 
@@ -73,17 +76,17 @@ def test_build_table_refuses_to_mix_training_lengths():
     # A shortened re-run of one row replaces that row only: refused.
     short = _row("VGG", "VGG-A", "center", 70.0, start_time=3, fraction=0.25)
     with pytest.raises(ValueError, match=r"fraction 0.25: \['VGG-A'\]"):
-        it.build_table([full, vgg, short])
+        imagenet_rows.build_table([full, vgg, short])
     # Re-running every row at the same length is one table again.
     again = _row(
         "AlexNet", "1 CNN", "center", 66.0, start_time=4, fraction=0.25
     )
-    table = it.build_table([full, vgg, short, again])
+    table = imagenet_rows.build_table([full, vgg, short, again])
     assert [r.fraction for r in table] == [0.25, 0.25]
 
 
 def test_check_orderings(rows):
-    checks = it.check_orderings(it.build_table(rows))
+    checks = imagenet_orderings.check_orderings(imagenet_rows.build_table(rows))
     by_claim = {}
     for c in checks:
         by_claim.setdefault(c["claim"], []).append(c)
@@ -110,9 +113,9 @@ def test_check_orderings(rows):
 def test_ties_are_not_counted_as_holding():
     a = _row("GoogLeNet", "G", "center", 90.0, sources="g")
     b = _row("GoogLeNet", "G", "ten_crop", 90.0, sources="g")
-    (check,) = it.check_orderings([a, b])
+    (check,) = imagenet_orderings.check_orderings([a, b])
     assert check["tie"] and not check["holds"]
-    md = it.format_markdown([a, b], [check])
+    md = imagenet_output.format_markdown([a, b], [check])
     assert "lower error in 0/1 pairs, 1 tie(s)" in md
     assert "  - tie (top-5): G" in md
 
@@ -122,13 +125,13 @@ def test_googlenet_crop_ordering_is_judged_on_top5_its_table_metric():
     one crop on top-5 holds even where top-1 says otherwise."""
     g1 = _row("GoogLeNet", "G", "center", 60.0, top5=20.0, sources="g")
     g144 = _row("GoogLeNet", "G", "multi_crop", 61.0, top5=18.0, sources="g")
-    (check,) = it.check_orderings([g1, g144])
+    (check,) = imagenet_orderings.check_orderings([g1, g144])
     assert check["metric"] == "top5_error" and check["holds"]
     assert (check["better_error"], check["worse_error"]) == (18.0, 20.0)
     # AlexNet's Table 2 leads with top-1: the same numbers fail there.
     a1 = _row("AlexNet", "A", "center", 60.0, top5=20.0, sources="a")
     a10 = _row("AlexNet", "A", "ten_crop", 61.0, top5=18.0, sources="a")
-    (check,) = it.check_orderings([a1, a10])
+    (check,) = imagenet_orderings.check_orderings([a1, a10])
     assert check["metric"] == "top1_error" and not check["holds"]
 
 
@@ -136,7 +139,10 @@ def test_cross_family_ordering_uses_top5_when_one_table_has_only_top5():
     alex = _row("AlexNet", "A", "ten_crop", 50.0, top5=25.0, sources="a")
     goog = _row("GoogLeNet", "G", "ten_crop", 55.0, top5=20.0, sources="g")
     res = _row("ResNet", "R", "ten_crop", 55.0, top5=20.0, sources="r")
-    checks = {c["better"]: c for c in it.check_orderings([alex, goog, res])}
+    checks = {
+        c["better"]: c
+        for c in imagenet_orderings.check_orderings([alex, goog, res])
+    }
     assert checks["G (10 crops)"]["metric"] == "top5_error"
     assert checks["G (10 crops)"]["holds"]
     assert checks["R (10 crops)"]["metric"] == "top1_error"
@@ -146,14 +152,14 @@ def test_cross_family_ordering_uses_top5_when_one_table_has_only_top5():
 def test_rows_of_other_families_follow_their_paper_numbers():
     only5 = _row("BN", "x", "center", 1.0, paper_top5_error=7.8)
     both = _row("BN", "y", "center", 1.0, paper_top1_error=25.2)
-    assert it.paper_metric(only5) == "top5_error"
-    assert it.paper_metric(both) == "top1_error"
+    assert imagenet_orderings.paper_metric(only5) == "top5_error"
+    assert imagenet_orderings.paper_metric(both) == "top1_error"
 
 
 def test_markdown_and_csv(rows, tmp_path):
-    table = it.build_table(rows)
-    checks = it.check_orderings(table)
-    paths = it.write_outputs(table, checks, tmp_path, title="T")
+    table = imagenet_rows.build_table(rows)
+    checks = imagenet_orderings.check_orderings(table)
+    paths = imagenet_output.write_outputs(table, checks, tmp_path, title="T")
     assert [p.name for p in paths] == ["table.md", "table.csv", "errors.png"]
     md = paths[0].read_text()
     assert (
