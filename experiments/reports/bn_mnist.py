@@ -31,6 +31,7 @@ import argparse
 
 import numpy as np
 
+from experiments.engine import metric_keys as mk
 from experiments.reports import resolve_dir
 from experiments.reports.bn_mnist_summary import PROTOCOL_KEYS
 from experiments.reports.bn_mnist_summary import SMOOTH_WINDOW
@@ -194,8 +195,8 @@ def fetch_runs(
 def report(
     cfg,
     parent_run_id,
-    metric="val/top1_accuracy",
-    population_metric="val/top1_accuracy_population",
+    metric=mk.VAL_TOP1_ACCURACY,
+    population_metric=mk.population_key(mk.VAL_TOP1_ACCURACY),
     probe_prefix="sigmoid_in",
     probe_unit=0,
     percentiles=(15, 50, 85),
