@@ -162,3 +162,32 @@ def fetch_rows(client, scale="mini", table="imagenet"):
             max_results=5000,
         )
     return [row_from_run(r) for r in runs]
+
+
+def member_errors(client, row):
+    """Each member's own top-1 error (percent), from its training run.
+
+    A member's error is its final `val/top1_error`: the engine's
+    validation pass at the end of training (a single centre crop). Sources
+    that are not MLflow runs (`.keras` files, `keras:` models) or runs
+    without the key are left out.
+
+    Args:
+        client: an `mlflow.MlflowClient`.
+        row: a `Row`; its `sources` are the members' run ids.
+
+    Returns:
+        list of floats, in the members' order.
+    """
+    from mlflow.exceptions import MlflowException
+
+    errors = []
+    for source in filter(None, row.sources.split(",")):
+        run_id = source.removeprefix("runs:/").split("/")[0]
+        try:
+            metrics = client.get_run(run_id).data.metrics
+        except MlflowException:
+            continue
+        if mk.VAL_TOP1_ERROR in metrics:
+            errors.append(100 * metrics[mk.VAL_TOP1_ERROR])
+    return errors

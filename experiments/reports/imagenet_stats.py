@@ -17,6 +17,7 @@ import tempfile
 
 import numpy as np
 
+from experiments.engine import metric_keys as mk
 from experiments.reports import paired_tests as pt
 from experiments.reports import statistics as st
 
@@ -110,7 +111,26 @@ def row_intervals(row, correctness):
     return out
 
 
-def judge(check, correctness):
+def member_summary(errors, num_models):
+    """An ensemble's members alone: mean, 95% t-interval, min and max.
+
+    Args:
+        errors: each member's own top-1 error (percent) as logged; members
+            without one are left out.
+        num_models: the ensemble's size (`of`, to show how many of its
+            members were found).
+
+    Returns:
+        dict `mean`, `std`, `n`, `lo`, `hi` (`statistics.seed_interval`),
+        `min`, `max`, `of`; None without any member error.
+    """
+    if not errors:
+        return None
+    summary = st.seed_interval(errors)
+    return {**summary, "min": min(errors), "max": max(errors), "of": num_models}
+
+
+def judge(check, correctness, weak_top5=False):
     """Adds a paired test and a verdict to one ordering check (in place).
 
     Args:
@@ -118,23 +138,28 @@ def judge(check, correctness):
             `better_run_id`, `worse_run_id`: the papers say `better` has
             the lower error).
         correctness: a `Correctness`.
+        weak_top5: top-5 is weak whatever the stored predictions say (the
+            mini table: 10 classes), so a top-5 check is never judged even
+            without stored predictions.
 
     Returns:
         `check`, with `verdict` and, when judged, `difference` (better -
-        worse error, %), `lo`, `hi`, `p_mcnemar`, `p_bootstrap`.
+        worse error, %), `lo`, `hi`, `p_mcnemar`, `p_bootstrap`; `weak`
+        True on a weak top-5 check.
     """
     a = correctness.get(check.get("worse_run_id"))
     b = correctness.get(check.get("better_run_id"))
     metric = check["metric"]
-    if a is None or b is None:
-        check["verdict"] = f"{NOT_JUDGED} (no stored predictions)"
-        return check
-    if metric == "top5_error" and min(a["classes"], b["classes"]) <= (
-        WEAK_TOP5_CLASSES
-    ):
+    few = a is not None and b is not None
+    few = few and min(a["classes"], b["classes"]) <= WEAK_TOP5_CLASSES
+    if metric == mk.TOP5_ERROR and (weak_top5 or few):
+        check["weak"] = True
         check["verdict"] = (
             f"weak (top-5 of <= {WEAK_TOP5_CLASSES} classes), {NOT_JUDGED}"
         )
+        return check
+    if a is None or b is None:
+        check["verdict"] = f"{NOT_JUDGED} (no stored predictions)"
         return check
     if not np.array_equal(a["labels"], b["labels"]):
         check["verdict"] = f"{NOT_JUDGED} (different images)"

@@ -232,3 +232,71 @@ def test_report_without_runs_message(tmp_path):
             it.report(scale="full", results_dir=tmp_path)
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_report_puts_members_beside_the_ensemble_and_top5_as_weak(tmp_path):
+    """The 5 CNNs row gets its members' own top-1 (mean, t-interval,
+    min-max) from their training runs; at mini scale the top-5 column is
+    marked weak and GoogLeNet's top-5 ordering is listed, never counted."""
+    import math
+
+    import mlflow
+    from scipy import stats
+
+    from experiments.engine import metric_keys as mk
+    from experiments.evaluation import records as ev
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    member_errors = [0.40, 0.44, 0.46, 0.50, 0.45]
+    try:
+        mlflow.set_experiment("members")
+        ids = []
+        for error in member_errors:
+            with mlflow.start_run() as run:
+                mlflow.log_metric(mk.VAL_TOP1_ERROR, error, step=400)
+                ids.append(run.info.run_id)
+        for name, family, top1, top5, sources in [
+            ("AlexNet, 1 CNN", "AlexNet", 44.0, 20.0, ids[:1]),
+            ("AlexNet, 5 CNNs", "AlexNet", 38.0, 15.0, ids),
+            ("GoogLeNet", "GoogLeNet", 50.0, 12.0, ["g"]),
+        ]:
+            result = {
+                "top1_error": top1,
+                "top5_error": top5,
+                "num_models": len(sources),
+                "num_views": 10,
+                "num_images": 50,
+            }
+            ev.log_evaluation(
+                result,
+                sources,
+                "ten_crop",
+                experiment_name="fake_table",
+                row=name,
+                tags={"table": "imagenet", "scale": "mini", "family": family},
+            )
+        out = it.report(scale="mini", results_dir=tmp_path / "res")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    md = (tmp_path / "res" / "mini" / "table.md").read_text()
+    pct = [100 * e for e in member_errors]
+    mean = sum(pct) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in pct) / 4)
+    half = stats.t.ppf(0.975, 4) * sd / math.sqrt(5)
+    assert (
+        f"| AlexNet, 5 CNNs | 10 crops | 38.00 | {mean:.2f} "
+        f"[{mean - half:.1f}, {mean + half:.1f}] | 40.00-50.00 | 5 of 5 |"
+    ) in md
+    (ensemble_id,) = [r["run_id"] for r in out["rows"] if r["num_models"] > 1]
+    assert out["members"][ensemble_id]["n"] == 5
+    assert "top-5 (ours, weak†)" in md and "† Top-5 of 10 classes" in md
+    (deep,) = [c for c in out["checks"] if c["claim"].startswith("deeper")]
+    assert deep["metric"] == "top5_error" and deep["holds"]  # 12 < 20
+    assert deep["weak"] and deep["verdict"].startswith("weak")
+    assert (
+        "**deeper family < AlexNet**: lower error in 0/0 pairs, "
+        "1 on weak top-5 not counted"
+    ) in md
+    # The top-1 ensemble check is still counted.
+    assert "**ensemble < single model**: lower error in 1/1 pairs" in md
