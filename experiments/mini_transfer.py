@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.data import sources
+from experiments.engine import metric_keys as mk
 
 PRETRAIN_CLASSES = (0, 1, 2, 3, 4)
 FINETUNE_CLASSES = (5, 6, 7, 8, 9)
@@ -133,7 +134,7 @@ def study(seeds=(0, 1, 2), steps=600, root=None):
     pre = _run("mini_pretrain", _data(PRETRAIN_CLASSES, 1.0), steps, 0, root)
     source = f"runs:/{pre['run_id']}"
     small = _data(FINETUNE_CLASSES, FINETUNE_FRACTION)
-    out = {"pretrain_top1_error": 100 * pre["val/top1_error"], "seeds": {}}
+    out = {"pretrain_top1_error": 100 * pre[mk.VAL_TOP1_ERROR], "seeds": {}}
     for seed in seeds:
         tuned = _run(
             "mini_finetune", small, steps, seed, root,
@@ -141,8 +142,8 @@ def study(seeds=(0, 1, 2), steps=600, root=None):
         )  # fmt: skip
         scratch = _run("mini_scratch", small, steps, seed, root)
         out["seeds"][seed] = {
-            "finetuned": 100 * tuned["val/top1_error"],
-            "scratch": 100 * scratch["val/top1_error"],
+            "finetuned": 100 * tuned[mk.VAL_TOP1_ERROR],
+            "scratch": 100 * scratch[mk.VAL_TOP1_ERROR],
         }
     for arm in ("finetuned", "scratch"):
         values = [v[arm] for v in out["seeds"].values()]

@@ -13,6 +13,8 @@ import tempfile
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from experiments.engine import metric_keys as mk
+
 MODEL_ARTIFACT_DIR = "model"
 LEARNING_CURVES = "figures/learning_curves.png"
 
@@ -26,7 +28,7 @@ def log_learning_curves(run_id):
 
     client = MlflowClient()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, key in zip(axes, ("train/loss", "val/top1_error")):
+    for ax, key in zip(axes, (mk.TRAIN_LOSS, mk.VAL_TOP1_ERROR)):
         history = sorted(
             client.get_metric_history(run_id, key), key=lambda m: m.step
         )

@@ -31,6 +31,7 @@ import pathlib
 
 import keras
 
+from experiments.engine import metric_keys as mk
 from experiments.engine.checkpoints import CHECKPOINT_FILE  # noqa: F401
 from experiments.engine.checkpoints import STATE_FILE  # noqa: F401
 from experiments.engine.checkpoints import read_checkpoint_state  # noqa: F401
@@ -44,7 +45,7 @@ def accuracy_to_error(logs, prefix=""):
     for key, value in logs.items():
         out[f"{prefix}{key}"] = value
         if key.endswith("_accuracy"):
-            out[f"{prefix}{key[: -len('_accuracy')]}_error"] = 1.0 - value
+            out[f"{prefix}{mk.error_name(key)}"] = 1.0 - value
     return out
 
 
@@ -80,7 +81,7 @@ class StepLogger(keras.callbacks.Callback):
         log_every_steps=0,
         progress=None,
         metric_names=None,
-        progress_metric="val/top1_accuracy",
+        progress_metric=mk.VAL_TOP1_ACCURACY,
     ):
         super().__init__()
         self.buffer = buffer
@@ -130,8 +131,10 @@ class StepLogger(keras.callbacks.Callback):
         self._prev, self._prev_n = dict(logs), n
         if not self._check_finite(window.get("loss"), step):
             return
-        metrics = accuracy_to_error(self._rename(window), prefix="train/")
-        metrics["lr"] = current_learning_rate(self.model.optimizer)
+        metrics = accuracy_to_error(
+            self._rename(window), prefix=mk.TRAIN_PREFIX
+        )
+        metrics[mk.LR] = current_learning_rate(self.model.optimizer)
         self._emit(metrics, step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -142,7 +145,7 @@ class StepLogger(keras.callbacks.Callback):
         self.last_step = step
         val = {k[len("val_") :]: v for k, v in logs.items() if k[:4] == "val_"}
         if val:
-            metrics = accuracy_to_error(self._rename(val), prefix="val/")
+            metrics = accuracy_to_error(self._rename(val), prefix=mk.VAL_PREFIX)
             self._emit(metrics, step)
             if self.progress is not None:
                 key = self.progress_metric

@@ -22,6 +22,7 @@ from omegaconf import open_dict
 from experiments.engine import build
 from experiments.engine import compare
 from experiments.engine import distribute
+from experiments.engine import metric_keys as mk
 from experiments.engine import metric_log
 from experiments.engine import outage
 from experiments.engine import run_queries
@@ -180,7 +181,9 @@ def _finish_parent(cfg, parent_id, done, failed, curves):
             client.log_batch(
                 parent_id,
                 metrics=[
-                    mlflow.entities.Metric(f"mean/{k}", v, 0, cfg.trainer.steps)
+                    mlflow.entities.Metric(
+                        mk.mean_key(k), v, 0, cfg.trainer.steps
+                    )
                     for k, v in summary.items()
                     if math.isfinite(v)
                 ],

@@ -21,10 +21,11 @@ import mlflow
 from omegaconf import DictConfig
 from omegaconf import OmegaConf
 
+from experiments.engine import metric_keys as mk
 from experiments.engine.config_checks import active_variants
 
 NOTE_TAG = "mlflow.note.content"
-CURVE_PREFIX = "curve/"
+CURVE_PREFIX = mk.CURVE_PREFIX
 _BATCH = 1000  # MLflow's log_batch limit of metrics per call
 
 
@@ -76,7 +77,7 @@ def describe_experiment(client, experiment_id, cfg):
     client.set_experiment_tag(experiment_id, NOTE_TAG, experiment_note(cfg))
 
 
-def variant_curves(client, runs, prefix="val/"):
+def variant_curves(client, runs, prefix=mk.VAL_PREFIX):
     """Seed-mean curves of each variant from the children's histories.
 
     Args:
@@ -108,11 +109,11 @@ def variant_curves(client, runs, prefix="val/"):
                 if all(math.isfinite(v) for v in values):
                     points.append((step, sum(values) / len(values)))
             if len(points) > 1:  # a curve (finals are `mean/*`)
-                curves[f"{CURVE_PREFIX}{key}/{variant}"] = points
+                curves[mk.curve_key(key, variant)] = points
     return curves
 
 
-def log_variant_curves(client, parent_run_id, runs, prefix="val/"):
+def log_variant_curves(client, parent_run_id, runs, prefix=mk.VAL_PREFIX):
     """Logs `variant_curves` as step metrics of the parent run.
 
     Timestamp 0 (as the parent's `mean/*`): a rerun logs the same rows

@@ -28,6 +28,7 @@ from experiments.engine import artifacts
 from experiments.engine import callbacks as cbs
 from experiments.engine import compat
 from experiments.engine import distribute
+from experiments.engine import metric_keys as mk
 from experiments.engine import metric_log
 from experiments.engine import optimization
 from experiments.engine import progress
@@ -116,7 +117,7 @@ def _evaluate(model, val_ds, t, logger):
     )
     return cbs.accuracy_to_error(
         {logger.metric_names.get(k, k): v for k, v in metrics.items()},
-        prefix="val/",
+        prefix=mk.VAL_PREFIX,
     )
 
 
@@ -129,8 +130,12 @@ def _final_scores(model, train_ds, val_ds, t, logger, buffer, start_step):
             buffer.log(final, t.steps)
     else:
         for _, metrics in reversed(logger.history):
-            if any(k.startswith("val/") for k in metrics):
-                final = {k: v for k, v in metrics.items() if k[:4] == "val/"}
+            if any(k.startswith(mk.VAL_PREFIX) for k in metrics):
+                final = {
+                    k: v
+                    for k, v in metrics.items()
+                    if k.startswith(mk.VAL_PREFIX)
+                }
                 break
     if t.bn_population_stats:
         from layers import recompute_batch_norm_statistics
@@ -139,7 +144,7 @@ def _final_scores(model, train_ds, val_ds, t, logger, buffer, start_step):
             model, train_ds, num_batches=t.bn_population_batches
         )
         population = {
-            f"{k}_population": v
+            mk.population_key(k): v
             for k, v in _evaluate(model, val_ds, t, logger).items()
         }
         if buffer is not None:

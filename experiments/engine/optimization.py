@@ -9,6 +9,7 @@ import hydra
 import keras
 from omegaconf import OmegaConf
 
+from experiments.engine import metric_keys as mk
 from experiments.engine.compat import model_supports_jit
 from experiments.engine.config_schema import ConfigError
 from experiments.engine.distribute import effective_steps_per_execution
@@ -112,10 +113,10 @@ class SparseTopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
 def compile_model(model, cfg, optimizer):
     """Compiles with sparse CE from logits and top-1/top-k accuracy."""
     t = cfg.trainer
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1_accuracy")]
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name=mk.TOP1_ACCURACY)]
     if t.top_k > 1:
         metrics.append(
-            SparseTopKAccuracy(k=t.top_k, name=f"top{t.top_k}_accuracy")
+            SparseTopKAccuracy(k=t.top_k, name=mk.accuracy_name(t.top_k))
         )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     n_outputs = len(model.outputs)
@@ -162,7 +163,7 @@ def metric_names(model):
     names = {}
     if len(model.outputs) > 1:
         main = model.output_names[0] if hasattr(model, "output_names") else ""
-        for metric in ("top1_accuracy", "top5_accuracy"):
+        for metric in (mk.TOP1_ACCURACY, mk.TOP5_ACCURACY):
             names[f"{main}_{metric}"] = metric
     return names
 

@@ -23,6 +23,7 @@ from experiments.engine import callbacks as cbs
 from experiments.engine import checkpoints
 from experiments.engine import compare
 from experiments.engine import distribute
+from experiments.engine import metric_keys as mk
 from experiments.engine import metric_log
 from experiments.engine import progress
 from experiments.engine import tracking
@@ -71,7 +72,7 @@ def _skipped(existing):
     """Result of a run that already FINISHED (its non-train metrics)."""
     metrics = existing.data.metrics.items()
     return {
-        **{k: v for k, v in metrics if not k.startswith("train/")},
+        **{k: v for k, v in metrics if not k.startswith(mk.TRAIN_PREFIX)},
         "status": "FINISHED",
         "run_id": existing.info.run_id,
         "skipped": True,

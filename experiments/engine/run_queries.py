@@ -4,10 +4,12 @@ Used by the engine (a parent's `mean/*` over its children) and by the
 reports and the evaluation hook (the runs of a finished experiment).
 """
 
+from experiments.engine import metric_keys as mk
+
 PARENT_TAG = "mlflow.parentRunId"
 
 
-def child_summary(client, run_ids, prefix="val/"):
+def child_summary(client, run_ids, prefix=mk.VAL_PREFIX):
     """Means of the children's final `prefix*` metrics, as MLflow holds them.
 
     Read back from the store rather than taken from this process's results,

@@ -11,7 +11,9 @@ import pathlib
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-_METRIC = "val/top1_accuracy"
+from experiments.engine import metric_keys as mk
+
+_METRIC = mk.VAL_TOP1_ACCURACY
 _MAX_TABLE_LINES = 40
 
 

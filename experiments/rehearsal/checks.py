@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from experiments.data import augment as aug
 from experiments.data.protocol_views import num_views
+from experiments.engine import metric_keys as mk
 
 # (builder, variant) -> trainable parameters of the paper network.
 PAPER_PARAMETERS = {
@@ -288,11 +289,11 @@ def check_resumed(client, cfg, runs, killed_ids):
         rid = run.info.run_id
         if run.info.status != "FINISHED":
             problems.append(f"{rid[:8]} {run.info.status}")
-        for key in ("train/loss", "lr", "val/loss"):
+        for key in (mk.TRAIN_LOSS, mk.LR, mk.VAL_LOSS):
             got = [m.step for m in client.get_metric_history(rid, key)]
             if len(got) != len(set(got)):
                 problems.append(f"{rid[:8]} {key} duplicated steps {got}")
-        got = sorted(m.step for m in client.get_metric_history(rid, "lr"))
+        got = sorted(m.step for m in client.get_metric_history(rid, mk.LR))
         if got != list(range(1, steps + 1)):
             problems.append(f"{rid[:8]} lr steps {got}")
     for rid in killed_ids:
@@ -305,7 +306,7 @@ def check_resumed(client, cfg, runs, killed_ids):
         ]
         if not run:
             continue
-        lr = client.get_metric_history(run[0].info.run_id, "lr")
+        lr = client.get_metric_history(run[0].info.run_id, mk.LR)
         want = expected_learning_rate(child[1], 1)
         first = [m.value for m in lr if m.step == 1]
         if not first or abs(first[0] - want) > 1e-6 * max(want, 1e-8):

@@ -9,11 +9,12 @@ and image counts), `summary.json` and Fig. 1 (`bn_mnist_figures`).
 Headline = final test accuracy with Alg. 2 population statistics, scored
 per image from each run's logged final model (`model/model.keras`, saved
 after the recompute), so the paired tests see which images each run gets
-right. Intervals and tests come from `experiments.reports.statistics`:
+right. Intervals and tests come from `experiments.reports.statistics`,
+`paired_tests` and `smoothing`:
 accuracy = seed mean with a 95% interval combining the seed spread (t) and
 the test-set standard error; BN vs. no BN = bootstrap over seeds and test
 images; steps to X% = first evaluation from which the centred 3-point
-moving average stays >= X (`statistics.steps_to_threshold`), Welch-tested
+moving average stays >= X (`smoothing.steps_to_threshold`), Welch-tested
 over seeds. The tuning split (the 10,000 training images that
 `data.num_train_examples=50000` leaves out) is scored too; MNIST test is
 used only for the reported numbers. The report refuses to mix runs of
@@ -30,12 +31,13 @@ import argparse
 
 import numpy as np
 
+from experiments.engine import metric_keys as mk
 from experiments.reports import resolve_dir
-from experiments.reports.bn_mnist_table import PROTOCOL_KEYS
-from experiments.reports.bn_mnist_table import SMOOTH_WINDOW
-from experiments.reports.bn_mnist_table import _clean
+from experiments.reports.bn_mnist_summary import PROTOCOL_KEYS
+from experiments.reports.bn_mnist_summary import SMOOTH_WINDOW
+from experiments.reports.bn_mnist_summary import _clean
+from experiments.reports.bn_mnist_summary import summarize
 from experiments.reports.bn_mnist_table import format_markdown
-from experiments.reports.bn_mnist_table import summarize
 from experiments.reports.bn_mnist_table import write_outputs
 
 MNIST_TRAIN_SIZE = 60_000
@@ -193,8 +195,8 @@ def fetch_runs(
 def report(
     cfg,
     parent_run_id,
-    metric="val/top1_accuracy",
-    population_metric="val/top1_accuracy_population",
+    metric=mk.VAL_TOP1_ACCURACY,
+    population_metric=mk.population_key(mk.VAL_TOP1_ACCURACY),
     probe_prefix="sigmoid_in",
     probe_unit=0,
     percentiles=(15, 50, 85),

@@ -4,9 +4,9 @@ Each evaluation run stores its per-image class probabilities
 (`experiments.evaluation.records`: `predictions/probabilities.npy` and
 `labels.npy`). From them this module gives every table row a per-row
 bootstrap interval of its top-1 and top-5 error, and every ordering check of
-`imagenet_table.check_orderings` a paired test on the paper table's own
+`imagenet_orderings.check_orderings` a paired test on the paper table's own
 metric: exact McNemar on per-image correctness and a paired bootstrap of
-the error difference (`experiments.reports.statistics`), with a verdict
+the error difference (`experiments.reports.paired_tests`), with a verdict
 "holds" / "not significant" / "fails". Top-5 with at most 10 classes is
 weak (guessing 5 of 10 is right half the time), so such a check is marked
 "weak (top-5 of <= 10 classes), not judged" and never judged.
@@ -17,6 +17,8 @@ import tempfile
 
 import numpy as np
 
+from experiments.engine import metric_keys as mk
+from experiments.reports import paired_tests as pt
 from experiments.reports import statistics as st
 
 WEAK_TOP5_CLASSES = 10  # top-5 of this many classes or fewer: not judged
@@ -109,47 +111,71 @@ def row_intervals(row, correctness):
     return out
 
 
-def judge(check, correctness):
+def member_summary(errors, num_models):
+    """An ensemble's members alone: mean, 95% t-interval, min and max.
+
+    Args:
+        errors: each member's own top-1 error (percent) as logged; members
+            without one are left out.
+        num_models: the ensemble's size (`of`, to show how many of its
+            members were found).
+
+    Returns:
+        dict `mean`, `std`, `n`, `lo`, `hi` (`statistics.seed_interval`),
+        `min`, `max`, `of`; None without any member error.
+    """
+    if not errors:
+        return None
+    summary = st.seed_interval(errors)
+    return {**summary, "min": min(errors), "max": max(errors), "of": num_models}
+
+
+def judge(check, correctness, weak_top5=False):
     """Adds a paired test and a verdict to one ordering check (in place).
 
     Args:
-        check: a dict of `imagenet_table.check_orderings` (`metric`,
+        check: a dict of `imagenet_orderings.check_orderings` (`metric`,
             `better_run_id`, `worse_run_id`: the papers say `better` has
             the lower error).
         correctness: a `Correctness`.
+        weak_top5: top-5 is weak whatever the stored predictions say (the
+            mini table: 10 classes), so a top-5 check is never judged even
+            without stored predictions.
 
     Returns:
         `check`, with `verdict` and, when judged, `difference` (better -
-        worse error, %), `lo`, `hi`, `p_mcnemar`, `p_bootstrap`.
+        worse error, %), `lo`, `hi`, `p_mcnemar`, `p_bootstrap`; `weak`
+        True on a weak top-5 check.
     """
     a = correctness.get(check.get("worse_run_id"))
     b = correctness.get(check.get("better_run_id"))
     metric = check["metric"]
-    if a is None or b is None:
-        check["verdict"] = f"{NOT_JUDGED} (no stored predictions)"
-        return check
-    if metric == "top5_error" and min(a["classes"], b["classes"]) <= (
-        WEAK_TOP5_CLASSES
-    ):
+    few = a is not None and b is not None
+    few = few and min(a["classes"], b["classes"]) <= WEAK_TOP5_CLASSES
+    if metric == mk.TOP5_ERROR and (weak_top5 or few):
+        check["weak"] = True
         check["verdict"] = (
             f"weak (top-5 of <= {WEAK_TOP5_CLASSES} classes), {NOT_JUDGED}"
         )
+        return check
+    if a is None or b is None:
+        check["verdict"] = f"{NOT_JUDGED} (no stored predictions)"
         return check
     if not np.array_equal(a["labels"], b["labels"]):
         check["verdict"] = f"{NOT_JUDGED} (different images)"
         return check
     # Paired on the same images: B = better row; error falls if it holds.
-    boot = st.paired_bootstrap(
+    boot = pt.paired_bootstrap(
         a[metric], b[metric], n_resamples=N_RESAMPLES, seed=0
     )
-    mcn = st.mcnemar(1 - a[metric], 1 - b[metric])
+    mcn = pt.mcnemar(1 - a[metric], 1 - b[metric])
     check.update(
         difference=100 * boot["difference"],
         lo=100 * boot["lo"],
         hi=100 * boot["hi"],
         p_mcnemar=mcn["p_value"],
         p_bootstrap=boot["p_value"],
-        verdict=st.verdict(
+        verdict=pt.verdict(
             boot["difference"],
             p_value=mcn["p_value"],
             interval=(boot["lo"], boot["hi"]),

@@ -13,7 +13,8 @@ from experiments.engine.compose import compose
 from experiments.engine.compose import fresh_sqlite_store
 from experiments.engine.train import expand_children
 from experiments.evaluation import report_hook
-from experiments.reports import imagenet_table as it
+from experiments.reports import imagenet_orderings
+from experiments.reports import imagenet_output
 from tests.experiments.test_imagenet_table import _row
 
 CONFIGS = (
@@ -105,7 +106,7 @@ def test_a_row_borrows_the_runs_of_other_experiments(tmp_path):
 def test_table2_lists_all_five_rows_ours_only_where_measured():
     one = _row("AlexNet", "AlexNet, 1 CNN", "ten_crop", 44.0, top5=20.0)
     star = _row("AlexNet", "AlexNet, 1 CNN*", "ten_crop", 43.0, top5=19.5)
-    lines = it.alexnet_table2([one, star], "full")
+    lines = imagenet_output.alexnet_table2([one, star], "full")
     body = [ln for ln in lines if ln.startswith("| ") and "---" not in ln]
     assert [ln.split(" | ")[0] for ln in body[1:]] == [
         "| SIFT + FVs",
@@ -124,9 +125,9 @@ def test_table2_lists_all_five_rows_ours_only_where_measured():
     assert "ours, full" in body[0]
     (check,) = [
         c
-        for c in it.check_orderings([one, star])
+        for c in imagenet_orderings.check_orderings([one, star])
         if c["claim"] == "pre-trained* < from scratch"
     ]
     assert check["holds"]
-    md = it.format_markdown([one], [], scale="mini")
+    md = imagenet_output.format_markdown([one], [], scale="mini")
     assert "not comparable" in md and "| 7 CNNs* |" in md

@@ -13,6 +13,8 @@ import pytest
 from scipy import stats as sps
 
 from experiments.reports import bn_inception
+from experiments.reports import bn_inception_curves
+from experiments.reports import bn_inception_output
 
 STEPS = np.arange(100, 2001, 100)
 
@@ -71,9 +73,9 @@ def _histories(curves, shuffle_seed=None):
 def test_summarize_matches_numpy_reference(seed):
     curves = _fake_curves(seed)
     threshold, expected = _numpy_reference(curves)
-    thr, results = bn_inception.summarize(_histories(curves, seed))
+    thr, results = bn_inception_curves.summarize(_histories(curves, seed))
     assert thr == pytest.approx(threshold)
-    assert [r.name for r in results] == list(bn_inception.VARIANT_LABELS)
+    assert [r.name for r in results] == list(bn_inception_curves.VARIANT_LABELS)
     for r in results:
         ref = expected[r.name]
         assert r.max_accuracy == pytest.approx(ref["max"])
@@ -100,7 +102,7 @@ def test_summarize_hand_computed_case():
         "bn_baseline": [(100, 0.2), (200, 0.3)],
         "other": [],
     }
-    thr, results = bn_inception.summarize(histories)
+    thr, results = bn_inception_curves.summarize(histories)
     assert thr == 0.30
     got = {r.name: r for r in results}
     assert [r.name for r in results] == [
@@ -122,23 +124,27 @@ def test_summarize_hand_computed_case():
 
 def test_fixed_threshold_overrides_baseline_max():
     histories = {"inception": [(1, 0.5), (2, 0.6)], "bn_x5": [(1, 0.7)]}
-    thr, results = bn_inception.summarize(histories, threshold=0.55)
+    thr, results = bn_inception_curves.summarize(histories, threshold=0.55)
     assert thr == 0.55
     assert [r.steps_to_threshold for r in results] == [2, 1]
 
 
 def test_missing_baseline_is_a_clear_error():
     with pytest.raises(ValueError, match="Received: variants=\\['bn_x5'\\]"):
-        bn_inception.summarize({"bn_x5": [(1, 0.5)]})
-    thr, (result,) = bn_inception.summarize({"bn_x5": [(1, 0.5)]}, strict=False)
+        bn_inception_curves.summarize({"bn_x5": [(1, 0.5)]})
+    thr, (result,) = bn_inception_curves.summarize(
+        {"bn_x5": [(1, 0.5)]}, strict=False
+    )
     assert thr is None and result.max_accuracy == 0.5
     assert result.steps_to_threshold is None and result.speedup is None
 
 
 def test_steps_to_threshold_checks_lengths():
-    assert bn_inception.steps_to_threshold([5, 6], [0.1, 0.2], 0.3) is None
+    assert (
+        bn_inception_curves.steps_to_threshold([5, 6], [0.1, 0.2], 0.3) is None
+    )
     with pytest.raises(ValueError, match="len\\(steps\\)=2"):
-        bn_inception.steps_to_threshold([1, 2], [0.1], 0.1)
+        bn_inception_curves.steps_to_threshold([1, 2], [0.1], 0.1)
 
 
 PAPER = {
@@ -156,14 +162,14 @@ PAPER = {
 
 
 def test_markdown_has_paper_and_our_columns():
-    thr, results = bn_inception.summarize(
+    thr, results = bn_inception_curves.summarize(
         {
             "inception": [(100, 0.2), (200, 0.4)],
             "bn_x30": [(100, 0.45), (200, 0.5)],
             "inception_sigmoid": [(100, 0.1), (200, 0.1)],
         }
     )
-    md = bn_inception.format_markdown(thr, results, PAPER, title="t")
+    md = bn_inception_output.format_markdown(thr, results, PAPER, title="t")
     lines = md.splitlines()
     assert lines[0] == "### t"
     assert "Paper: steps to 72.2%" in lines[2]
@@ -232,7 +238,9 @@ def test_report_reads_child_runs_and_writes_outputs(mlflow_store, tmp_path):
     assert (out_dir / "accuracy_vs_steps.png").stat().st_size > 1000
     with (out_dir / "table.csv").open() as f:
         csv_rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in csv_rows] == list(bn_inception.VARIANT_LABELS)
+    assert [r["variant"] for r in csv_rows] == list(
+        bn_inception_curves.VARIANT_LABELS
+    )
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["curves"]["bn_x5"][0] == STEPS.tolist()
     table_md = (out_dir / "table.md").read_text()
@@ -273,8 +281,10 @@ def test_fixed_thresholds_need_the_smoothed_curve_to_stay_above():
     # rule answers 600, first crossing would say 300.
     acc = [0.1, 0.2, 0.5, 0.3, 0.35, 0.5, 0.55, 0.6]
     hist = {"inception": list(zip(range(100, 900, 100), acc))}
-    _, results = bn_inception.summarize(hist)
-    assert bn_inception.steps_to_fixed(results, [0.45]) == {"inception": [600]}
+    _, results = bn_inception_curves.summarize(hist)
+    assert bn_inception_curves.steps_to_fixed(results, [0.45]) == {
+        "inception": [600]
+    }
     assert _smoothed_stays_at(acc, 0.45) == 600
 
 
@@ -295,11 +305,11 @@ def test_several_seeds_give_a_mean_curve_and_seed_intervals():
             "2": [(100, 0.2), (200, 0.6), (300, 0.6), (400, 0.7), (500, 0.8)],
         }
     }
-    thr, (r,) = bn_inception.summarize(hist)
+    thr, (r,) = bn_inception_curves.summarize(hist)
     assert r.steps == [100, 200, 300, 400]  # steps every seed evaluated
     assert r.values == pytest.approx([0.2, 0.4, 1.6 / 3, 1.9 / 3])
     assert thr == pytest.approx(1.9 / 3)
-    (cell,) = bn_inception.steps_to_fixed_seeds([r], [0.5])["inception"]
+    (cell,) = bn_inception_curves.steps_to_fixed_seeds([r], [0.5])["inception"]
     # Smoothed per seed: seed 0 -> 300, seed 1 -> 400, seed 2 -> 300
     # (its 0.6 at step 200 alone is not enough: smoothed 0.47).
     assert cell["per_seed"] == [300, 400, 300]
@@ -308,7 +318,7 @@ def test_several_seeds_give_a_mean_curve_and_seed_intervals():
     assert (cell["mean"], cell["lo"], cell["hi"]) == pytest.approx(
         (mean, lo, hi)
     )
-    table = bn_inception.format_fixed_thresholds([r], [0.5])
+    table = bn_inception_output.format_fixed_thresholds([r], [0.5])
     assert f"| Inception | 3 | 333 [{lo:,.0f}, {hi:,.0f}] |" in table
 
 

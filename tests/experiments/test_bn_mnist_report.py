@@ -16,6 +16,7 @@ from scipy import stats as sps
 
 from experiments.probes import metric_key
 from experiments.reports import bn_mnist
+from experiments.reports import bn_mnist_summary
 from experiments.reports import bn_mnist_table
 
 STEPS = [500, 1000, 1500, 2000, 2500, 3000]
@@ -92,7 +93,7 @@ def _smoothed_steps(values, thr):
 
 
 def test_rows_match_the_definitions():
-    summary = bn_mnist_table.summarize(_runs(), num_test_images=N_IMG)
+    summary = bn_mnist_summary.summarize(_runs(), num_test_images=N_IMG)
     base, bn = summary["rows"]
     assert (base["variant"], bn["variant"]) == ("baseline", "bn")
     assert bn["seeds"] == ["0", "1", "2"] and bn["steps"] == 3000
@@ -122,7 +123,7 @@ def test_rows_match_the_definitions():
 def test_claims_and_verdicts():
     claims = {
         c["claim"]: c
-        for c in bn_mnist_table.summarize(_runs(), num_test_images=N_IMG)[
+        for c in bn_mnist_summary.summarize(_runs(), num_test_images=N_IMG)[
             "claims"
         ]
     }
@@ -159,7 +160,7 @@ def test_one_seed_without_models_uses_logged_accuracies():
         if r["seed"] == "0"
     ]
     runs[1]["accuracy_population"] = 0.981
-    summary = bn_mnist_table.summarize(runs, num_test_images=N_IMG)
+    summary = bn_mnist_summary.summarize(runs, num_test_images=N_IMG)
     base, bn = summary["rows"]
     assert bn["test_acc"]["mean"] == 0.981  # Alg. 2, as logged
     assert base["test_acc"]["mean"] == CURVES["baseline"][0][-1]
@@ -174,11 +175,11 @@ def test_refuses_to_mix_runs_of_different_lengths_or_data():
     runs = _runs()
     runs[0]["params"]["data.num_train_examples"] = "5000"
     with pytest.raises(ValueError, match="data.num_train_examples"):
-        bn_mnist_table.summarize(runs)
+        bn_mnist_summary.summarize(runs)
     runs = _runs()
     runs[-1]["accuracy"] = runs[-1]["accuracy"][:-1]  # a shortened run
     with pytest.raises(ValueError, match="final_step"):
-        bn_mnist_table.summarize(runs)
+        bn_mnist_summary.summarize(runs)
 
 
 def test_tuning_split_is_what_training_leaves_out():

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from experiments.reports import imagenet_output
+from experiments.reports import imagenet_rows
 from experiments.reports import imagenet_stats
-from experiments.reports import imagenet_table
 from experiments.reports import statistics as st
 
 
@@ -38,7 +39,7 @@ def test_topk_correct_by_hand():
 
 
 def _row(run_id, top1=0.0, top5=0.0):
-    return imagenet_table.Row(
+    return imagenet_rows.Row(
         family="AlexNet",
         row=run_id,
         protocol="center",
@@ -128,8 +129,30 @@ def test_markdown_prints_intervals_and_verdicts():
         corr,
     )
     intervals = {r.run_id: imagenet_stats.row_intervals(r, corr) for r in rows}
-    md = imagenet_table.format_markdown(rows, [check], intervals=intervals)
+    md = imagenet_output.format_markdown(rows, [check], intervals=intervals)
     lo, hi = intervals["few"]["top1_error"]
     assert f"30.00 [{lo:.1f}, {hi:.1f}]" in md
     assert "paired tests: holds 1" in md
     assert "  - holds (top-1): many 20.00 vs few 30.00; difference -10.00" in md
+
+
+def test_member_summary_is_the_seed_interval_with_range():
+    got = imagenet_stats.member_summary([40.0, 44.0, 46.0, 50.0, 45.0], 5)
+    half = sps.t.ppf(0.975, 4) * np.std([40, 44, 46, 50, 45], ddof=1)
+    assert got["mean"] == pytest.approx(45.0)
+    assert got["hi"] - got["mean"] == pytest.approx(half / np.sqrt(5))
+    assert (got["min"], got["max"], got["n"], got["of"]) == (40.0, 50.0, 5, 5)
+    assert imagenet_stats.member_summary([], 5) is None
+
+
+def test_top5_check_is_weak_at_mini_scale_without_predictions():
+    corr = imagenet_stats.Correctness(lambda run_id: None)
+    c = imagenet_stats.judge(_check("a", "b", "top5_error"), corr)
+    assert c["verdict"] == "not judged (no stored predictions)"
+    assert not c.get("weak")
+    c = imagenet_stats.judge(
+        _check("a", "b", "top5_error"), corr, weak_top5=True
+    )
+    assert c["weak"] and c["verdict"].startswith("weak")
+    c = imagenet_stats.judge(_check("a", "b"), corr, weak_top5=True)
+    assert "weak" not in c  # top-1 is never weak

@@ -4,12 +4,15 @@ import csv
 
 import pytest
 
+from experiments.reports import imagenet_orderings
+from experiments.reports import imagenet_output
+from experiments.reports import imagenet_rows
 from experiments.reports import imagenet_table as it
 
 
 def _row(family, row, protocol, top1, top5=None, n=1, sources="a", **kw):
     views = {"center": 1, "ten_crop": 10, "multi_crop": 144}[protocol]
-    return it.Row(
+    return imagenet_rows.Row(
         family=family,
         row=row,
         protocol=protocol,
@@ -47,7 +50,7 @@ def rows():
 
 def test_build_table_sorts_by_family_and_keeps_newest(rows):
     old = _row("VGG", "VGG-A", "ten_crop", 99.0, sources="v", start_time=-1)
-    table = it.build_table(rows + [old])
+    table = imagenet_rows.build_table(rows + [old])
     assert [r.family for r in table] == [
         "AlexNet",
         "AlexNet",
@@ -63,7 +66,7 @@ def test_build_table_sorts_by_family_and_keeps_newest(rows):
 def test_build_table_keeps_one_run_per_row_and_protocol():
     a = _row("AlexNet", "1 CNN", "center", 50.0, start_time=1)
     b = _row("AlexNet", "1 CNN", "center", 48.0, start_time=2)
-    table = it.build_table([a, b])
+    table = imagenet_rows.build_table([a, b])
     assert len(table) == 1 and table[0].top1_error == 48.0
 
 
@@ -73,17 +76,17 @@ def test_build_table_refuses_to_mix_training_lengths():
     # A shortened re-run of one row replaces that row only: refused.
     short = _row("VGG", "VGG-A", "center", 70.0, start_time=3, fraction=0.25)
     with pytest.raises(ValueError, match=r"fraction 0.25: \['VGG-A'\]"):
-        it.build_table([full, vgg, short])
+        imagenet_rows.build_table([full, vgg, short])
     # Re-running every row at the same length is one table again.
     again = _row(
         "AlexNet", "1 CNN", "center", 66.0, start_time=4, fraction=0.25
     )
-    table = it.build_table([full, vgg, short, again])
+    table = imagenet_rows.build_table([full, vgg, short, again])
     assert [r.fraction for r in table] == [0.25, 0.25]
 
 
 def test_check_orderings(rows):
-    checks = it.check_orderings(it.build_table(rows))
+    checks = imagenet_orderings.check_orderings(imagenet_rows.build_table(rows))
     by_claim = {}
     for c in checks:
         by_claim.setdefault(c["claim"], []).append(c)
@@ -110,9 +113,9 @@ def test_check_orderings(rows):
 def test_ties_are_not_counted_as_holding():
     a = _row("GoogLeNet", "G", "center", 90.0, sources="g")
     b = _row("GoogLeNet", "G", "ten_crop", 90.0, sources="g")
-    (check,) = it.check_orderings([a, b])
+    (check,) = imagenet_orderings.check_orderings([a, b])
     assert check["tie"] and not check["holds"]
-    md = it.format_markdown([a, b], [check])
+    md = imagenet_output.format_markdown([a, b], [check])
     assert "lower error in 0/1 pairs, 1 tie(s)" in md
     assert "  - tie (top-5): G" in md
 
@@ -122,13 +125,13 @@ def test_googlenet_crop_ordering_is_judged_on_top5_its_table_metric():
     one crop on top-5 holds even where top-1 says otherwise."""
     g1 = _row("GoogLeNet", "G", "center", 60.0, top5=20.0, sources="g")
     g144 = _row("GoogLeNet", "G", "multi_crop", 61.0, top5=18.0, sources="g")
-    (check,) = it.check_orderings([g1, g144])
+    (check,) = imagenet_orderings.check_orderings([g1, g144])
     assert check["metric"] == "top5_error" and check["holds"]
     assert (check["better_error"], check["worse_error"]) == (18.0, 20.0)
     # AlexNet's Table 2 leads with top-1: the same numbers fail there.
     a1 = _row("AlexNet", "A", "center", 60.0, top5=20.0, sources="a")
     a10 = _row("AlexNet", "A", "ten_crop", 61.0, top5=18.0, sources="a")
-    (check,) = it.check_orderings([a1, a10])
+    (check,) = imagenet_orderings.check_orderings([a1, a10])
     assert check["metric"] == "top1_error" and not check["holds"]
 
 
@@ -136,7 +139,10 @@ def test_cross_family_ordering_uses_top5_when_one_table_has_only_top5():
     alex = _row("AlexNet", "A", "ten_crop", 50.0, top5=25.0, sources="a")
     goog = _row("GoogLeNet", "G", "ten_crop", 55.0, top5=20.0, sources="g")
     res = _row("ResNet", "R", "ten_crop", 55.0, top5=20.0, sources="r")
-    checks = {c["better"]: c for c in it.check_orderings([alex, goog, res])}
+    checks = {
+        c["better"]: c
+        for c in imagenet_orderings.check_orderings([alex, goog, res])
+    }
     assert checks["G (10 crops)"]["metric"] == "top5_error"
     assert checks["G (10 crops)"]["holds"]
     assert checks["R (10 crops)"]["metric"] == "top1_error"
@@ -146,14 +152,14 @@ def test_cross_family_ordering_uses_top5_when_one_table_has_only_top5():
 def test_rows_of_other_families_follow_their_paper_numbers():
     only5 = _row("BN", "x", "center", 1.0, paper_top5_error=7.8)
     both = _row("BN", "y", "center", 1.0, paper_top1_error=25.2)
-    assert it.paper_metric(only5) == "top5_error"
-    assert it.paper_metric(both) == "top1_error"
+    assert imagenet_orderings.paper_metric(only5) == "top5_error"
+    assert imagenet_orderings.paper_metric(both) == "top1_error"
 
 
 def test_markdown_and_csv(rows, tmp_path):
-    table = it.build_table(rows)
-    checks = it.check_orderings(table)
-    paths = it.write_outputs(table, checks, tmp_path, title="T")
+    table = imagenet_rows.build_table(rows)
+    checks = imagenet_orderings.check_orderings(table)
+    paths = imagenet_output.write_outputs(table, checks, tmp_path, title="T")
     assert [p.name for p in paths] == ["table.md", "table.csv", "errors.png"]
     md = paths[0].read_text()
     assert (
@@ -226,3 +232,71 @@ def test_report_without_runs_message(tmp_path):
             it.report(scale="full", results_dir=tmp_path)
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_report_puts_members_beside_the_ensemble_and_top5_as_weak(tmp_path):
+    """The 5 CNNs row gets its members' own top-1 (mean, t-interval,
+    min-max) from their training runs; at mini scale the top-5 column is
+    marked weak and GoogLeNet's top-5 ordering is listed, never counted."""
+    import math
+
+    import mlflow
+    from scipy import stats
+
+    from experiments.engine import metric_keys as mk
+    from experiments.evaluation import records as ev
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    member_errors = [0.40, 0.44, 0.46, 0.50, 0.45]
+    try:
+        mlflow.set_experiment("members")
+        ids = []
+        for error in member_errors:
+            with mlflow.start_run() as run:
+                mlflow.log_metric(mk.VAL_TOP1_ERROR, error, step=400)
+                ids.append(run.info.run_id)
+        for name, family, top1, top5, sources in [
+            ("AlexNet, 1 CNN", "AlexNet", 44.0, 20.0, ids[:1]),
+            ("AlexNet, 5 CNNs", "AlexNet", 38.0, 15.0, ids),
+            ("GoogLeNet", "GoogLeNet", 50.0, 12.0, ["g"]),
+        ]:
+            result = {
+                "top1_error": top1,
+                "top5_error": top5,
+                "num_models": len(sources),
+                "num_views": 10,
+                "num_images": 50,
+            }
+            ev.log_evaluation(
+                result,
+                sources,
+                "ten_crop",
+                experiment_name="fake_table",
+                row=name,
+                tags={"table": "imagenet", "scale": "mini", "family": family},
+            )
+        out = it.report(scale="mini", results_dir=tmp_path / "res")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    md = (tmp_path / "res" / "mini" / "table.md").read_text()
+    pct = [100 * e for e in member_errors]
+    mean = sum(pct) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in pct) / 4)
+    half = stats.t.ppf(0.975, 4) * sd / math.sqrt(5)
+    assert (
+        f"| AlexNet, 5 CNNs | 10 crops | 38.00 | {mean:.2f} "
+        f"[{mean - half:.1f}, {mean + half:.1f}] | 40.00-50.00 | 5 of 5 |"
+    ) in md
+    (ensemble_id,) = [r["run_id"] for r in out["rows"] if r["num_models"] > 1]
+    assert out["members"][ensemble_id]["n"] == 5
+    assert "top-5 (ours, weak†)" in md and "† Top-5 of 10 classes" in md
+    (deep,) = [c for c in out["checks"] if c["claim"].startswith("deeper")]
+    assert deep["metric"] == "top5_error" and deep["holds"]  # 12 < 20
+    assert deep["weak"] and deep["verdict"].startswith("weak")
+    assert (
+        "**deeper family < AlexNet**: lower error in 0/0 pairs, "
+        "1 on weak top-5 not counted"
+    ) in md
+    # The top-1 ensemble check is still counted.
+    assert "**ensemble < single model**: lower error in 1/1 pairs" in md

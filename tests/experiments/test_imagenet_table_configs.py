@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from experiments import evaluate as ev
 from experiments.engine import config_checks
 from experiments.engine.compose import compose
-from experiments.reports import imagenet_table as it
+from experiments.reports import imagenet_runner
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
 FULL = sorted(p.stem for p in CONF.glob("imagenet_*.yaml"))
@@ -106,12 +106,12 @@ def test_mini_config_builds_its_models(name):
 
 
 def test_mini_table_lists_existing_configs():
-    assert set(it.MINI_EXPERIMENTS) <= set(MINI)
+    assert set(imagenet_runner.MINI_EXPERIMENTS) <= set(MINI)
 
 
 def test_shortened_overrides():
     cfg = _compose("imagenette_vgg_a")
-    out = it.shortened_overrides(cfg, 0.25, max_images=300)
+    out = imagenet_runner.shortened_overrides(cfg, 0.25, max_images=300)
     steps = cfg.trainer.steps // 4
     assert f"trainer.steps={steps}" in out
     assert steps % cfg.trainer.steps_per_execution == 0
@@ -121,6 +121,8 @@ def test_shortened_overrides():
     short = _compose("imagenette_vgg_a", *out)
     config_checks.validate_config(short)
     assert short.extras.fraction == 0.25  # the report hook tags the rows
-    assert it.shortened_overrides(cfg, 1.0) == ["++extras.fraction=1.0"]
+    assert imagenet_runner.shortened_overrides(cfg, 1.0) == [
+        "++extras.fraction=1.0"
+    ]
     with pytest.raises(ValueError, match="Received: fraction=0"):
-        it.shortened_overrides(cfg, 0)
+        imagenet_runner.shortened_overrides(cfg, 0)

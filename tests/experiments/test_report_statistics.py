@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from experiments.reports import paired_tests as pt
+from experiments.reports import smoothing
 from experiments.reports import statistics as st
 
 
@@ -60,15 +62,15 @@ def test_mcnemar_on_a_hand_table():
     # 2x2 table: both right 5, A only 6 (b), B only 1 (c), both wrong 3.
     a = [1] * 5 + [1] * 6 + [0] * 1 + [0] * 3
     b = [1] * 5 + [0] * 6 + [1] * 1 + [0] * 3
-    r = st.mcnemar(a, b)
+    r = pt.mcnemar(a, b)
     assert (r["b"], r["c"]) == (6, 1)
     # Exact two-sided: 2 * P(X <= 1), X ~ Bin(7, 1/2) = 2 * 8 / 128.
     assert r["p_value"] == pytest.approx(16 / 128)
     assert r["p_value"] == pytest.approx(sps.binomtest(6, 7, 0.5).pvalue)
     assert r["difference"] == pytest.approx((1 - 6) / 15)
-    assert st.mcnemar([1, 0], [1, 0])["p_value"] == 1.0
+    assert pt.mcnemar([1, 0], [1, 0])["p_value"] == 1.0
     with pytest.raises(ValueError, match="same test images"):
-        st.mcnemar([1, 0], [1, 0, 1])
+        pt.mcnemar([1, 0], [1, 0, 1])
 
 
 def test_bootstrap_interval_is_seeded_and_near_the_wilson_interval():
@@ -89,10 +91,10 @@ def test_paired_bootstrap_is_tighter_than_unpaired_for_correlated_models():
     b = a.copy()
     flip = np.flatnonzero(a == 0)[:40]  # B fixes 40 of A's errors
     b[flip] = 1.0
-    r = st.paired_bootstrap(a, b, n_resamples=1000, seed=0)
+    r = pt.paired_bootstrap(a, b, n_resamples=1000, seed=0)
     assert r["difference"] == pytest.approx(40 / 4000)
     assert r["lo"] > 0  # B never worse on a resample: always >= 0
-    assert st.verdict(r["difference"], interval=(r["lo"], r["hi"])) == "holds"
+    assert pt.verdict(r["difference"], interval=(r["lo"], r["hi"])) == "holds"
     # Unpaired, the 1-point gain drowns in each model's own test noise.
     ia = st.bootstrap_interval(a, n_resamples=1000, seed=0)
     assert ia["hi"] - ia["lo"] > 3 * (r["hi"] - r["lo"])
@@ -104,14 +106,14 @@ def test_hierarchical_bootstrap_widens_with_seed_spread():
     a = np.repeat(base, 3, axis=0)
     b = a.copy()
     b[:, :30] = 1.0  # same +gain for every seed of B
-    tight = st.hierarchical_bootstrap(a, b, n_resamples=300, seed=0)
+    tight = pt.hierarchical_bootstrap(a, b, n_resamples=300, seed=0)
     noisy_b = b.copy()
     noisy_b[0, 100:400] = 0.0  # one bad seed of B: seed spread
-    wide = st.hierarchical_bootstrap(a, noisy_b, n_resamples=300, seed=0)
+    wide = pt.hierarchical_bootstrap(a, noisy_b, n_resamples=300, seed=0)
     assert tight["difference"] == pytest.approx(b.mean() - a.mean())
     assert wide["hi"] - wide["lo"] > 3 * (tight["hi"] - tight["lo"])
     with pytest.raises(ValueError, match="same test images"):
-        st.hierarchical_bootstrap(a, b[:, :10])
+        pt.hierarchical_bootstrap(a, b[:, :10])
 
 
 @pytest.mark.parametrize(
@@ -125,46 +127,48 @@ def test_hierarchical_bootstrap_widens_with_seed_spread():
     ],
 )
 def test_verdict(diff, p, direction, expected):
-    assert st.verdict(diff, p_value=p, direction=direction) == expected
+    assert pt.verdict(diff, p_value=p, direction=direction) == expected
 
 
 def test_verdict_needs_a_test_and_agreement():
     with pytest.raises(ValueError, match="p_value"):
-        st.verdict(0.1)
+        pt.verdict(0.1)
     # Significant p but an interval over 0: not significant.
     assert (
-        st.verdict(0.1, p_value=0.01, interval=(-0.01, 0.2))
+        pt.verdict(0.1, p_value=0.01, interval=(-0.01, 0.2))
         == "not significant"
     )
-    assert st.verdict(-0.1, interval=(-0.2, -0.01)) == "fails"
+    assert pt.verdict(-0.1, interval=(-0.2, -0.01)) == "fails"
 
 
 def test_smooth_is_a_centred_moving_average_with_shrinking_ends():
-    out = st.smooth([1.0, 2.0, 6.0, 2.0, 1.0], window=3)
+    out = smoothing.smooth([1.0, 2.0, 6.0, 2.0, 1.0], window=3)
     assert out.tolist() == pytest.approx([1.0, 3.0, 10 / 3, 3.0, 1.0])
-    out5 = st.smooth([0, 0, 5, 0, 0, 10], window=5)
+    out5 = smoothing.smooth([0, 0, 5, 0, 0, 10], window=5)
     assert out5.tolist() == pytest.approx([0, 5 / 3, 1, 3, 10 / 3, 10])
     with pytest.raises(ValueError, match="odd"):
-        st.smooth([1, 2], window=2)
+        smoothing.smooth([1, 2], window=2)
 
 
 def test_steps_to_threshold_needs_the_curve_to_stay_above():
     steps = [500, 1000, 1500, 2000, 2500, 3000]
     # Crosses at 1000, drops back at 1500, stays from 2000.
     values = [0.90, 0.97, 0.95, 0.97, 0.98, 0.98]
-    assert st.steps_to_threshold(steps, values, 0.97, window=1) == 2000
+    assert smoothing.steps_to_threshold(steps, values, 0.97, window=1) == 2000
     # Smoothed (k=3): [0.90, 0.94, 0.963, 0.967, 0.977, 0.98] -> 2500.
-    assert st.steps_to_threshold(steps, values, 0.97, window=3) == 2500
+    assert smoothing.steps_to_threshold(steps, values, 0.97, window=3) == 2500
     # A single lucky last-but-one point followed by a drop: never reached.
-    assert st.steps_to_threshold(steps, values[:-1] + [0.9], 0.97) is None
-    assert st.steps_to_threshold(steps, [1.0] * 6, 0.5) == 500
+    assert (
+        smoothing.steps_to_threshold(steps, values[:-1] + [0.9], 0.97) is None
+    )
+    assert smoothing.steps_to_threshold(steps, [1.0] * 6, 0.5) == 500
     with pytest.raises(ValueError, match="ascending"):
-        st.steps_to_threshold([2, 1], [0, 1], 0.5)
+        smoothing.steps_to_threshold([2, 1], [0, 1], 0.5)
 
 
 def test_seed_difference_is_welch_by_hand():
     a, b = [10.0, 12.0, 14.0], [5.0, 6.0, 7.0, 8.0]
-    r = st.seed_difference(a, b)
+    r = pt.seed_difference(a, b)
     va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)  # Welch-Satterthwaite
@@ -173,8 +177,8 @@ def test_seed_difference_is_welch_by_hand():
     assert r["p_value"] == pytest.approx(2 * sps.t.sf(abs(diff) / se, df))
     half = sps.t.ppf(0.975, df) * se
     assert (r["lo"], r["hi"]) == pytest.approx((diff - half, diff + half))
-    assert st.verdict(diff, interval=(r["lo"], r["hi"]), direction=-1) == (
+    assert pt.verdict(diff, interval=(r["lo"], r["hi"]), direction=-1) == (
         "holds"
     )
     with pytest.raises(ValueError, match="at least 2 seeds"):
-        st.seed_difference([1.0], [2.0, 3.0])
+        pt.seed_difference([1.0], [2.0, 3.0])
