@@ -90,7 +90,9 @@ def _parser():
     p.add_argument("--row", default=None, help="table row name (tag)")
     p.add_argument("--family", default="")
     p.add_argument("--table", default="imagenet")
-    p.add_argument("--scale", default="mini", choices=("mini", "full"))
+    p.add_argument(
+        "--scale", default="mini", choices=("mini", "mini-long", "full")
+    )
     p.add_argument("--paper-top1-error", type=float, default=None)
     p.add_argument("--paper-top5-error", type=float, default=None)
     p.add_argument("--experiment-name", default=records.DEFAULT_EXPERIMENT)

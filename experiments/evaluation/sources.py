@@ -80,7 +80,7 @@ def resolve_run_id(source):
 def training_fraction(sources):
     """The fraction of its experiment's steps the scored models trained for.
 
-    A table never mixes training lengths (`reports.imagenet_table`), so an
+    A table never mixes training lengths (`reports.imagenet_rows`), so an
     evaluation is tagged with this. A run source reads the run's logged
     `extras.fraction` param (set by `--fraction` of the table runner; a run
     without it trained its config's full length, 1.0); `keras:` weights are

@@ -121,10 +121,10 @@ def format_markdown(
     `intervals` (`{run_id: {metric: (lo, hi)}}`) adds each row's bootstrap
     interval; a check with a `verdict` (`imagenet_stats.judge`) prints it
     and its paired test; checks marked `weak` (top-5 of 10 classes) are
-    listed but not counted. At `scale="mini"` the top-5 column is marked
+    listed but not counted. At mini scales the top-5 column is marked
     weak."""
     intervals = intervals or {}
-    top5 = "top-5 (ours, weak†)" if scale == "mini" else "top-5 (ours)"
+    top5 = "top-5 (ours, weak†)" if scale != "full" else "top-5 (ours)"
     lines = [f"## {title or 'ImageNet results table'}", ""]
     lines += [
         "| family | row | test protocol | models | views | images "
@@ -147,7 +147,7 @@ def format_markdown(
         "Errors in percent on the validation set. Orderings are judged on "
         "the metric of the paper table they come from (GoogLeNet: top-5).",
     ]
-    if scale == "mini":
+    if scale != "full":
         lines.append(WEAK_TOP5_NOTE)
     lines += list(notes)
     lines += members_table(rows, members or {})

@@ -176,7 +176,8 @@ def test_markdown_and_csv(rows, tmp_path):
     assert paths[2].stat().st_size > 1000
 
 
-def test_report_from_fabricated_mlflow_runs(tmp_path):
+@pytest.mark.parametrize("scale", ["mini", "mini-long"])
+def test_report_from_fabricated_mlflow_runs(tmp_path, scale):
     import mlflow
 
     from experiments.evaluation import records as ev
@@ -203,23 +204,25 @@ def test_report_from_fabricated_mlflow_runs(tmp_path):
                 protocol,
                 experiment_name="fake_table",
                 row=name,
-                tags={"table": "imagenet", "scale": "mini", "family": family},
+                tags={"table": "imagenet", "scale": scale, "family": family},
             )
-        # A full-scale run must not leak into the mini table.
-        ev.log_evaluation(
-            {**result, "top1_error": 1.0},
-            ["x"],
-            "center",
-            experiment_name="other",
-            row="ResNet-152",
-            tags={"table": "imagenet", "scale": "full", "family": "ResNet"},
-        )
-        out = it.report(scale="mini", results_dir=tmp_path / "res")
+        # Runs of the other scales must not leak into this table.
+        for other in {"mini", "mini-long", "full"} - {scale}:
+            ev.log_evaluation(
+                {**result, "top1_error": 1.0},
+                ["x"],
+                "center",
+                experiment_name="other",
+                row=f"ResNet-152 {other}",
+                tags={"table": "imagenet", "scale": other, "family": "ResNet"},
+            )
+        out = it.report(scale=scale, results_dir=tmp_path / "res")
     finally:
         mlflow.set_tracking_uri(previous)
     assert [r["row"] for r in out["rows"]] == ["1 CNN", "5 CNNs", "ResNet-18"]
     assert all(c["holds"] for c in out["checks"])
-    assert (tmp_path / "res" / "mini" / "table.md").exists()
+    table = (tmp_path / "res" / scale / "table.md").read_text()
+    assert "top-5 (ours, weak†)" in table  # 10 classes at both mini scales
 
 
 def test_report_without_runs_message(tmp_path):
