@@ -1,9 +1,18 @@
-"""Generates the small, learnable `synthetic` classification set.
+"""Generates small, learnable classification data (engine tests, smoke).
 
-Not from any paper: engine tests and smoke runs train on it in seconds.
+Not from any paper; both train in seconds on a CPU:
+
+- `make_synthetic`: uint8 images (a fixed 4x4-block template per class +
+  noise), the `synthetic` dataset of `make_datasets` (`conf/data/`), which
+  then goes through the real pipeline (augmentation, resume, views).
+- `make_blob_datasets`: float32 Gaussian blobs straight into `tf.data`,
+  bypassing the real pipeline, with an injected NaN loss on request: the
+  data of `conf/experiment/smoke.yaml` (the engine's own smoke run and
+  tests of the engine, e.g. divergence handling).
 """
 
 import numpy as np
+import tensorflow as tf
 
 
 def make_synthetic(
@@ -38,3 +47,80 @@ def make_synthetic(
     )
     images = np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
     return images, labels
+
+
+def make_blob_datasets(
+    input_shape=(8, 8, 1),
+    num_classes=4,
+    batch_size=16,
+    num_train=256,
+    num_val=64,
+    seed=0,
+    noise=3.0,
+    nan_after_batches=None,
+    source="local",
+    local_dir=None,
+    skip_batches=0,
+):
+    """Gaussian blobs, one mean image per class: learnable in a few steps.
+
+    Args:
+        input_shape: `(H, W, C)` of one example.
+        num_classes: number of classes (and blobs).
+        batch_size: examples per batch.
+        num_train: training examples (shuffled with `seed`, repeated forever).
+        num_val: validation examples (one finite pass).
+        seed: seed of the examples and of the shuffle order.
+        noise: std of the Gaussian noise around the class means (which
+            have std 1 per pixel); larger is harder.
+        nan_after_batches: if set, training batches after this many get
+            NaN sample weights, hence a NaN loss (tests of the engine's
+            divergence handling).
+        source: unused (the `data.source` key every data config has).
+        local_dir: unused.
+        skip_batches: first batch of the train stream (resume).
+
+    Returns:
+        `(train_ds, val_ds)`: an infinite, deterministic stream of
+        `(float32 images, int32 labels)` batches, and a finite one.
+    """
+    del source, local_dir
+    if batch_size <= 0:
+        raise ValueError(
+            f"batch_size must be > 0. Received: batch_size={batch_size}"
+        )
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(d) for d in input_shape)
+    means = rng.normal(size=(num_classes,) + shape).astype("float32")
+
+    def sample(n):
+        y = rng.integers(0, num_classes, size=n).astype("int32")
+        x = means[y] + noise * rng.normal(size=(n,) + shape).astype("float32")
+        return x.astype("float32"), y
+
+    x_train, y_train = sample(num_train)
+    x_val, y_val = sample(num_val)
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(num_train, seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
+    if nan_after_batches is not None:
+        # NaN sample weights make the loss NaN exactly from that batch on
+        # (NaN *inputs* can be swallowed by ReLU on CPU).
+        train_ds = train_ds.enumerate().map(
+            lambda i, xy: (
+                xy[0],
+                xy[1],
+                tf.fill(
+                    [batch_size],
+                    tf.where(i < nan_after_batches, 1.0, float("nan")),
+                ),
+            )
+        )
+    train_ds = train_ds.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(
+        batch_size
+    )
+    return train_ds, val_ds
