@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import hydra  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from experiments.data import sources  # noqa: E402
+from experiments.data import data_root  # noqa: E402
 from experiments.engine.compose import compose  # noqa: E402
 
 CONFIGS = {
@@ -108,9 +108,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
-    source = sources.resolve_local_dir("imagenette")
+    source = data_root.resolve_local_dir("imagenette")
     if source is None:
-        sys.exit(sources.missing_data_message("imagenette", None))
+        sys.exit(data_root.missing_data_message("imagenette", None))
     num_batches = 3 if args.quick else 12
     with tempfile.TemporaryDirectory() as tmp:
         sets = {

@@ -27,9 +27,9 @@ import time  # noqa: E402
 
 import keras  # noqa: E402
 
+from experiments.data.synthetic import make_blob_datasets  # noqa: E402
 from experiments.engine import train as train_lib  # noqa: E402
 from experiments.engine.compose import compose  # noqa: E402
-from tests.engine_fixtures import make_synthetic_datasets  # noqa: E402
 
 DATA = dict(
     input_shape=(28, 28, 1),
@@ -46,7 +46,7 @@ def bare_fit(steps, spe, jit_compile):
     from models.mlp import build_bn_mnist_mlp
 
     keras.utils.set_random_seed(0)
-    train_ds, _ = make_synthetic_datasets(**DATA)
+    train_ds, _ = make_blob_datasets(**DATA)
     start, cpu = time.perf_counter(), time.process_time()
     model = build_bn_mnist_mlp(batch_norm=True, kernel_init_stddev=0.1)
     model.compile(

@@ -24,8 +24,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from experiments.data import sources
+from experiments.data import data_root
+from experiments.data import idx_format
 from experiments.engine import metric_keys as mk
+from experiments.engine.exit_codes import MissingDataError
 
 PRETRAIN_CLASSES = (0, 1, 2, 3, 4)
 FINETUNE_CLASSES = (5, 6, 7, 8, 9)
@@ -54,16 +56,16 @@ def make_digit_datasets(
         `skip_batches`, and one pass over the test images.
     """
     del unused
-    directory = sources.resolve_local_dir("mnist", local_dir)
+    directory = data_root.resolve_local_dir("mnist", local_dir)
     if directory is None:
-        raise sources.MissingDataError(
-            sources.missing_data_message("mnist", local_dir)
+        raise MissingDataError(
+            data_root.missing_data_message("mnist", local_dir)
         )
     remap = np.full(10, -1, np.int32)
     remap[list(classes)] = np.arange(len(classes))
 
     def split(name, fraction):
-        x, y = sources.load_idx_split(directory, name)
+        x, y = idx_format.load_idx_split(directory, name)
         keep = np.flatnonzero(remap[y] >= 0)
         keep = keep[: int(round(len(keep) * fraction))]
         return x[keep].astype("float32") / 255.0, remap[y[keep]]

@@ -14,6 +14,7 @@ from models.googlenet import build_googlenet
 from models.mlp import build_bn_mnist_mlp
 from models.resnet import VARIANTS as RESNET_VARIANTS
 from models.resnet import build_resnet
+from models.tiny import build_engine_mlp
 from models.tiny import build_tiny_cnn
 from models.vgg import ALIASES as VGG_ALIASES
 from models.vgg import build_vgg
@@ -21,6 +22,7 @@ from models.vgg import build_vgg
 MODELS = {
     "bn_mnist_mlp": build_bn_mnist_mlp,
     "tiny_cnn": build_tiny_cnn,
+    "engine_mlp": build_engine_mlp,
     "alexnet": build_alexnet,
     "vgg": build_vgg,
     "googlenet": build_googlenet,

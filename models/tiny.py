@@ -1,7 +1,10 @@
-"""A tiny two-convolution CNN for fast engine tests (no paper).
+"""Tiny models for fast engine tests and smoke runs (no paper).
 
-conv1 (3x3, 8) -> ReLU -> 2x2 max pool -> conv2 (3x3, 16) -> ReLU ->
-global average pool -> Dense logits. Stages: "conv1", "conv2".
+- `build_tiny_cnn`: conv1 (3x3, 8) -> ReLU -> 2x2 max pool -> conv2 (3x3,
+  16) -> ReLU -> global average pool -> Dense logits. Stages: "conv1",
+  "conv2".
+- `build_engine_mlp`: Flatten -> Dense (-> BN) -> ReLU -> Dense logits, with
+  an optional second (aux) output: the model of `conf/experiment/smoke.yaml`.
 """
 
 import keras
@@ -51,3 +54,45 @@ def build_tiny_cnn(
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or "tiny_cnn")
+
+
+def build_engine_mlp(
+    input_shape=(8, 8, 1),
+    num_classes=4,
+    hidden_units=16,
+    batch_norm=False,
+    aux_head=False,
+    dropout=0.0,
+    name=None,
+):
+    """Flatten -> Dense (-> BN) -> ReLU -> Dense logits (+ optional aux head).
+
+    Args:
+        input_shape: `(H, W, C)`.
+        num_classes: number of logits.
+        hidden_units: width of the hidden layer.
+        batch_norm: insert a `BatchNormalization` before the ReLU.
+        dropout: dropout rate after the hidden layer (0 = none).
+        aux_head: add a second logits output (GoogLeNet-style aux head) to
+            exercise `trainer.loss_weights`.
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` outputting logits (a list of two when
+        `aux_head`).
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    x = keras.layers.Dense(
+        hidden_units, use_bias=not batch_norm, name="hidden_dense"
+    )(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name="hidden_bn")(x)
+    x = keras.layers.ReLU(name="hidden_relu")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    if aux_head:
+        aux = keras.layers.Dense(num_classes, name="aux_logits")(x)
+        outputs = [outputs, aux]
+    return keras.Model(inputs, outputs, name=name or "engine_mlp")

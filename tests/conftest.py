@@ -47,10 +47,10 @@ def ilsvrc_sample(tmp_path_factory):
     session (`experiments.data.ilsvrc_sample`; 20 train + 20 val images of
     each of 10 wnids, ~7 s): `{"folder", "manual_dir", "wnids", "train",
     "val"}`."""
+    from experiments.data import data_root
     from experiments.data import ilsvrc_sample as sample
-    from experiments.data import sources
 
-    if sources.resolve_local_dir("imagenette") is None:
+    if data_root.resolve_local_dir("imagenette") is None:
         pytest.skip("Imagenette not found in the offline data root")
     return sample.make_ilsvrc_sample(tmp_path_factory.mktemp("ilsvrc"))
 

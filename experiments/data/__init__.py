@@ -8,10 +8,10 @@ from experiments.data.augment import POLICIES
 from experiments.data.augment import build_policy
 from experiments.data.eval_views import PROTOCOLS
 from experiments.data.eval_views import eval_views
+from experiments.data.idx_format import read_idx
 from experiments.data.pipeline import DATASETS
 from experiments.data.pipeline import make_datasets
-from experiments.data.sources import MissingDataError
-from experiments.data.sources import read_idx
+from experiments.engine.exit_codes import MissingDataError
 
 __all__ = [
     "DATASETS",

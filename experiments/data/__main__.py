@@ -21,7 +21,7 @@ import hydra.errors  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.data import sources  # noqa: E402
+from experiments.engine.exit_codes import MissingDataError  # noqa: E402
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf" / "data"
 
@@ -38,7 +38,7 @@ def check(name, overrides=(), num_batches=50):
     try:
         train_ds, val_ds = hydra.utils.instantiate(cfg.data, _convert_="all")
     except hydra.errors.InstantiationException as error:
-        if isinstance(error.__cause__, sources.MissingDataError):
+        if isinstance(error.__cause__, MissingDataError):
             return f"{name:14s} MISSING  {error.__cause__}"
         raise
     built = time.perf_counter() - start

@@ -34,7 +34,8 @@ import pathlib
 import shutil
 import tarfile
 
-from experiments.data import sources
+from experiments.data import data_root
+from experiments.engine.exit_codes import MissingDataError
 
 LAYOUTS = ("folder", "tfds")
 PLACEHOLDERS = ("directory", "jpeg")
@@ -105,7 +106,7 @@ def make_ilsvrc_sample(
     Raises:
         ValueError: bad arguments, or a source file whose wnid or val label
             contradicts tfds' label files.
-        sources.MissingDataError: no Imagenette folder found.
+        MissingDataError: no Imagenette folder found.
     """
     unknown = set(layouts) - set(LAYOUTS)
     if unknown or not layouts:
@@ -143,14 +144,14 @@ def make_ilsvrc_sample(
 
 def _source_dir(source_dir):
     if source_dir is None:
-        source_dir = sources.resolve_local_dir("imagenette")
+        source_dir = data_root.resolve_local_dir("imagenette")
     if source_dir is None or not (
         (pathlib.Path(source_dir) / "train").is_dir()
         and (pathlib.Path(source_dir) / "val").is_dir()
     ):
-        raise sources.MissingDataError(
+        raise MissingDataError(
             "No Imagenette folder with train/ and val/ found; set "
-            f"{sources.ENV_VAR} to a folder holding imagenette2-224/ or "
+            f"{data_root.ENV_VAR} to a folder holding imagenette2-224/ or "
             f"pass source_dir. Received: source_dir={source_dir!r}"
         )
     return pathlib.Path(source_dir)

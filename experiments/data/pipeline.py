@@ -149,7 +149,7 @@ def make_datasets(
 
     Raises:
         ValueError: invalid arguments.
-        sources.MissingDataError: the dataset is not available offline and
+        MissingDataError: the dataset is not available offline and
             may not be downloaded (raised before any data is read).
 
     Example:

@@ -17,10 +17,15 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.data import augment as aug
+from experiments.data import cifar10
+from experiments.data import data_root
+from experiments.data import idx_format
 from experiments.data import ilsvrc_sample
-from experiments.data import sources
+from experiments.data import image_folder
+from experiments.data import synthetic
 from experiments.data import tfds_stream
 from experiments.engine.exit_codes import DataError
+from experiments.engine.exit_codes import MissingDataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -37,8 +42,8 @@ DATASETS = {
 }
 # Offline kinds read whole into uint8 arrays: (directory, split) -> arrays.
 _ARRAY_READERS = {
-    "idx": sources.load_idx_split,
-    "cifar10": sources.load_cifar10_split,
+    "idx": idx_format.load_idx_split,
+    "cifar10": cifar10.load_cifar10_split,
 }
 # tfds datasets small enough to load whole into memory.
 _TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10")
@@ -115,17 +120,17 @@ def load(
         classes = int(num_classes or 4)
         splits = []
         for n, data_seed in ((num_train or 512, 1), (num_val or 128, 2)):
-            images, labels = sources.make_synthetic(
+            images, labels = synthetic.make_synthetic(
                 n, shape, classes, noise, seed=data_seed
             )
             splits.append(Split(labels, images, num_classes=classes))
         return splits[0], splits[1]
     directory = None
     if source != "tfds":
-        directory = sources.resolve_local_dir(name, local_dir)
+        directory = data_root.resolve_local_dir(name, local_dir)
     if directory is None and source == "local":
-        raise sources.MissingDataError(
-            sources.missing_data_message(name, local_dir, tfds_name)
+        raise MissingDataError(
+            data_root.missing_data_message(name, local_dir, tfds_name)
         )
     if directory is None:
         return _load_tfds(
@@ -146,10 +151,10 @@ def load(
     # ILSVRC-2012 folders hold any subset of the 1,000 wnids; each label is
     # the wnid's canonical index (tfds' list), as on the tfds path.
     index = _CLASS_INDEX[name]() if name in _CLASS_INDEX else None
-    train_paths, train_labels, classes = sources.list_image_folder(
+    train_paths, train_labels, classes = image_folder.list_image_folder(
         directory / "train", class_index=index
     )
-    val_paths, val_labels, _ = sources.list_image_folder(
+    val_paths, val_labels, _ = image_folder.list_image_folder(
         directory / "val",
         None if index else classes,
         class_index=index,
@@ -168,8 +173,8 @@ def _load_tfds(
     builder = tfds.builder(tfds_name, data_dir=data_dir)
     if not builder.is_prepared():
         if not download:
-            raise sources.MissingDataError(
-                sources.missing_data_message(
+            raise MissingDataError(
+                data_root.missing_data_message(
                     name,
                     local_dir,
                     tfds_name,
@@ -178,7 +183,7 @@ def _load_tfds(
         if name == "imagenet2012" and not (
             manual_dir and os.path.isdir(os.path.expanduser(manual_dir))
         ):
-            raise sources.MissingDataError(
+            raise MissingDataError(
                 "imagenet2012 cannot be downloaded: put ILSVRC2012_img_train"
                 ".tar and ILSVRC2012_img_val.tar in a folder and pass "
                 f"data.manual_dir=<folder>. Received: manual_dir={manual_dir!r}"

@@ -38,6 +38,10 @@ class DataError(ValueError):
     """An input file is missing, truncated or corrupt; names file and fix."""
 
 
+class MissingDataError(FileNotFoundError):
+    """A dataset was not found offline and may not be downloaded."""
+
+
 class InfrastructureError(RuntimeError):
     """Storage the run needs (store, checkpoint/artifact folder) failed."""
 
@@ -60,7 +64,6 @@ def exit_code_for(error):
         An `ExitCode`.
     """
     # Imported here: this module stays importable without TF/MLflow.
-    from experiments.data.sources import MissingDataError
     from experiments.engine.config_schema import ConfigError
     from experiments.engine.tracking import TrackingUnavailableError
 

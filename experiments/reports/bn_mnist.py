@@ -63,9 +63,10 @@ def load_eval_sets(data_cfg):
     Pixels are preprocessed as `make_datasets` does for MNIST (`rescale`,
     then `binarize` at 0.5); the test set keeps its file order.
     """
-    from experiments.data import sources
+    from experiments.data import data_root
+    from experiments.data import idx_format
 
-    directory = sources.resolve_local_dir("mnist", data_cfg.get("local_dir"))
+    directory = data_root.resolve_local_dir("mnist", data_cfg.get("local_dir"))
     if directory is None:
         raise FileNotFoundError(
             "MNIST IDX files not found; set CONVNET_REPRO_DATA_DIR or "
@@ -77,11 +78,11 @@ def load_eval_sets(data_cfg):
         return (x > 0.5).astype(np.float32) if data_cfg.get("binarize") else x
 
     out = {"test": None, "tuning": None}
-    x, y = sources.load_idx_split(directory, "test")
+    x, y = idx_format.load_idx_split(directory, "test")
     out["test"] = (prep(x), y)
     n = data_cfg.get("num_train_examples")
     if n:
-        x, y = sources.load_idx_split(directory, "train")
+        x, y = idx_format.load_idx_split(directory, "train")
         idx = tuning_split_index(int(n), len(y))
         out["tuning"] = (prep(x[idx]), y[idx])
     return out

@@ -6,11 +6,11 @@ lists all five rows with only measured numbers in the "ours" columns."""
 import mlflow
 import pytest
 
-from experiments.data.sources import MissingDataError
 from experiments.engine import build
 from experiments.engine import config_checks
 from experiments.engine.compose import compose
 from experiments.engine.compose import fresh_sqlite_store
+from experiments.engine.exit_codes import MissingDataError
 from experiments.engine.train import expand_children
 from experiments.evaluation import report_hook
 from experiments.reports import imagenet_orderings

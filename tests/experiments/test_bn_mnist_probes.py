@@ -122,7 +122,7 @@ def test_probe_matches_numpy_and_cadence(batch_norm, tmp_path):
 
 def test_probe_reads_images_from_a_data_config():
     cfg = {
-        "_target_": "tests.engine_fixtures.make_synthetic_datasets",
+        "_target_": "experiments.data.synthetic.make_blob_datasets",
         "input_shape": [6, 6, 1],
         "num_classes": 3,
         "batch_size": 16,

@@ -120,9 +120,9 @@ def test_eval_split_tuning_needs_a_tuning_split():
 
 @needs_imagenette
 def test_imagenette_tuning_split_is_the_same_in_another_process():
-    from experiments.data import sources
+    from experiments.data import data_root
 
-    root = sources.resolve_local_dir("imagenette")
+    root = data_root.resolve_local_dir("imagenette")
     paths, labels, _ = sources.list_image_folder(root / "train")
     split = Split(labels, paths=paths, num_classes=10)
     rest, tuning = holdout.split_off(split, 50)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from experiments.data import make_datasets
-from experiments.data import sources
+from experiments.data import synthetic
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf" / "data"
 SYN = dict(batch_size=32, input_shape=(16, 16, 1), num_classes=4)
@@ -47,7 +47,7 @@ def test_skip_batches_equals_skip_across_epochs(augment):
 def test_each_epoch_visits_every_example_once():
     kw = dict(SYN, num_train_examples=100, seed=1, eval_batch_size=100)
     train_ds, _ = make_datasets("synthetic", **kw)  # 3 batches per epoch
-    images, _ = sources.make_synthetic(100, (16, 16, 1), 4, seed=1)
+    images, _ = synthetic.make_synthetic(100, (16, 16, 1), 4, seed=1)
     flat = images.reshape(100, -1) / 255.0
     epochs = _batches(train_ds, 6)
     for epoch in (epochs[:3], epochs[3:]):
@@ -64,7 +64,7 @@ def test_val_is_ordered_finite_with_partial_batch():
         seed=0,
         **{k: v for k, v in SYN.items()},
     )
-    images, labels = sources.make_synthetic(128, (16, 16, 1), 4, seed=2)
+    images, labels = synthetic.make_synthetic(128, (16, 16, 1), 4, seed=2)
     batches = _batches(val_ds, 10)
     assert [len(y) for _, y in batches] == [50, 50, 28]
     np.testing.assert_array_equal(
@@ -76,8 +76,8 @@ def test_val_is_ordered_finite_with_partial_batch():
 
 
 def test_binarize_flatten_and_channel_normalization():
-    images, _ = sources.make_synthetic(128, (16, 16, 1), 4, seed=2)
-    train_images, _ = sources.make_synthetic(512, (16, 16, 1), 4, seed=1)
+    images, _ = synthetic.make_synthetic(128, (16, 16, 1), 4, seed=2)
+    train_images, _ = synthetic.make_synthetic(512, (16, 16, 1), 4, seed=1)
     grey = images[:32] / 255.0
     _, val_ds = make_datasets(
         "synthetic",

@@ -8,15 +8,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from experiments.data import cifar10
+from experiments.data import data_root
+from experiments.data import idx_format
+from experiments.data import image_folder
 from experiments.data import make_datasets
-from experiments.data import sources
 from experiments.data import splits as data_splits
+from experiments.engine.exit_codes import MissingDataError
 
-DATA_ROOT = pathlib.Path(os.environ.get(sources.ENV_VAR, "/nonexistent"))
+DATA_ROOT = pathlib.Path(os.environ.get(data_root.ENV_VAR, "/nonexistent"))
 MNIST_DIR = DATA_ROOT / "mnist"
 IMAGENETTE_DIR = DATA_ROOT / "imagenette2-224"
 needs_mnist = pytest.mark.skipif(
-    not sources.is_idx_dir(MNIST_DIR),
+    not idx_format.is_idx_dir(MNIST_DIR),
     reason=f"real MNIST IDX files not found in {MNIST_DIR}",
 )
 needs_imagenette = pytest.mark.skipif(
@@ -41,7 +45,7 @@ def _write_tiny_mnist(directory, n_train=6, n_test=4):
     for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
-        image_stem, label_stem = sources.IDX_FILES[split]
+        image_stem, label_stem = idx_format.IDX_FILES[split]
         _write_idx(directory / (image_stem + ".gz"), images)
         _write_idx(directory / label_stem, labels)  # raw file also accepted
         arrays[split] = images, labels
@@ -52,15 +56,15 @@ def test_read_idx_roundtrip_and_errors(tmp_path):
     array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
     for name in ("a-idx3-ubyte", "a-idx3-ubyte.gz"):
         _write_idx(tmp_path / name, array)
-        out = sources.read_idx(tmp_path / name)
+        out = idx_format.read_idx(tmp_path / name)
         np.testing.assert_array_equal(out, array)
         assert out.dtype == np.uint8
     (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01abcd")
     with pytest.raises(ValueError, match="Not an IDX file"):
-        sources.read_idx(tmp_path / "bad")
+        idx_format.read_idx(tmp_path / "bad")
     (tmp_path / "short").write_bytes(_idx_bytes_truncated())
     with pytest.raises(ValueError, match="truncated"):
-        sources.read_idx(tmp_path / "short")
+        idx_format.read_idx(tmp_path / "short")
 
 
 def _idx_bytes_truncated():
@@ -104,8 +108,8 @@ def test_tiny_idx_dir_through_make_datasets(tmp_path):
 
 @needs_mnist
 def test_real_mnist_matches_provenance():
-    train_images, train_labels = sources.load_idx_split(MNIST_DIR, "train")
-    test_images, test_labels = sources.load_idx_split(MNIST_DIR, "test")
+    train_images, train_labels = idx_format.load_idx_split(MNIST_DIR, "train")
+    test_images, test_labels = idx_format.load_idx_split(MNIST_DIR, "test")
     assert train_images.shape == (60000, 28, 28, 1)
     assert test_images.shape == (10000, 28, 28, 1)
     assert train_images.dtype == np.uint8 and train_labels.dtype == np.int32
@@ -122,14 +126,14 @@ def test_real_mnist_matches_provenance():
 
 
 @pytest.mark.skipif(
-    not sources.is_idx_dir(sources.DEBIAN_FASHION_MNIST),
+    not idx_format.is_idx_dir(data_root.DEBIAN_FASHION_MNIST),
     reason="apt package dataset-fashion-mnist not installed",
 )
 def test_debian_fashion_mnist_is_found_and_balanced(monkeypatch):
-    monkeypatch.delenv(sources.ENV_VAR, raising=False)
-    directory = sources.resolve_local_dir("fashion_mnist")
-    assert str(directory) == sources.DEBIAN_FASHION_MNIST
-    _, labels = sources.load_idx_split(directory, "test")
+    monkeypatch.delenv(data_root.ENV_VAR, raising=False)
+    directory = data_root.resolve_local_dir("fashion_mnist")
+    assert str(directory) == data_root.DEBIAN_FASHION_MNIST
+    _, labels = idx_format.load_idx_split(directory, "test")
     assert np.bincount(labels).tolist() == [1000] * 10
     assert labels[:3].tolist() == [9, 2, 1]
 
@@ -150,7 +154,7 @@ def _write_tree(root, sizes=((20, 30), (30, 20), (24, 24))):
 
 def test_image_folder_listing_and_pipeline(tmp_path):
     _write_tree(tmp_path)
-    paths, labels, classes = sources.list_image_folder(tmp_path / "train")
+    paths, labels, classes = image_folder.list_image_folder(tmp_path / "train")
     assert classes == ["cat", "dog"]
     assert labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert all(p.endswith(".png") for p in paths) and paths == sorted(paths)
@@ -206,7 +210,7 @@ def _write_tiny_cifar10(directory, binary, n=3):
     rng = np.random.default_rng(1)
     arrays = {}
     directory.mkdir(parents=True)
-    for split, names in sources.CIFAR10_BATCHES.items():
+    for split, names in cifar10.CIFAR10_BATCHES.items():
         images, labels = [], []
         for name in names:
             hwc = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -226,37 +230,37 @@ def _write_tiny_cifar10(directory, binary, n=3):
 
 @pytest.mark.parametrize("binary", [False, True])
 def test_cifar10_batches_offline(tmp_path, binary, monkeypatch):
-    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    monkeypatch.delenv(data_root.ENV_VAR, raising=False)
     folder = "cifar-10-batches-bin" if binary else "cifar-10-batches-py"
     arrays = _write_tiny_cifar10(tmp_path / "cifar10" / folder, binary)
-    images, labels = sources.load_cifar10_split(tmp_path / "cifar10", "train")
+    images, labels = cifar10.load_cifar10_split(tmp_path / "cifar10", "train")
     np.testing.assert_array_equal(images, arrays["train"][0])
     np.testing.assert_array_equal(labels, arrays["train"][1])
     assert images.shape == (15, 32, 32, 3) and labels.dtype == np.int32
     # Found from the data root, as the env var would point to it.
-    assert sources.resolve_local_dir("cifar10", tmp_path) is not None
+    assert data_root.resolve_local_dir("cifar10", tmp_path) is not None
     _, val_ds = _local_datasets("cifar10", tmp_path, (32, 32, 3))
     x, y = next(iter(val_ds))
     np.testing.assert_allclose(x, arrays["test"][0] / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(y, arrays["test"][1])
-    with pytest.raises(sources.MissingDataError, match="cifar-10-python"):
-        sources.load_cifar10_split(tmp_path, "train")
+    with pytest.raises(MissingDataError, match="cifar-10-python"):
+        cifar10.load_cifar10_split(tmp_path, "train")
 
 
 def test_missing_data_is_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.delenv(sources.ENV_VAR, raising=False)
-    with pytest.raises(sources.MissingDataError) as info:
+    monkeypatch.delenv(data_root.ENV_VAR, raising=False)
+    with pytest.raises(MissingDataError) as info:
         make_datasets(
             "mnist", batch_size=8, source="local", local_dir=str(tmp_path)
         )
     message = str(info.value)
     assert "\n" not in message
-    assert sources.ENV_VAR in message and "data.local_dir" in message
+    assert data_root.ENV_VAR in message and "data.local_dir" in message
     assert "Received: local_dir=" in message
     assert "data.download=true" in message  # mnist is also on tfds
     # auto: nothing local, tfds not prepared, no download -> same kind of
     # error naming the tfds fix, before any download is attempted.
-    with pytest.raises(sources.MissingDataError, match="data.download=true"):
+    with pytest.raises(MissingDataError, match="data.download=true"):
         make_datasets(
             "imagenette",
             batch_size=8,
@@ -267,12 +271,14 @@ def test_missing_data_is_one_clear_line(tmp_path, monkeypatch):
 
 @needs_imagenette
 def test_real_imagenette_listing_and_subset():
-    _, labels, classes = sources.list_image_folder(IMAGENETTE_DIR / "train")
+    _, labels, classes = image_folder.list_image_folder(
+        IMAGENETTE_DIR / "train"
+    )
     assert len(classes) == 10 and classes[0] == "n01440764"
     assert np.bincount(labels).tolist() == [
         963, 955, 993, 858, 941, 956, 961, 931, 951, 960
     ]  # fmt: skip
-    _, val_labels, _ = sources.list_image_folder(IMAGENETTE_DIR / "val")
+    _, val_labels, _ = image_folder.list_image_folder(IMAGENETTE_DIR / "val")
     assert len(val_labels) == 3925
     train_ds, val_ds = make_datasets(
         "imagenette",
@@ -300,7 +306,7 @@ def test_unprepared_imagenet_on_tfds_names_the_manual_dir(tmp_path):
     `data.manual_dir`, before tfds tries anything. (The prepared tfds path
     runs for real on the ILSVRC sample: test_data_ilsvrc_sample.py,
     test_data_tfds_stream.py.)"""
-    with pytest.raises(sources.MissingDataError) as info:
+    with pytest.raises(MissingDataError) as info:
         make_datasets(
             "imagenet2012",
             batch_size=4,

@@ -56,13 +56,13 @@ def _check_logged_val_metrics(client, run, tmp):
     import keras
     import numpy as np
 
-    from tests.engine_fixtures import make_synthetic_datasets
+    from experiments.data.synthetic import make_blob_datasets
 
     path = client.download_artifacts(
         run.info.run_id, "model/model.keras", str(tmp)
     )
     model = keras.saving.load_model(path, compile=False)
-    _, val_ds = make_synthetic_datasets(seed=0)
+    _, val_ds = make_blob_datasets(seed=0)
     x = np.concatenate([x for x, _ in val_ds])
     y = np.concatenate([y for _, y in val_ds])
     z = keras.ops.convert_to_numpy(model(x)).astype("float64")

@@ -376,9 +376,9 @@ def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
     images = np.stack([image for image, _ in pairs])
     # Exactly the generated validation images (split seed 2), rescaled by
     # 1/255 and neither resized nor cropped, in order, with their labels.
-    from experiments.data import sources as data_sources
+    from experiments.data import synthetic
 
-    raw, labels = data_sources.make_synthetic(10, (16, 16, 1), 4, seed=2)
+    raw, labels = synthetic.make_synthetic(10, (16, 16, 1), 4, seed=2)
     np.testing.assert_allclose(images, raw / 255, atol=1e-6)
     assert [label for _, label in pairs] == labels.tolist()
 

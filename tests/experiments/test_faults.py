@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from experiments.data import idx_format
+from experiments.data import image_folder
 from experiments.data import pipeline
-from experiments.data import sources
 from experiments.engine import checkpoints
 from experiments.engine import exit_codes
 from experiments.engine import tracking
@@ -32,6 +33,7 @@ from experiments.engine.compose import compose
 from experiments.engine.config_checks import validate_config
 from experiments.engine.config_schema import ConfigError
 from experiments.engine.exit_codes import ExitCode
+from experiments.engine.exit_codes import MissingDataError
 
 SMOKE = ["experiment=smoke"]
 DATA_ROOT = pathlib.Path(os.environ.get("CONVNET_REPRO_DATA_DIR", "/nonexist"))
@@ -54,7 +56,7 @@ def test_exit_codes_of_errors_and_results():
     assert exit_codes.exit_code_for(ConfigError("x")) == ExitCode.CONFIG
     data_error = exit_codes.DataError("x")
     assert exit_codes.exit_code_for(data_error) == ExitCode.DATA
-    missing = sources.MissingDataError("x")
+    missing = MissingDataError("x")
     assert exit_codes.exit_code_for(missing) == ExitCode.DATA
     unreachable = tracking.TrackingUnavailableError("x")
     assert exit_codes.exit_code_for(unreachable) == ExitCode.INFRASTRUCTURE
@@ -254,7 +256,7 @@ def test_truncated_mnist_gz_is_named_before_any_run(tmp_path):
     name = "t10k-labels-idx1-ubyte.gz"
     folder = _mnist_copy(tmp_path, truncate=name)
     with pytest.raises(exit_codes.DataError, match=f"mnist/{name}"):
-        sources.read_idx(folder / name)
+        idx_format.read_idx(folder / name)
     cfg = compose(
         # The root config (tiny_cnn), not the smoke experiment: its fixture
         # data node is inline and would merge into `data=mnist`.
@@ -329,13 +331,13 @@ def test_decode_error_during_training_is_one_data_line(tmp_path):
 def test_image_check_accepts_real_formats(tmp_path):
     good = tmp_path / "a.png"
     keras.utils.save_img(good, np.zeros((4, 4, 3), np.uint8))
-    assert sources.image_file_problem(good) is None
+    assert image_folder.image_file_problem(good) is None
     padded = tmp_path / "b.jpg"
     keras.utils.save_img(padded, np.zeros((4, 4, 3), np.uint8))
     padded.write_bytes(padded.read_bytes() + b"\0" * 10)
-    assert sources.image_file_problem(padded) is None
+    assert image_folder.image_file_problem(padded) is None
     good.write_bytes(good.read_bytes()[:-4])
-    assert "truncated" in sources.image_file_problem(good)
+    assert "truncated" in image_folder.image_file_problem(good)
 
 
 def test_unbuildable_model_is_named_before_any_run(tmp_path):
@@ -383,7 +385,7 @@ def test_gzip_error_types_are_the_ones_read_idx_maps(tmp_path):
     path = tmp_path / "x.gz"
     path.write_bytes(gzip.compress(b"\0" * 1000)[:20])
     with pytest.raises(exit_codes.DataError, match="x.gz"):
-        sources.read_idx(path)
+        idx_format.read_idx(path)
     path.write_bytes(b"\x1f\x8b" + b"\0" * 30)
     with pytest.raises(exit_codes.DataError, match="x.gz"):
-        sources.read_idx(path)
+        idx_format.read_idx(path)

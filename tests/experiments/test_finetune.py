@@ -14,7 +14,7 @@ from experiments.engine.compose import compose
 from experiments.engine.config_checks import validate_config
 from experiments.engine.config_schema import ConfigError
 from models.alexnet import build_alexnet
-from tests.engine_fixtures import build_engine_mlp
+from models.tiny import build_engine_mlp
 
 
 def _mlp(num_classes=4, hidden_units=16):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from experiments.engine import optimization
 from experiments.engine.compose import compose
-from tests.engine_fixtures import build_engine_mlp
+from models.tiny import build_engine_mlp
 
 SMOKE = ["experiment=smoke"]
 GRADIENTS = [np.array([0.5, -1.0, 2.0]), np.array([-0.25, 0.75, 1.5])]

@@ -173,8 +173,8 @@ def _sparse_ce(logits, labels):
 def test_aux_outputs_use_loss_weights():
     """The engine's compiled loss is CE(main) + 0.3 CE(aux), computed here
     in numpy from the model's two outputs (not a bare sum, not main only)."""
-    from tests.engine_fixtures import build_engine_mlp
-    from tests.engine_fixtures import make_synthetic_datasets
+    from experiments.data.synthetic import make_blob_datasets
+    from models.tiny import build_engine_mlp
 
     cfg = compose(
         SMOKE + ["model.aux_head=true", "trainer.loss_weights=[1.0,0.3]"]
@@ -182,7 +182,7 @@ def test_aux_outputs_use_loss_weights():
     keras.utils.set_random_seed(0)
     model = build_engine_mlp(aux_head=True)
     optimization.compile_model(model, cfg, keras.optimizers.SGD(0.05))
-    _, val_ds = make_synthetic_datasets(num_val=32)
+    _, val_ds = make_blob_datasets(num_val=32)
     got = model.evaluate(
         optimization.labels_for(model, val_ds), return_dict=True, verbose=0
     )
@@ -251,7 +251,7 @@ def test_plateau_schedule_reduces_lr(tmp_path):
 
 
 def test_l2_weight_decay_adds_half_wd_squared_norm_of_kernels():
-    from tests.engine_fixtures import build_engine_mlp
+    from models.tiny import build_engine_mlp
 
     model = build_engine_mlp(batch_norm=True)
     n = optimization.add_l2_weight_decay(model, 0.01)
@@ -270,7 +270,7 @@ def test_bn_population_stats_are_logged_beside_moving_averages(tmp_path):
     `val/top1_error_population` is that model's error; the moving averages
     give a different model. One batch = the 64 training examples, so every
     population batch holds the same examples whatever the shuffle."""
-    from tests.engine_fixtures import make_synthetic_datasets
+    from experiments.data.synthetic import make_blob_datasets
 
     _, result, client = _run(
         tmp_path,
@@ -285,7 +285,7 @@ def test_bn_population_stats_are_logged_beside_moving_averages(tmp_path):
         run.info.run_id, "model/model.keras", str(tmp_path)
     )
     model = keras.saving.load_model(path)
-    train_ds, val_ds = make_synthetic_datasets(num_train=64, batch_size=64)
+    train_ds, val_ds = make_blob_datasets(num_train=64, batch_size=64)
     x_train = next(iter(train_ds))[0].numpy()
     hidden = keras.Model(model.inputs, model.get_layer("hidden_dense").output)
     h = keras.ops.convert_to_numpy(hidden([x_train])).astype("float64")
@@ -332,8 +332,8 @@ def test_mixed_precision_run(tmp_path):
     """A bfloat16 run computes what float32 computes: its logged val loss
     equals the float32 loss of the same weights within bfloat16 rounding,
     and stays within 5% of a float32 run's from the same seed."""
-    from tests.engine_fixtures import build_engine_mlp
-    from tests.engine_fixtures import make_synthetic_datasets
+    from experiments.data.synthetic import make_blob_datasets
+    from models.tiny import build_engine_mlp
 
     _, exact, client = _run(tmp_path, "trainer.steps=20")
     _, result, _ = _run(
@@ -348,7 +348,7 @@ def test_mixed_precision_run(tmp_path):
     assert half.get_layer("hidden_dense").compute_dtype == "bfloat16"
     model = build_engine_mlp()
     model.set_weights(half.get_weights())  # float32 variables either way
-    _, val_ds = make_synthetic_datasets()
+    _, val_ds = make_blob_datasets()
     x = np.concatenate([x for x, _ in val_ds])
     y = np.concatenate([y for _, y in val_ds])
     logits = keras.ops.convert_to_numpy(model(x))

@@ -1,16 +1,55 @@
-"""Tiny generated data and a tiny MLP for the engine's own smoke tests.
+"""Generates small, learnable classification data (engine tests, smoke).
 
-The data and model of `conf/experiment/smoke.yaml` (the engine's smoke
-experiment, used by the engine tests), so the engine tests do
-not depend on the real data pipelines or model families. No paper.
+Not from any paper; both train in seconds on a CPU:
+
+- `make_synthetic`: uint8 images (a fixed 4x4-block template per class +
+  noise), the `synthetic` dataset of `make_datasets` (`conf/data/`), which
+  then goes through the real pipeline (augmentation, resume, views).
+- `make_blob_datasets`: float32 Gaussian blobs straight into `tf.data`,
+  bypassing the real pipeline, with an injected NaN loss on request: the
+  data of `conf/experiment/smoke.yaml` (the engine's own smoke run and
+  tests of the engine, e.g. divergence handling).
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 
-def make_synthetic_datasets(
+def make_synthetic(
+    num_examples, input_shape=(16, 16, 1), num_classes=4, noise=0.25, seed=0
+):
+    """Generates a small, learnable classification set of uint8 images.
+
+    Each class has a fixed random template of 4x4-pixel blocks (drawn from
+    `seed`, independent of the training order seed); an example is its class
+    template plus Gaussian noise of std `noise` (in [0, 1] units), clipped
+    and stored as uint8. A linear model separates the classes easily.
+
+    Args:
+        num_examples: number of images.
+        input_shape: `(H, W, C)`.
+        num_classes: number of classes (labels `0..num_classes-1`, balanced).
+        noise: noise standard deviation in [0, 1] pixel units.
+        seed: data seed; the `split` seed offset keeps train/val disjoint.
+
+    Returns:
+        `(images uint8 (N, H, W, C), labels int32 (N,))`.
+    """
+    h, w, c = (int(d) for d in input_shape)
+    template_rng = np.random.default_rng(12345)  # classes never change
+    blocks = template_rng.random((num_classes, -(-h // 4), -(-w // 4), c))
+    templates = blocks.repeat(4, axis=1).repeat(4, axis=2)[:, :h, :w, :]
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(num_examples) % num_classes).astype(np.int32)
+    rng.shuffle(labels)
+    images = templates[labels] + noise * rng.standard_normal(
+        (num_examples, h, w, c)
+    )
+    images = np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def make_blob_datasets(
     input_shape=(8, 8, 1),
     num_classes=4,
     batch_size=16,
@@ -37,7 +76,7 @@ def make_synthetic_datasets(
         nan_after_batches: if set, training batches after this many get
             NaN sample weights, hence a NaN loss (tests of the engine's
             divergence handling).
-        source: unused (contract of `experiments.data.make_datasets`).
+        source: unused (the `data.source` key every data config has).
         local_dir: unused.
         skip_batches: first batch of the train stream (resume).
 
@@ -85,45 +124,3 @@ def make_synthetic_datasets(
         batch_size
     )
     return train_ds, val_ds
-
-
-def build_engine_mlp(
-    input_shape=(8, 8, 1),
-    num_classes=4,
-    hidden_units=16,
-    batch_norm=False,
-    aux_head=False,
-    dropout=0.0,
-    name=None,
-):
-    """Flatten -> Dense (-> BN) -> ReLU -> Dense logits (+ optional aux head).
-
-    Args:
-        input_shape: `(H, W, C)`.
-        num_classes: number of logits.
-        hidden_units: width of the hidden layer.
-        batch_norm: insert a `BatchNormalization` before the ReLU.
-        dropout: dropout rate after the hidden layer (0 = none).
-        aux_head: add a second logits output (GoogLeNet-style aux head) to
-            exercise `trainer.loss_weights`.
-        name: model name.
-
-    Returns:
-        A functional `keras.Model` outputting logits (a list of two when
-        `aux_head`).
-    """
-    inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = keras.layers.Flatten(name="flatten")(inputs)
-    x = keras.layers.Dense(
-        hidden_units, use_bias=not batch_norm, name="hidden_dense"
-    )(x)
-    if batch_norm:
-        x = keras.layers.BatchNormalization(name="hidden_bn")(x)
-    x = keras.layers.ReLU(name="hidden_relu")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    if aux_head:
-        aux = keras.layers.Dense(num_classes, name="aux_logits")(x)
-        outputs = [outputs, aux]
-    return keras.Model(inputs, outputs, name=name or "engine_mlp")
