@@ -121,9 +121,10 @@ def test_eval_split_tuning_needs_a_tuning_split():
 @needs_imagenette
 def test_imagenette_tuning_split_is_the_same_in_another_process():
     from experiments.data import data_root
+    from experiments.data import image_folder
 
     root = data_root.resolve_local_dir("imagenette")
-    paths, labels, _ = sources.list_image_folder(root / "train")
+    paths, labels, _ = image_folder.list_image_folder(root / "train")
     split = Split(labels, paths=paths, num_classes=10)
     rest, tuning = holdout.split_off(split, 50)
     assert tuning.size == 500 and rest.size == split.size - 500
