@@ -37,6 +37,7 @@ from experiments.engine import outage
 from experiments.engine.run_queries import PARENT_TAG
 
 RUN_KEY_TAG = "repro.run_key"
+_NAMESPACE = "convnet_repro"
 # Config sections that do not change the numbers a run produces.
 _NOT_IN_RUN_KEY = (
     "tracking",
@@ -265,6 +266,9 @@ def run_key(cfg, extra=""):
     if not (container.get("finetune") or {}).get("source"):
         container.pop("finetune", None)  # keys of runs from scratch unchanged
     text = json.dumps(container, sort_keys=True, default=str) + extra
+    # Module paths are hashed without the distribution namespace, so runs
+    # recorded before the `convnet_repro.` rename keep their keys (resume).
+    text = text.replace(f"{_NAMESPACE}.", "")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
