@@ -10,7 +10,7 @@ endif
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
-RUN := $(PY) -m experiments.train
+RUN := $(PY) -m convnet_repro.experiments.train
 TF_EXTRA ?= cpu
 ARGS ?=
 
@@ -67,13 +67,13 @@ bn-mnist-short:  ## BN Fig. 1 shortened: 3k steps, 1 seed (outputs/bn_mnist_shor
 	$(RUN) experiment=bn_mnist_short $(ARGS)
 
 data-check:  ## Build every conf/data config; print shapes, ranges, speed
-	$(PY) -m experiments.data $(ARGS)
+	$(PY) -m convnet_repro.experiments.data $(ARGS)
 
 bn-inception:  ## BN Fig. 2-3: Inception vs BN-x5/x30 steps, mini ~34 min CPU (SCALE=mini-long: 3 seeds; SCALE=full: ImageNet)
 	$(RUN) experiment=$(if $(filter full,$(SCALE)),bn_inception_full,$(if $(filter mini-long,$(SCALE)),bn_inception_long,bn_inception)) $(ARGS)
 
 # Concept studies (issue #8): experiments/studies/, conf/study/, results/studies/.
-STUDY := $(PY) -m experiments.studies
+STUDY := $(PY) -m convnet_repro.experiments.studies
 STUDIES := conv_vs_correlation edge_efficiency parameter_sharing equivariance variable_size_pooling structured_output first_layer_filters
 
 studies: $(addprefix study-,$(STUDIES))  ## All concept studies (issue #8), minutes each
@@ -110,14 +110,14 @@ ifeq ($(SCALE),mini-long)
 	@for e in $(IMAGENETTE_LONG); do $(RUN) experiment=$$e $(ARGS) || exit $$?; done
 	$(MAKE) imagenet-report SCALE=mini-long
 else
-	$(PY) -m experiments.reports.imagenet_table --run --fraction $(or $(FRACTION),1.0) $(ARGS)
+	$(PY) -m convnet_repro.experiments.reports.imagenet_table --run --fraction $(or $(FRACTION),1.0) $(ARGS)
 endif
 
 imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|full)
-	$(PY) -m experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(ARGS)
+	$(PY) -m convnet_repro.experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(ARGS)
 
 rehearse:  ## Dress rehearsal of a full-scale config before GPU-days: EXPERIMENT=imagenet_resnet50 [ARGS="--layout tfds"]
-	$(PY) -m experiments.rehearse experiment=$(or $(EXPERIMENT),imagenet_resnet50) $(ARGS)
+	$(PY) -m convnet_repro.experiments.rehearse experiment=$(or $(EXPERIMENT),imagenet_resnet50) $(ARGS)
 
 smoke:  ## Engine smoke run (tiny generated data, seconds; into /tmp)
 	$(RUN) experiment=smoke debug=smoke $(ARGS)

@@ -35,9 +35,9 @@ def child(args):
     """Scores `args.images` images; prints a JSON line with the peak RSS."""
     import hydra
 
-    from experiments.engine.compose import compose
-    from experiments.evaluation import predict
-    from experiments.evaluation import store
+    from convnet_repro.experiments.engine.compose import compose
+    from convnet_repro.experiments.evaluation import predict
+    from convnet_repro.experiments.evaluation import store
 
     cfg = compose(
         [

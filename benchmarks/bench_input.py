@@ -37,8 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import hydra  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from experiments.data import data_root  # noqa: E402
-from experiments.engine.compose import compose  # noqa: E402
+from convnet_repro.experiments.data import data_root  # noqa: E402
+from convnet_repro.experiments.engine.compose import compose  # noqa: E402
 
 CONFIGS = {
     "alexnet": "imagenet_alexnet",

@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 if keras.backend.backend() == "tensorflow":  # the child runs without it
     import tensorflow as tf
 
-import layers  # noqa: E402
+from convnet_repro import layers  # noqa: E402
 
 # (label, input shape (B, H, W, C), filters); kernel 3x3, stride 1, valid.
 SIZES = [

@@ -27,9 +27,9 @@ import time  # noqa: E402
 
 import keras  # noqa: E402
 
-from experiments.data.synthetic import make_blob_datasets  # noqa: E402
-from experiments.engine import train as train_lib  # noqa: E402
-from experiments.engine.compose import compose  # noqa: E402
+from convnet_repro.experiments.data.synthetic import make_blob_datasets  # noqa: E402
+from convnet_repro.experiments.engine import train as train_lib  # noqa: E402
+from convnet_repro.experiments.engine.compose import compose  # noqa: E402
 
 DATA = dict(
     input_shape=(28, 28, 1),
@@ -43,7 +43,7 @@ DATA = dict(
 
 def bare_fit(steps, spe, jit_compile):
     """(wall, CPU) seconds of compile + fit of `steps` steps."""
-    from models.mlp import build_bn_mnist_mlp
+    from convnet_repro.models.mlp import build_bn_mnist_mlp
 
     keras.utils.set_random_seed(0)
     train_ds, _ = make_blob_datasets(**DATA)

@@ -45,11 +45,11 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from experiments.engine import optimization  # noqa: E402
-from experiments.engine.compose import compose  # noqa: E402
-from experiments.engine.config_schema import REPO_ROOT  # noqa: E402
-from experiments.engine.train import expand_children  # noqa: E402
-from models.flops import count_macs  # noqa: E402
+from convnet_repro.experiments.engine import optimization  # noqa: E402
+from convnet_repro.experiments.engine.compose import compose  # noqa: E402
+from convnet_repro.experiments.engine.config_schema import REPO_ROOT  # noqa: E402
+from convnet_repro.experiments.engine.train import expand_children  # noqa: E402
+from convnet_repro.models.flops import count_macs  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.4  # H100 SXM, dense (no sparsity) BF16
 ILSVRC_TRAIN_IMAGES = 1_281_167

@@ -22,13 +22,17 @@ binarized vs grey-scale MNIST) is refused, naming the differing keys;
 `--allow-data-mismatch` scores it anyway.
 
 Usage:
-    python -m experiments.evaluate RUN_ID [RUN_ID ...] --protocol ten_crop \
+    python -m convnet_repro.experiments.evaluate RUN_ID [RUN_ID ...] \
+        --protocol ten_crop \
         --experiment imagenette_alexnet_5cnns --row "AlexNet, 5 CNNs"
-    python -m experiments.evaluate models:/alexnet/3 --data imagenet2012 \
+    python -m convnet_repro.experiments.evaluate models:/alexnet/3 \
+        --data imagenet2012 \
         --override data.manual_dir=/data/imagenet --scale full
-    python -m experiments.evaluate keras:resnet50 --keras-weights imagenet \
+    python -m convnet_repro.experiments.evaluate keras:resnet50 \
+        --keras-weights imagenet \
         --data imagenet2012 --protocol ten_crop --scale full
-    python -m experiments.evaluate EVAL_RUN_ID [EVAL_RUN_ID ...] --combine \
+    python -m convnet_repro.experiments.evaluate \
+        EVAL_RUN_ID [EVAL_RUN_ID ...] --combine \
         --row "7 models, 144 crops"
 
 Reference:
@@ -44,16 +48,16 @@ import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from experiments.data.protocol_views import PROTOCOLS  # noqa: E402
-from experiments.evaluation import records  # noqa: E402
-from experiments.evaluation.report_hook import (  # noqa: E402,F401
+from convnet_repro.experiments.data.protocol_views import PROTOCOLS  # noqa: E402
+from convnet_repro.experiments.evaluation import records  # noqa: E402
+from convnet_repro.experiments.evaluation.report_hook import (  # noqa: E402,F401
     evaluate_experiment,  # the experiments' `report:` target
 )
 
 
 def _parser():
     p = argparse.ArgumentParser(
-        prog="python -m experiments.evaluate",
+        prog="python -m convnet_repro.experiments.evaluate",
         description=(
             "Top-1/top-5 error of one model or an ensemble (softmax average) "
             "under a test protocol; logs an MLflow run."
@@ -125,8 +129,8 @@ def _parser():
 
 
 def _compose(args):
-    from experiments.engine.compose import compose
-    from experiments.evaluation import sources
+    from convnet_repro.experiments.engine.compose import compose
+    from convnet_repro.experiments.evaluation import sources
 
     overrides = list(args.override)
     if args.experiment:
@@ -163,9 +167,9 @@ def _score(args, cfg, out_dir):
     """Streams the protocol through the models; predictions to `out_dir`."""
     from omegaconf import OmegaConf
 
-    from experiments.evaluation import predict
-    from experiments.evaluation import sources
-    from experiments.evaluation import store
+    from convnet_repro.experiments.evaluation import predict
+    from convnet_repro.experiments.evaluation import sources
+    from convnet_repro.experiments.evaluation import store
 
     sources.check_data_config(args.sources, cfg.data, args.allow_data_mismatch)
     weights = args.keras_weights
@@ -199,8 +203,8 @@ def _combine(args, out_dir):
     """Averages the stored predictions of evaluation runs (`--combine`)."""
     import mlflow
 
-    from experiments.evaluation import scoring
-    from experiments.evaluation import store
+    from convnet_repro.experiments.evaluation import scoring
+    from convnet_repro.experiments.evaluation import store
 
     client = mlflow.MlflowClient()
     runs = [client.get_run(r) for r in args.sources]
@@ -229,7 +233,7 @@ def _combine(args, out_dir):
 def _fraction(args):
     """The training length the scored models share (tag `fraction`)."""
     if not args.combine:
-        from experiments.evaluation import sources
+        from convnet_repro.experiments.evaluation import sources
 
         return sources.training_fraction(args.sources)
     import mlflow
@@ -247,7 +251,7 @@ def _fraction(args):
 
 def main(argv=None):
     """CLI entry point; prints and returns the result dict."""
-    from experiments.engine import tracking
+    from convnet_repro.experiments.engine import tracking
 
     args = _parser().parse_args(argv)
     cfg = _compose(args)
@@ -286,5 +290,8 @@ if __name__ == "__main__":
     try:
         sys.exit(0 if main() else 1)
     except ValueError as error:  # bad input: one line, not a traceback
-        print(f"experiments.evaluate: error: {error}", file=sys.stderr)
+        print(
+            f"convnet_repro.experiments.evaluate: error: {error}",
+            file=sys.stderr,
+        )
         sys.exit(2)

@@ -12,7 +12,8 @@ engine's `finetune:` mechanism; digits are one domain, so it says nothing
 about natural images.
 
 Usage:
-    python -m experiments.mini_transfer [--seeds 0 1 2] [--steps 600]
+    python -m convnet_repro.experiments.mini_transfer \
+        [--seeds 0 1 2] [--steps 600]
 """
 
 import argparse
@@ -24,10 +25,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from experiments.data import data_root
-from experiments.data import idx_format
-from experiments.engine import metric_keys as mk
-from experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.data import data_root
+from convnet_repro.experiments.data import idx_format
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
 PRETRAIN_CLASSES = (0, 1, 2, 3, 4)
 FINETUNE_CLASSES = (5, 6, 7, 8, 9)
@@ -85,7 +86,9 @@ def make_digit_datasets(
 
 def _data(classes, fraction):
     return {
-        "_target_": "experiments.mini_transfer.make_digit_datasets",
+        "_target_": (
+            "convnet_repro.experiments.mini_transfer.make_digit_datasets"
+        ),
         "classes": list(classes),
         "train_fraction": fraction,
         "batch_size": 64,
@@ -98,8 +101,8 @@ def _data(classes, fraction):
 def _run(name, data, steps, seed, root, extra=()):
     from omegaconf import open_dict
 
-    from experiments.engine import train as train_lib
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine import train as train_lib
+    from convnet_repro.experiments.engine.compose import compose
 
     cfg = compose(
         [
@@ -154,7 +157,9 @@ def study(seeds=(0, 1, 2), steps=600, root=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.mini_transfer")
+    p = argparse.ArgumentParser(
+        prog="python -m convnet_repro.experiments.mini_transfer"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--root", default=None, help="store + checkpoints folder")

@@ -238,7 +238,7 @@ class PercentileProbe(keras.callbacks.Callback):
         # Next probe at the next multiple of `every_steps` after `step`.
         self._next_step = (step // self.every_steps + 1) * self.every_steps
         if self.log_to_mlflow:
-            from experiments.engine import metric_log
+            from convnet_repro.experiments.engine import metric_log
 
             # The engine's resume-safe path: a resumed run drops the probe
             # steps it already holds (no duplicates).

@@ -13,8 +13,9 @@ Data: an ILSVRC-2012-format folder (`--layout folder --data-dir ROOT`, with
 root (`experiments.data.ilsvrc_sample`).
 
 Usage:
-    python -m experiments.rehearse experiment=imagenet_resnet50
-    python -m experiments.rehearse experiment=imagenet_googlenet_7models \
+    python -m convnet_repro.experiments.rehearse experiment=imagenet_resnet50
+    python -m convnet_repro.experiments.rehearse \
+        experiment=imagenet_googlenet_7models \
         --layout tfds --kill inprocess trainer.jit_compile=false
     make rehearse EXPERIMENT=imagenet_vgg_e_jitter ARGS="--layout tfds"
 
@@ -35,7 +36,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 def _parser():
     p = argparse.ArgumentParser(
-        prog="python -m experiments.rehearse",
+        prog="python -m convnet_repro.experiments.rehearse",
         description=__doc__.split("\n")[0],
     )
     p.add_argument(
@@ -55,7 +56,7 @@ def _parser():
 
 
 def _sample(args, workdir):
-    from experiments.data import ilsvrc_sample
+    from convnet_repro.experiments.data import ilsvrc_sample
 
     sample = ilsvrc_sample.make_ilsvrc_sample(
         workdir / "sample",
@@ -67,7 +68,7 @@ def _sample(args, workdir):
 
 def _chain(experiment, args, overrides, workdir):
     """Rehearses the pre-trained chain `experiment` belongs to."""
-    from experiments.rehearsal import chain
+    from convnet_repro.experiments.rehearsal import chain
 
     if overrides or args.layout != "folder":
         print(
@@ -99,8 +100,8 @@ def _chain(experiment, args, overrides, workdir):
 
 def main(argv=None):
     """CLI entry point; returns the process exit status."""
-    from experiments.rehearsal import chain
-    from experiments.rehearsal import rehearse
+    from convnet_repro.experiments.rehearsal import chain
+    from convnet_repro.experiments.rehearsal import rehearse
 
     args = _parser().parse_args(argv)
     first, *overrides = args.overrides

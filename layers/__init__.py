@@ -7,23 +7,27 @@ import functools
 
 import keras
 
-from layers.batch_norm_population import recompute_batch_norm_statistics
-from layers.filter_bank import FILTERS
-from layers.filter_bank import FilterBankInitializer
-from layers.filter_bank import get_filter
-from layers.functional import convolve
-from layers.functional import cross_correlate
-from layers.functional import smooth_positions
-from layers.keras2 import convert_locally_connected_weights
-from layers.keras2 import from_locally_connected
-from layers.keras2 import load_locally_connected_h5
-from layers.local_response_normalization import LocalResponseNormalization
-from layers.pooling import LpPooling2D
-from layers.pooling import QuadrantPooling2D
-from layers.pooling import WeightedAveragePooling2D
-from layers.tiled_conv2d import TiledConv2D
-from layers.unshared_conv import UnsharedConv1D
-from layers.unshared_conv import UnsharedConv2D
+from convnet_repro.layers.batch_norm_population import (
+    recompute_batch_norm_statistics,
+)
+from convnet_repro.layers.filter_bank import FILTERS
+from convnet_repro.layers.filter_bank import FilterBankInitializer
+from convnet_repro.layers.filter_bank import get_filter
+from convnet_repro.layers.functional import convolve
+from convnet_repro.layers.functional import cross_correlate
+from convnet_repro.layers.functional import smooth_positions
+from convnet_repro.layers.keras2 import convert_locally_connected_weights
+from convnet_repro.layers.keras2 import from_locally_connected
+from convnet_repro.layers.keras2 import load_locally_connected_h5
+from convnet_repro.layers.local_response_normalization import (
+    LocalResponseNormalization,
+)
+from convnet_repro.layers.pooling import LpPooling2D
+from convnet_repro.layers.pooling import QuadrantPooling2D
+from convnet_repro.layers.pooling import WeightedAveragePooling2D
+from convnet_repro.layers.tiled_conv2d import TiledConv2D
+from convnet_repro.layers.unshared_conv import UnsharedConv1D
+from convnet_repro.layers.unshared_conv import UnsharedConv2D
 
 CONV_LAYERS = {
     "conv2d": keras.layers.Conv2D,

@@ -26,9 +26,9 @@ import json
 
 import numpy as np
 
-from layers import _utils
-from layers.unshared_conv import UnsharedConv1D
-from layers.unshared_conv import UnsharedConv2D
+from convnet_repro.layers import _utils
+from convnet_repro.layers.unshared_conv import UnsharedConv1D
+from convnet_repro.layers.unshared_conv import UnsharedConv2D
 
 _CLASSES = {"LocallyConnected1D": 1, "LocallyConnected2D": 2}
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers import _utils
+from convnet_repro.layers import _utils
 
 
 class _WindowPooling2D(keras.layers.Layer):

@@ -37,7 +37,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers import _utils
+from convnet_repro.layers import _utils
 
 IMPLEMENTATIONS = ("auto", "space_to_depth", "patches", "strided")
 

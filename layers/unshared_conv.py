@@ -20,7 +20,7 @@ import math
 import keras
 from keras import ops
 
-from layers import _utils
+from convnet_repro.layers import _utils
 
 
 class _UnsharedConv(keras.layers.Layer):

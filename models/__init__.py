@@ -8,16 +8,16 @@ names map to the generic builders; variant names (`vgg16`, `resnet50`,
 
 import functools
 
-from models.alexnet import build_alexnet
-from models.bn_inception import build_bn_inception
-from models.googlenet import build_googlenet
-from models.mlp import build_bn_mnist_mlp
-from models.resnet import VARIANTS as RESNET_VARIANTS
-from models.resnet import build_resnet
-from models.tiny import build_engine_mlp
-from models.tiny import build_tiny_cnn
-from models.vgg import ALIASES as VGG_ALIASES
-from models.vgg import build_vgg
+from convnet_repro.models.alexnet import build_alexnet
+from convnet_repro.models.bn_inception import build_bn_inception
+from convnet_repro.models.googlenet import build_googlenet
+from convnet_repro.models.mlp import build_bn_mnist_mlp
+from convnet_repro.models.resnet import VARIANTS as RESNET_VARIANTS
+from convnet_repro.models.resnet import build_resnet
+from convnet_repro.models.tiny import build_engine_mlp
+from convnet_repro.models.tiny import build_tiny_cnn
+from convnet_repro.models.vgg import ALIASES as VGG_ALIASES
+from convnet_repro.models.vgg import build_vgg
 
 MODELS = {
     "bn_mnist_mlp": build_bn_mnist_mlp,

@@ -29,7 +29,7 @@ def _conv_factory(kind, **defaults):
     """
     if kind == "conv2d":
         return functools.partial(keras.layers.Conv2D, **defaults)
-    from layers import get_conv_layer
+    from convnet_repro.layers import get_conv_layer
 
     return get_conv_layer(kind, **defaults)
 
@@ -273,7 +273,7 @@ def scaled(channels, width_multiplier, divisor=1):
 
 def lrn(name):
     """AlexNet LRN (n=5, k=2, alpha=1e-4, beta=0.75) from `layers`."""
-    from layers import LocalResponseNormalization
+    from convnet_repro.layers import LocalResponseNormalization
 
     return LocalResponseNormalization(
         depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, name=name

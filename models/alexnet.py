@@ -30,11 +30,11 @@ Deliberate deviations:
 
 import keras
 
-from models._common import check_inputs
-from models._common import grouped_conv
-from models._common import lrn as make_lrn
-from models._common import scaled
-from models._common import stage_conv
+from convnet_repro.models._common import check_inputs
+from convnet_repro.models._common import grouped_conv
+from convnet_repro.models._common import lrn as make_lrn
+from convnet_repro.models._common import scaled
+from convnet_repro.models._common import stage_conv
 
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 

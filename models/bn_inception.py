@@ -41,12 +41,12 @@ Deliberate deviations:
 
 import keras
 
-from models._common import apply_conv
-from models._common import check_inputs
-from models._common import initialized_stage_conv
-from models._common import lrn as make_lrn
-from models._common import scaled
-from models._common import separable_stem_conv
+from convnet_repro.models._common import apply_conv
+from convnet_repro.models._common import check_inputs
+from convnet_repro.models._common import initialized_stage_conv
+from convnet_repro.models._common import lrn as make_lrn
+from convnet_repro.models._common import scaled
+from convnet_repro.models._common import separable_stem_conv
 
 STAGES = ("conv1", "conv2", "inception3", "inception4", "inception5")
 

@@ -38,8 +38,8 @@ import os
 import keras
 import numpy as np
 
-from models.resnet import build_resnet
-from models.vgg import build_vgg
+from convnet_repro.models.resnet import build_resnet
+from convnet_repro.models.vgg import build_vgg
 
 # keras.applications.imagenet_utils "caffe" mode mean, in RGB order (its
 # BGR list reversed), in 0-255 units.

@@ -10,7 +10,7 @@ Reference:
 
 import keras
 
-from models._common import check_inputs
+from convnet_repro.models._common import check_inputs
 
 
 def build_bn_mnist_mlp(

@@ -34,11 +34,11 @@ Deliberate choices:
 
 import keras
 
-from models._common import ZeroPadChannels
-from models._common import check_inputs
-from models._common import scaled
-from models._common import stage_conv
-from models._common import symmetric_pad
+from convnet_repro.models._common import ZeroPadChannels
+from convnet_repro.models._common import check_inputs
+from convnet_repro.models._common import scaled
+from convnet_repro.models._common import stage_conv
+from convnet_repro.models._common import symmetric_pad
 
 # Table 1 as data. "widths" are the stages' (bottleneck inner) widths.
 VARIANTS = {

@@ -9,8 +9,8 @@
 
 import keras
 
-from models._common import check_inputs
-from models._common import stage_conv
+from convnet_repro.models._common import check_inputs
+from convnet_repro.models._common import stage_conv
 
 STAGES = ("conv1", "conv2")
 

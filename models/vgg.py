@@ -24,10 +24,10 @@ Deliberate deviations:
 
 import keras
 
-from models._common import check_inputs
-from models._common import initialized_stage_conv
-from models._common import lrn as make_lrn
-from models._common import scaled
+from convnet_repro.models._common import check_inputs
+from convnet_repro.models._common import initialized_stage_conv
+from convnet_repro.models._common import lrn as make_lrn
+from convnet_repro.models._common import scaled
 
 STAGES = ("block1", "block2", "block3", "block4", "block5")
 

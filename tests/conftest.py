@@ -47,8 +47,8 @@ def ilsvrc_sample(tmp_path_factory):
     session (`experiments.data.ilsvrc_sample`; 20 train + 20 val images of
     each of 10 wnids, ~7 s): `{"folder", "manual_dir", "wnids", "train",
     "val"}`."""
-    from experiments.data import data_root
-    from experiments.data import ilsvrc_sample as sample
+    from convnet_repro.experiments.data import data_root
+    from convnet_repro.experiments.data import ilsvrc_sample as sample
 
     if data_root.resolve_local_dir("imagenette") is None:
         pytest.skip("Imagenette not found in the offline data root")
@@ -59,7 +59,7 @@ def ilsvrc_sample(tmp_path_factory):
 def ilsvrc_tfds_dir(ilsvrc_sample, tmp_path_factory):
     """tfds `data_dir` with `imagenet2012` really prepared from the sample's
     `manual_dir` tars (once per session, ~8 s), in 4 shards per split."""
-    from experiments.data import ilsvrc_sample as sample
+    from convnet_repro.experiments.data import ilsvrc_sample as sample
 
     data_dir = tmp_path_factory.mktemp("ilsvrc_tfds")
     sample.prepare_tfds(ilsvrc_sample["manual_dir"], data_dir, num_shards=4)

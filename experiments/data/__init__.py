@@ -1,17 +1,18 @@
 """Data pipelines: `make_datasets` (train/val `tf.data`) and `eval_views`.
 
 `conf/data/<name>.yaml` instantiates `experiments.data.make_datasets`;
-`python -m experiments.data [name ...]` (`make data-check`) checks them.
+`python -m convnet_repro.experiments.data [name ...]` (`make data-check`)
+checks them.
 """
 
-from experiments.data.augment import POLICIES
-from experiments.data.augment import build_policy
-from experiments.data.eval_views import PROTOCOLS
-from experiments.data.eval_views import eval_views
-from experiments.data.idx_format import read_idx
-from experiments.data.pipeline import DATASETS
-from experiments.data.pipeline import make_datasets
-from experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.data.augment import POLICIES
+from convnet_repro.experiments.data.augment import build_policy
+from convnet_repro.experiments.data.eval_views import PROTOCOLS
+from convnet_repro.experiments.data.eval_views import eval_views
+from convnet_repro.experiments.data.idx_format import read_idx
+from convnet_repro.experiments.data.pipeline import DATASETS
+from convnet_repro.experiments.data.pipeline import make_datasets
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
 __all__ = [
     "DATASETS",

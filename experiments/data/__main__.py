@@ -1,4 +1,4 @@
-"""Checks the data configs: `python -m experiments.data [name ...]`.
+"""Checks the data configs: `python -m convnet_repro.experiments.data`.
 
 For each `conf/data/<name>.yaml` (default: all), builds the datasets with
 seed 0 and prints where the data came from, the batch shapes, value range,
@@ -6,7 +6,8 @@ label counts of the first batches and the train-stream throughput. Extra
 `key=value` arguments override config keys (e.g. `num_train_examples=500`).
 
 Example:
-    python -m experiments.data mnist imagenette num_train_examples=2000
+    python -m convnet_repro.experiments.data mnist imagenette \
+        num_train_examples=2000
 """
 
 import os
@@ -21,7 +22,7 @@ import hydra.errors  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.engine.exit_codes import MissingDataError  # noqa: E402
+from convnet_repro.experiments.engine.exit_codes import MissingDataError  # noqa: E402
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf" / "data"
 

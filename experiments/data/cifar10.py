@@ -13,7 +13,7 @@ import pickle
 
 import numpy as np
 
-from experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
 # CIFAR-10 batch files (python pickles, or `<name>.bin` in the binary
 # version), inside `cifar-10-batches-py/` or `cifar-10-batches-bin/`.

@@ -11,8 +11,8 @@ four IDX `.gz` files), `imagenette2-224/{train,val}/<wnid>/*.JPEG` (see
 import os
 import pathlib
 
-from experiments.data.cifar10 import cifar10_batch_files
-from experiments.data.idx_format import is_idx_dir
+from convnet_repro.experiments.data.cifar10 import cifar10_batch_files
+from convnet_repro.experiments.data.idx_format import is_idx_dir
 
 ENV_VAR = "CONVNET_REPRO_DATA_DIR"
 

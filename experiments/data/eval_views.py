@@ -10,7 +10,7 @@ are `experiments.data.protocol_views`, which builds on these.
 
 import tensorflow as tf
 
-from experiments.data import augment as aug
+from convnet_repro.experiments.data import augment as aug
 
 PROTOCOLS = ("center", "ten_crop")
 

@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 
-from experiments.engine.exit_codes import DataError
+from convnet_repro.experiments.engine.exit_codes import DataError
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

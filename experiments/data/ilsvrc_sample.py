@@ -23,7 +23,8 @@ label (`placeholder="jpeg"` writes 8x8 JPEG placeholders instead, which
 tfds then also turns into val examples).
 
 Example:
-    python -m experiments.data.ilsvrc_sample /tmp/ilsvrc --per-class 20
+    python -m convnet_repro.experiments.data.ilsvrc_sample /tmp/ilsvrc \
+        --per-class 20
 """
 
 import argparse
@@ -34,8 +35,8 @@ import pathlib
 import shutil
 import tarfile
 
-from experiments.data import data_root
-from experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.data import data_root
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
 LAYOUTS = ("folder", "tfds")
 PLACEHOLDERS = ("directory", "jpeg")
@@ -288,7 +289,7 @@ def prepare_tfds(manual_dir, data_dir, num_shards=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.data.ilsvrc_sample",
+        prog="python -m convnet_repro.experiments.data.ilsvrc_sample",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("out_dir")

@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from experiments.engine.exit_codes import DataError
+from convnet_repro.experiments.engine.exit_codes import DataError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif")
 

@@ -32,11 +32,11 @@ ones given in 0-255 units and multiplied by `rescale` (`pixel_statistic`).
 import numpy as np
 import tensorflow as tf
 
-from experiments.data import augment as aug
-from experiments.data import holdout
-from experiments.data import splits
-from experiments.data import streams
-from experiments.data.splits import DATASETS  # noqa: F401  (the registry)
+from convnet_repro.experiments.data import augment as aug
+from convnet_repro.experiments.data import holdout
+from convnet_repro.experiments.data import splits
+from convnet_repro.experiments.data import streams
+from convnet_repro.experiments.data.splits import DATASETS  # noqa: F401  (the registry)
 
 SOURCES = ("auto", "tfds", "local")
 EVAL_SPLITS = ("val", "tuning")

@@ -13,8 +13,8 @@ The batched crops come from `experiments.data.eval_views`.
 
 import tensorflow as tf
 
-from experiments.data import augment
-from experiments.data.eval_views import eval_views
+from convnet_repro.experiments.data import augment
+from convnet_repro.experiments.data.eval_views import eval_views
 
 PROTOCOLS = ("center", "ten_crop", "multi_crop")
 # Szegedy et al. 2015, Sec. 7: shorter sides 256, 288, 320, 352 for a 224 crop.

@@ -16,16 +16,16 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from experiments.data import augment as aug
-from experiments.data import cifar10
-from experiments.data import data_root
-from experiments.data import idx_format
-from experiments.data import ilsvrc_sample
-from experiments.data import image_folder
-from experiments.data import synthetic
-from experiments.data import tfds_stream
-from experiments.engine.exit_codes import DataError
-from experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.data import augment as aug
+from convnet_repro.experiments.data import cifar10
+from convnet_repro.experiments.data import data_root
+from convnet_repro.experiments.data import idx_format
+from convnet_repro.experiments.data import ilsvrc_sample
+from convnet_repro.experiments.data import image_folder
+from convnet_repro.experiments.data import synthetic
+from convnet_repro.experiments.data import tfds_stream
+from convnet_repro.experiments.engine.exit_codes import DataError
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -7,9 +7,9 @@ reading the ones before it.
 
 import tensorflow as tf
 
-from experiments.data import tfds_stream
-from experiments.data.splits import decode_image
-from experiments.data.splits import square_image
+from convnet_repro.experiments.data import tfds_stream
+from convnet_repro.experiments.data.splits import decode_image
+from convnet_repro.experiments.data.splits import square_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -13,7 +13,7 @@ import tempfile
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine import metric_keys as mk
 
 MODEL_ARTIFACT_DIR = "model"
 LEARNING_CURVES = "figures/learning_curves.png"

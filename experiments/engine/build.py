@@ -15,13 +15,13 @@ import keras
 import tensorflow as tf
 from hydra.errors import InstantiationException
 
-from experiments.engine import finetune
-from experiments.engine import optimization
-from experiments.engine import tracking
-from experiments.engine.config_schema import ConfigError
-from experiments.engine.config_schema import MixedPrecision
-from experiments.engine.exit_codes import DataError
-from experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.engine import finetune
+from convnet_repro.experiments.engine import optimization
+from convnet_repro.experiments.engine import tracking
+from convnet_repro.experiments.engine.config_schema import ConfigError
+from convnet_repro.experiments.engine.config_schema import MixedPrecision
+from convnet_repro.experiments.engine.exit_codes import DataError
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
 
 def seed_and_policy(cfg):

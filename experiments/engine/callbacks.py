@@ -31,12 +31,12 @@ import pathlib
 
 import keras
 
-from experiments.engine import metric_keys as mk
-from experiments.engine.checkpoints import CHECKPOINT_FILE  # noqa: F401
-from experiments.engine.checkpoints import STATE_FILE  # noqa: F401
-from experiments.engine.checkpoints import read_checkpoint_state  # noqa: F401
-from experiments.engine.checkpoints import restore_seed_states  # noqa: F401
-from experiments.engine.checkpoints import save_checkpoint
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine.checkpoints import CHECKPOINT_FILE  # noqa: F401
+from convnet_repro.experiments.engine.checkpoints import STATE_FILE  # noqa: F401
+from convnet_repro.experiments.engine.checkpoints import read_checkpoint_state  # noqa: F401
+from convnet_repro.experiments.engine.checkpoints import restore_seed_states  # noqa: F401
+from convnet_repro.experiments.engine.checkpoints import save_checkpoint
 
 
 def accuracy_to_error(logs, prefix=""):

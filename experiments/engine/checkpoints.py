@@ -39,8 +39,8 @@ import pathlib
 import shutil
 import zipfile
 
-from experiments.engine.exit_codes import CheckpointError
-from experiments.engine.exit_codes import RunLockedError
+from convnet_repro.experiments.engine.exit_codes import CheckpointError
+from convnet_repro.experiments.engine.exit_codes import RunLockedError
 
 log = logging.getLogger(__name__)
 

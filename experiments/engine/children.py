@@ -19,17 +19,17 @@ from omegaconf import DictConfig
 from omegaconf import OmegaConf
 from omegaconf import open_dict
 
-from experiments.engine import build
-from experiments.engine import compare
-from experiments.engine import distribute
-from experiments.engine import metric_keys as mk
-from experiments.engine import metric_log
-from experiments.engine import outage
-from experiments.engine import run_queries
-from experiments.engine import tracking
-from experiments.engine.config_checks import active_variants
-from experiments.engine.config_checks import variant_items
-from experiments.engine.run import run_one
+from convnet_repro.experiments.engine import build
+from convnet_repro.experiments.engine import compare
+from convnet_repro.experiments.engine import distribute
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine import metric_log
+from convnet_repro.experiments.engine import outage
+from convnet_repro.experiments.engine import run_queries
+from convnet_repro.experiments.engine import tracking
+from convnet_repro.experiments.engine.config_checks import active_variants
+from convnet_repro.experiments.engine.config_checks import variant_items
+from convnet_repro.experiments.engine.run import run_one
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import mlflow
 from omegaconf import DictConfig
 from omegaconf import OmegaConf
 
-from experiments.engine import metric_keys as mk
-from experiments.engine.config_checks import active_variants
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine.config_checks import active_variants
 
 NOTE_TAG = "mlflow.note.content"
 CURVE_PREFIX = mk.CURVE_PREFIX

@@ -61,7 +61,7 @@ def compose(overrides=(), tmp_path=None, return_hydra_config=False):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import experiments.engine.config_schema  # noqa: F401  (schema, resolver)
+    import convnet_repro.experiments.engine.config_schema  # noqa: F401  (schema, resolver)
 
     overrides = list(overrides)
     if tmp_path is not None:

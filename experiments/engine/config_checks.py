@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from omegaconf import ListConfig
 from omegaconf import OmegaConf
 
-from experiments.engine.config_schema import ConfigError
+from convnet_repro.experiments.engine.config_schema import ConfigError
 
 log = logging.getLogger(__name__)
 

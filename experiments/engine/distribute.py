@@ -10,7 +10,7 @@ import logging
 
 import tensorflow as tf
 
-from experiments.engine.config_schema import Strategy
+from convnet_repro.experiments.engine.config_schema import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,9 @@ def make_strategy(trainer):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if kind == Strategy.multi_worker:
-        from experiments.engine.compat import patch_multi_worker_reduce
+        from convnet_repro.experiments.engine.compat import (
+            patch_multi_worker_reduce,
+        )
 
         patch_multi_worker_reduce()
         # Reads TF_CONFIG; every worker runs the same command.

@@ -58,9 +58,9 @@ import pathlib
 import keras
 import numpy as np
 
-from experiments.engine import metric_log
-from experiments.engine import optimization
-from experiments.engine.callbacks import accuracy_to_error
+from convnet_repro.experiments.engine import metric_log
+from convnet_repro.experiments.engine import optimization
+from convnet_repro.experiments.engine.callbacks import accuracy_to_error
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Process exit codes of the command-line entry points, and their errors.
 
-One table for `python -m experiments.train` (and anything that reuses
+One table for `python -m convnet_repro.experiments.train` (and anything that
+reuses
 `exit_code_for`): a scheduler, `make` or CI can tell a typo from a diverged
 run from a dead tracking server without reading logs.
 
@@ -64,8 +65,10 @@ def exit_code_for(error):
         An `ExitCode`.
     """
     # Imported here: this module stays importable without TF/MLflow.
-    from experiments.engine.config_schema import ConfigError
-    from experiments.engine.tracking import TrackingUnavailableError
+    from convnet_repro.experiments.engine.config_schema import ConfigError
+    from convnet_repro.experiments.engine.tracking import (
+        TrackingUnavailableError,
+    )
 
     if error is None:
         return ExitCode.OK

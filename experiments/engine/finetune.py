@@ -37,7 +37,7 @@ import logging
 
 import keras
 
-from experiments.engine.config_schema import ConfigError
+from convnet_repro.experiments.engine.config_schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def enabled(cfg):
 
 def source_run_id(source):
     """MLflow run id of `source`, or None for a `.keras` path."""
-    from experiments.evaluation import sources
+    from convnet_repro.experiments.evaluation import sources
 
     source = str(source)
     if source.endswith(".keras"):
@@ -60,7 +60,7 @@ def source_run_id(source):
 
 def load_source(source):
     """The source model (`compile=False`); one-line `ConfigError` if absent."""
-    from experiments.evaluation import sources
+    from convnet_repro.experiments.evaluation import sources
 
     try:
         return sources.load_model(source)

@@ -24,17 +24,17 @@ resume into the same run needs.
 import hydra
 import keras
 
-from experiments.engine import artifacts
-from experiments.engine import callbacks as cbs
-from experiments.engine import compat
-from experiments.engine import distribute
-from experiments.engine import metric_keys as mk
-from experiments.engine import metric_log
-from experiments.engine import optimization
-from experiments.engine import progress
-from experiments.engine.config_checks import fit_chunk_steps
-from experiments.engine.config_schema import Strategy
-from experiments.engine.exit_codes import CheckpointError
+from convnet_repro.experiments.engine import artifacts
+from convnet_repro.experiments.engine import callbacks as cbs
+from convnet_repro.experiments.engine import compat
+from convnet_repro.experiments.engine import distribute
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine import metric_log
+from convnet_repro.experiments.engine import optimization
+from convnet_repro.experiments.engine import progress
+from convnet_repro.experiments.engine.config_checks import fit_chunk_steps
+from convnet_repro.experiments.engine.config_schema import Strategy
+from convnet_repro.experiments.engine.exit_codes import CheckpointError
 
 
 def restore(model, optimizer, strategy, ckpt_dir, state, start_step):
@@ -138,7 +138,7 @@ def _final_scores(model, train_ds, val_ds, t, logger, buffer, start_step):
                 }
                 break
     if t.bn_population_stats:
-        from layers import recompute_batch_norm_statistics
+        from convnet_repro.layers import recompute_batch_norm_statistics
 
         recompute_batch_norm_statistics(
             model, train_ds, num_batches=t.bn_population_batches

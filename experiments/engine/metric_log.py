@@ -38,10 +38,10 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from experiments.engine.outage import RETRIES_ENV
-from experiments.engine.outage import TIMEOUT_ENV
-from experiments.engine.outage import reason
-from experiments.engine.outage import unreachable
+from convnet_repro.experiments.engine.outage import RETRIES_ENV
+from convnet_repro.experiments.engine.outage import TIMEOUT_ENV
+from convnet_repro.experiments.engine.outage import reason
+from convnet_repro.experiments.engine.outage import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,10 @@ class MetricBuffer:
 
     def _probe(self):
         """One short request before a batch (no MLflow retry cycle)."""
-        from experiments.engine.tracking import TrackingUnavailableError
-        from experiments.engine.tracking import check_reachable
+        from convnet_repro.experiments.engine.tracking import (
+            TrackingUnavailableError,
+        )
+        from convnet_repro.experiments.engine.tracking import check_reachable
 
         timeout = float(os.environ.get(TIMEOUT_ENV, 2))
         try:

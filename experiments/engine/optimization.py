@@ -9,10 +9,12 @@ import hydra
 import keras
 from omegaconf import OmegaConf
 
-from experiments.engine import metric_keys as mk
-from experiments.engine.compat import model_supports_jit
-from experiments.engine.config_schema import ConfigError
-from experiments.engine.distribute import effective_steps_per_execution
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine.compat import model_supports_jit
+from convnet_repro.experiments.engine.config_schema import ConfigError
+from convnet_repro.experiments.engine.distribute import (
+    effective_steps_per_execution,
+)
 
 # Optimizer keys the engine reads itself (not arguments of the optimizer).
 ENGINE_OPTIMIZER_KEYS = ("weight_decay_style",)

@@ -18,16 +18,16 @@ import keras
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import build
-from experiments.engine import callbacks as cbs
-from experiments.engine import checkpoints
-from experiments.engine import compare
-from experiments.engine import distribute
-from experiments.engine import metric_keys as mk
-from experiments.engine import metric_log
-from experiments.engine import progress
-from experiments.engine import tracking
-from experiments.engine.fit import fit_run
+from convnet_repro.experiments.engine import build
+from convnet_repro.experiments.engine import callbacks as cbs
+from convnet_repro.experiments.engine import checkpoints
+from convnet_repro.experiments.engine import compare
+from convnet_repro.experiments.engine import distribute
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine import metric_log
+from convnet_repro.experiments.engine import progress
+from convnet_repro.experiments.engine import tracking
+from convnet_repro.experiments.engine.fit import fit_run
 
 log = logging.getLogger(__name__)
 

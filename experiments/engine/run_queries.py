@@ -4,7 +4,7 @@ Used by the engine (a parent's `mean/*` over its children) and by the
 reports and the evaluation hook (the runs of a finished experiment).
 """
 
-from experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine import metric_keys as mk
 
 PARENT_TAG = "mlflow.parentRunId"
 

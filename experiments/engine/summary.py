@@ -1,4 +1,4 @@
-"""The closing summary that `python -m experiments.train` prints.
+"""The closing summary that `python -m convnet_repro.experiments.train` prints.
 
 Status per run, the report's table (as text) and output paths, the parent
 run id and the command that opens it in the MLflow UI. `json_result` is the
@@ -11,7 +11,7 @@ import pathlib
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine import metric_keys as mk
 
 _METRIC = mk.VAL_TOP1_ACCURACY
 _MAX_TABLE_LINES = 40

@@ -33,8 +33,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from omegaconf import OmegaConf
 
-from experiments.engine import outage
-from experiments.engine.run_queries import PARENT_TAG
+from convnet_repro.experiments.engine import outage
+from convnet_repro.experiments.engine.run_queries import PARENT_TAG
 
 RUN_KEY_TAG = "repro.run_key"
 _NAMESPACE = "convnet_repro"
@@ -186,8 +186,8 @@ def _check_artifact_folder(experiment):
 
 
 def _check_writable(folder, experiment_name, location):
-    from experiments.engine.checkpoints import ensure_writable_dir
-    from experiments.engine.exit_codes import InfrastructureError
+    from convnet_repro.experiments.engine.checkpoints import ensure_writable_dir
+    from convnet_repro.experiments.engine.exit_codes import InfrastructureError
 
     try:
         ensure_writable_dir(folder)
@@ -341,7 +341,7 @@ def reproducibility_tags(cfg=None):
     for tag in _get(cfg, "tags", None) or []:
         tags[f"tag.{tag}"] = "true"
     if cfg is not None:
-        from experiments.engine import (
+        from convnet_repro.experiments.engine import (
             finetune,  # the source run, linked in the UI
         )
 

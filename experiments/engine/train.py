@@ -1,4 +1,4 @@
-"""Train one experiment: `python -m experiments.train experiment=<name>`.
+"""Train one experiment: `python -m convnet_repro.experiments.train`.
 
 The engine behind every `make` target. It composes the Hydra config
 (`conf/train.yaml`, schema `experiments.engine.config_schema.TrainConfig`),
@@ -19,8 +19,9 @@ then:
 
 Example:
 
-    python -m experiments.train experiment=bn_mnist trainer.steps=2000
-    python -m experiments.train -m optimizer.learning_rate=0.1,0.5
+    python -m convnet_repro.experiments.train experiment=bn_mnist \
+        trainer.steps=2000
+    python -m convnet_repro.experiments.train -m optimizer.learning_rate=0.1,0.5
 """
 
 import os
@@ -34,23 +35,23 @@ import sys  # noqa: E402
 import hydra  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from experiments.engine import compare  # noqa: E402
-from experiments.engine import distribute  # noqa: E402
-from experiments.engine import progress  # noqa: E402
-from experiments.engine import summary as summary_lib  # noqa: E402
-from experiments.engine import tracking  # noqa: E402
-from experiments.engine.children import call_report  # noqa: E402
-from experiments.engine.children import expand_children  # noqa: E402
-from experiments.engine.children import train_children  # noqa: E402
-from experiments.engine.compose import CONF_DIR  # noqa: E402
-from experiments.engine.config_checks import validate_config  # noqa: E402
-from experiments.engine.exit_codes import ExitCode  # noqa: E402
-from experiments.engine.exit_codes import describe  # noqa: E402
-from experiments.engine.exit_codes import exit_code_for  # noqa: E402
-from experiments.engine.exit_codes import exit_code_for_result  # noqa: E402
-from experiments.engine.run import checkpoint_dir  # noqa: E402
-from experiments.engine.run import run_lock  # noqa: E402
-from experiments.engine.run import run_one  # noqa: E402
+from convnet_repro.experiments.engine import compare  # noqa: E402
+from convnet_repro.experiments.engine import distribute  # noqa: E402
+from convnet_repro.experiments.engine import progress  # noqa: E402
+from convnet_repro.experiments.engine import summary as summary_lib  # noqa: E402
+from convnet_repro.experiments.engine import tracking  # noqa: E402
+from convnet_repro.experiments.engine.children import call_report  # noqa: E402
+from convnet_repro.experiments.engine.children import expand_children  # noqa: E402
+from convnet_repro.experiments.engine.children import train_children  # noqa: E402
+from convnet_repro.experiments.engine.compose import CONF_DIR  # noqa: E402
+from convnet_repro.experiments.engine.config_checks import validate_config  # noqa: E402
+from convnet_repro.experiments.engine.exit_codes import ExitCode  # noqa: E402
+from convnet_repro.experiments.engine.exit_codes import describe  # noqa: E402
+from convnet_repro.experiments.engine.exit_codes import exit_code_for  # noqa: E402
+from convnet_repro.experiments.engine.exit_codes import exit_code_for_result  # noqa: E402
+from convnet_repro.experiments.engine.run import checkpoint_dir  # noqa: E402
+from convnet_repro.experiments.engine.run import run_lock  # noqa: E402
+from convnet_repro.experiments.engine.run import run_one  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def _failures(result, name=""):
 
 
 def _cli():
-    """`python -m experiments.train`: `main`, then the sweep's exit code."""
+    """`python -m convnet_repro.experiments.train`: `main`, then the exit code
+    of the sweep."""
     main()
     sys.exit(int(_SWEEP_EXIT[0]))
 

@@ -12,15 +12,16 @@ Modules (flow: sources -> predict -> scoring/store -> records):
 - `records`: evaluation runs in MLflow (metrics, tags, stored predictions).
 - `report_hook`: the experiments' `report:` hook (table rows, ensembles).
 
-The command line is `python -m experiments.evaluate` (a thin shell).
+The command line is `python -m convnet_repro.experiments.evaluate` (a thin
+shell).
 """
 
-from experiments.data.protocol_views import PROTOCOLS
-from experiments.evaluation.predict import eval_dataset
-from experiments.evaluation.predict import evaluate
-from experiments.evaluation.records import log_evaluation
-from experiments.evaluation.report_hook import evaluate_experiment
-from experiments.evaluation.sources import load_model
+from convnet_repro.experiments.data.protocol_views import PROTOCOLS
+from convnet_repro.experiments.evaluation.predict import eval_dataset
+from convnet_repro.experiments.evaluation.predict import evaluate
+from convnet_repro.experiments.evaluation.records import log_evaluation
+from convnet_repro.experiments.evaluation.report_hook import evaluate_experiment
+from convnet_repro.experiments.evaluation.sources import load_model
 
 __all__ = [
     "PROTOCOLS",

@@ -16,9 +16,9 @@ called per batch of crops instead.
 
 import numpy as np
 
-from experiments.data.protocol_views import image_views
-from experiments.data.protocol_views import num_views
-from experiments.evaluation import scoring
+from convnet_repro.experiments.data.protocol_views import image_views
+from convnet_repro.experiments.data.protocol_views import num_views
+from convnet_repro.experiments.evaluation import scoring
 
 # Largest number of crops per model call and per tf.data batch: a batch of
 # images holds at most this many views (144-crop: 3 images of 144 views).
@@ -147,7 +147,7 @@ def batch_probabilities(
     """
     import tensorflow as tf
 
-    from experiments.engine.progress import ExperimentProgress
+    from convnet_repro.experiments.engine.progress import ExperimentProgress
 
     crop = crop_size(models)
     views = num_views(protocol, scales)

@@ -13,7 +13,7 @@ Uses the client API, so it works while another run is active (inside the
 engine's `report:` hook).
 """
 
-from experiments.evaluation import store
+from convnet_repro.experiments.evaluation import store
 
 DEFAULT_EXPERIMENT = "imagenet_table"
 PREDICTIONS_DIR = "predictions"
@@ -114,7 +114,8 @@ def stored_predictions(run_id, dst_dir):
     if not {store.PROBABILITIES, store.LABELS} <= names:
         raise ValueError(
             "The run holds no stored predictions; score it with "
-            "python -m experiments.evaluate (which logs them) first. "
+            "python -m convnet_repro.experiments.evaluate (which logs them) "
+            "first. "
             f"Received: run_id={run_id!r}"
         )
     return mlflow.artifacts.download_artifacts(

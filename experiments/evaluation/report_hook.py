@@ -11,18 +11,18 @@ one batch of views, whatever the number of images or models.
 import os
 import tempfile
 
-from experiments.data.protocol_views import num_views
-from experiments.evaluation import predict
-from experiments.evaluation import records
-from experiments.evaluation import scoring
-from experiments.evaluation import sources
-from experiments.evaluation import store
+from convnet_repro.experiments.data.protocol_views import num_views
+from convnet_repro.experiments.evaluation import predict
+from convnet_repro.experiments.evaluation import records
+from convnet_repro.experiments.evaluation import scoring
+from convnet_repro.experiments.evaluation import sources
+from convnet_repro.experiments.evaluation import store
 
 
 def _child_runs(parent_run_id):
     from mlflow import MlflowClient
 
-    from experiments.engine.run_queries import child_runs
+    from convnet_repro.experiments.engine.run_queries import child_runs
 
     return [r.info.run_id for r in child_runs(MlflowClient(), parent_run_id)]
 

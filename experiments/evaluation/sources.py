@@ -152,8 +152,8 @@ def load_model(
     import mlflow
     from mlflow import MlflowClient
 
-    import layers  # noqa: F401  (registers the custom layers)
-    import models  # noqa: F401  (registers model-level custom objects)
+    from convnet_repro import layers  # noqa: F401  (registers the custom layers)
+    from convnet_repro import models  # noqa: F401  (registers model-level custom objects)
 
     source = str(source)
     if is_keras_source(source):
@@ -169,7 +169,7 @@ def load_model(
     if artifact is None:
         raise ValueError(
             "The run has no .keras artifact; train it with "
-            "python -m experiments.train "
+            "python -m convnet_repro.experiments.train "
             f"(which logs the final model). Received: source={source!r}"
         )
     if dst_dir is not None:
@@ -207,7 +207,7 @@ def build_keras_source(source, weights=None, num_classes=1000, data_cfg=None):
             f"Unknown keras: model; use one of {list(KERAS_ARCHS)}. "
             f"Received: source={source!r}"
         )
-    from models.keras_applications import build_with_keras_weights
+    from convnet_repro.models.keras_applications import build_with_keras_weights
 
     data = dict(data_cfg or {})
     kwargs = {
@@ -225,7 +225,7 @@ def build_keras_source(source, weights=None, num_classes=1000, data_cfg=None):
 def keras_data_overrides(rescale):
     """Hydra overrides giving `keras:` sources the input their weights
     were trained on: the caffe mean RGB in the pipeline's units, no std."""
-    from models.keras_applications import keras_data_settings
+    from convnet_repro.models.keras_applications import keras_data_settings
 
     mean = keras_data_settings(float(rescale))["mean"]
     return [f"data.mean=[{','.join(repr(m) for m in mean)}]", "data.std=null"]
@@ -246,7 +246,7 @@ def data_mismatch(run_params, data_cfg):
     from omegaconf import DictConfig
     from omegaconf import OmegaConf
 
-    from experiments.engine.tracking import flatten
+    from convnet_repro.experiments.engine.tracking import flatten
 
     if isinstance(data_cfg, DictConfig):
         data_cfg = OmegaConf.to_container(data_cfg, resolve=True)

@@ -22,7 +22,7 @@ in one MLflow store, with the configs unchanged:
 
 import pathlib
 
-from experiments.rehearsal import stages as stages_lib
+from convnet_repro.experiments.rehearsal import stages as stages_lib
 
 PRETRAIN = "imagenet21k_alexnet_conv6_pretrain"
 REGISTERED = "imagenet21k_alexnet_conv6"
@@ -84,7 +84,7 @@ def check_21k_labels(root, labels):
     Returns:
         `(ok, detail)`.
     """
-    from experiments.data import splits as data_splits
+    from convnet_repro.experiments.data import splits as data_splits
 
     splits = data_splits.load(
         "imagenet21k", "local", str(root), None, None, False,
@@ -150,8 +150,8 @@ def _prefixed(label, found):
 
 
 def _trained(experiment, data_overrides, store):
-    from experiments.engine import train as train_lib
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine import train as train_lib
+    from convnet_repro.experiments.engine.compose import compose
 
     _, command = stages_lib.compose_rehearsal(
         experiment,
@@ -163,7 +163,7 @@ def _trained(experiment, data_overrides, store):
 
 
 def _finetuned(client, experiment, version, registered):
-    from experiments.evaluation import sources
+    from convnet_repro.experiments.evaluation import sources
 
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
@@ -189,7 +189,7 @@ def _finetuned(client, experiment, version, registered):
 
 
 def _cfg(experiment):
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine.compose import compose
 
     return compose([f"experiment={experiment}", "debug=rehearsal"])
 

@@ -17,26 +17,29 @@ import hydra
 import numpy as np
 from omegaconf import OmegaConf
 
-from experiments.data import augment as aug
-from experiments.data.protocol_views import num_views
-from experiments.engine import metric_keys as mk
+from convnet_repro.experiments.data import augment as aug
+from convnet_repro.experiments.data.protocol_views import num_views
+from convnet_repro.experiments.engine import metric_keys as mk
 
 # (builder, variant) -> trainable parameters of the paper network.
 PAPER_PARAMETERS = {
-    ("models.alexnet.build_alexnet", None): 60_965_224,  # two towers
-    ("models.vgg.build_vgg", "A"): 132_863_336,
-    ("models.vgg.build_vgg", "A-LRN"): 132_863_336,
-    ("models.vgg.build_vgg", "B"): 133_047_848,
-    ("models.vgg.build_vgg", "C"): 133_638_952,
-    ("models.vgg.build_vgg", "D"): 138_357_544,
-    ("models.vgg.build_vgg", "E"): 143_667_240,
-    ("models.googlenet.build_googlenet", None): 6_998_552,
-    ("models.resnet.build_resnet", "resnet18"): 11_689_512,
-    ("models.resnet.build_resnet", "resnet34"): 21_797_672,
-    ("models.resnet.build_resnet", "resnet50"): 25_557_032,
-    ("models.resnet.build_resnet", "resnet101"): 44_549_160,
-    ("models.resnet.build_resnet", "resnet152"): 60_192_808,
-    ("models.bn_inception.build_bn_inception", None): 11_278_528,
+    (
+        "convnet_repro.models.alexnet.build_alexnet",
+        None,
+    ): 60_965_224,  # two towers
+    ("convnet_repro.models.vgg.build_vgg", "A"): 132_863_336,
+    ("convnet_repro.models.vgg.build_vgg", "A-LRN"): 132_863_336,
+    ("convnet_repro.models.vgg.build_vgg", "B"): 133_047_848,
+    ("convnet_repro.models.vgg.build_vgg", "C"): 133_638_952,
+    ("convnet_repro.models.vgg.build_vgg", "D"): 138_357_544,
+    ("convnet_repro.models.vgg.build_vgg", "E"): 143_667_240,
+    ("convnet_repro.models.googlenet.build_googlenet", None): 6_998_552,
+    ("convnet_repro.models.resnet.build_resnet", "resnet18"): 11_689_512,
+    ("convnet_repro.models.resnet.build_resnet", "resnet34"): 21_797_672,
+    ("convnet_repro.models.resnet.build_resnet", "resnet50"): 25_557_032,
+    ("convnet_repro.models.resnet.build_resnet", "resnet101"): 44_549_160,
+    ("convnet_repro.models.resnet.build_resnet", "resnet152"): 60_192_808,
+    ("convnet_repro.models.bn_inception.build_bn_inception", None): 11_278_528,
 }
 # Shortcut options A/C of ResNet-34 and BN-free Inception move the count by
 # < 5% (projection shortcuts, BN gamma/beta).
@@ -316,7 +319,7 @@ def check_resumed(client, cfg, runs, killed_ids):
 
 
 def _child_configs(cfg):
-    from experiments.engine.train import expand_children
+    from convnet_repro.experiments.engine.train import expand_children
 
     children = expand_children(cfg)
     return [(c.name, c.cfg) for c in children] or [("", cfg)]

@@ -8,7 +8,7 @@ sample and returns one `Stage` (pass/fail, seconds, detail) per stage:
    (resolution, parameter count, aux heads / towers, augmentation, batch
    shapes; `experiments.rehearsal.checks`).
 2. `killed`: training stops at `kill_at_step`, after the step-2 checkpoint.
-   `kill="subprocess"`: `python -m experiments.train` with
+   `kill="subprocess"`: `python -m convnet_repro.experiments.train` with
    `experiments.engine.callbacks.FaultInjection` (`os._exit`, the run stays
    RUNNING); `kill="inprocess"`: `train(cfg)` with the `Interrupt` callback
    (KeyboardInterrupt, the run is marked KILLED) - the same resume path,
@@ -35,7 +35,7 @@ import sys
 import time
 import traceback
 
-from experiments.rehearsal import checks
+from convnet_repro.experiments.rehearsal import checks
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 KILL_ENV = "REPRO_REHEARSAL_KILL"
@@ -101,7 +101,7 @@ def compose_rehearsal(experiment, overrides=()):
     The `report:` hook of `experiments.evaluate` also gets the rehearsal's
     `extras.rehearsal.evaluate` arguments (image count, batch).
     """
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine.compose import compose
 
     base = [f"experiment={experiment}", "debug=rehearsal", *overrides]
     cfg = compose(base)
@@ -111,7 +111,7 @@ def compose_rehearsal(experiment, overrides=()):
 def _report_overrides(cfg):
     report = cfg.get("report")
     if report is None or not str(report._target_).startswith(
-        "experiments.evaluat"
+        "convnet_repro.experiments.evaluat"
     ):
         return []
     extra = cfg.extras.rehearsal.evaluate
@@ -121,13 +121,13 @@ def _report_overrides(cfg):
 def _callback_overrides(workdir, mode, at_step):
     out = [
         "+callbacks.rehearsal_timer._target_="
-        "experiments.rehearsal.callbacks.StepTimer",
+        "convnet_repro.experiments.rehearsal.callbacks.StepTimer",
         f"+callbacks.rehearsal_timer.path={workdir}/steps.jsonl",
     ]
     if mode == "subprocess":
         out += [
             "+callbacks.rehearsal_kill._target_="
-            "experiments.engine.callbacks.FaultInjection",
+            "convnet_repro.experiments.engine.callbacks.FaultInjection",
             f"+callbacks.rehearsal_kill.at_step={at_step}",
             f"+callbacks.rehearsal_kill.exit_code={KILL_EXIT_CODE}",
             f"+callbacks.rehearsal_kill.env_var={KILL_ENV}",
@@ -135,7 +135,7 @@ def _callback_overrides(workdir, mode, at_step):
     else:
         out += [
             "+callbacks.rehearsal_kill._target_="
-            "experiments.rehearsal.callbacks.Interrupt",
+            "convnet_repro.experiments.rehearsal.callbacks.Interrupt",
             f"+callbacks.rehearsal_kill.at_step={at_step}",
             f"+callbacks.rehearsal_kill.flag={workdir}/interrupted",
         ]
@@ -145,7 +145,7 @@ def _callback_overrides(workdir, mode, at_step):
 def _train_subprocess(overrides, kill):
     env = dict(os.environ, **{KILL_ENV: "1" if kill else "0"})
     out = subprocess.run(
-        [sys.executable, "-m", "experiments.train", *overrides],
+        [sys.executable, "-m", "convnet_repro.experiments.train", *overrides],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -155,8 +155,8 @@ def _train_subprocess(overrides, kill):
 
 
 def _train_inprocess(overrides, kill):
-    from experiments.engine import train as train_lib
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine import train as train_lib
+    from convnet_repro.experiments.engine.compose import compose
 
     try:
         result = train_lib.train(compose(overrides))
@@ -251,7 +251,7 @@ def rehearse(
     """
     from mlflow import MlflowClient
 
-    from experiments.engine.compose import fresh_sqlite_store
+    from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
     if kill not in KILLS:
         raise ValueError(f"kill must be one of {KILLS}. Received: {kill!r}")
@@ -315,7 +315,8 @@ def rehearse(
         protocol = rows[0]["protocol"]
         run = sorted(_runs(client, cfg), key=lambda r: r.info.start_time)[0]
         args = [
-            sys.executable, "-m", "experiments.evaluate", run.info.run_id,
+            sys.executable, "-m", "convnet_repro.experiments.evaluate",
+            run.info.run_id,
             "--experiment", experiment, "--protocol", protocol,
             "--max-images", "1", "--batch-size", "1", "--scale", "full",
             "--tracking-uri", cfg.tracking.uri,
@@ -344,7 +345,7 @@ def rehearse(
         return ok, detail + ("" if ok else (out.stdout + out.stderr)[-2000:])
 
     def row():
-        from experiments.reports import imagenet_table
+        from convnet_repro.experiments.reports import imagenet_table
 
         table = imagenet_table.report(
             scale="full", results_dir=store / "results" / "imagenet_table"

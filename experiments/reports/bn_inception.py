@@ -12,7 +12,8 @@ to `results_dir` (committed, quoted in the README): `table.md`,
 Called by the engine once all child runs have finished (config key
 `report:`), or again later from the command line:
 
-    python -m experiments.reports.bn_inception --parent-run-id <id> \
+    python -m convnet_repro.experiments.reports.bn_inception \
+        --parent-run-id <id> \
         [--experiment bn_inception] [--tracking-uri sqlite:///mlruns.db]
 
 Reference:
@@ -24,15 +25,17 @@ Reference:
 import argparse
 import json
 
-from experiments.engine import metric_keys as mk
-from experiments.reports import resolve_dir
-from experiments.reports.bn_inception_curves import VARIANT_LABELS
-from experiments.reports.bn_inception_curves import steps_to_fixed
-from experiments.reports.bn_inception_curves import steps_to_fixed_seeds
-from experiments.reports.bn_inception_curves import summarize
-from experiments.reports.bn_inception_output import fmt_pct
-from experiments.reports.bn_inception_output import table_rows
-from experiments.reports.bn_inception_output import write_outputs
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.reports import resolve_dir
+from convnet_repro.experiments.reports.bn_inception_curves import VARIANT_LABELS
+from convnet_repro.experiments.reports.bn_inception_curves import steps_to_fixed
+from convnet_repro.experiments.reports.bn_inception_curves import (
+    steps_to_fixed_seeds,
+)
+from convnet_repro.experiments.reports.bn_inception_curves import summarize
+from convnet_repro.experiments.reports.bn_inception_output import fmt_pct
+from convnet_repro.experiments.reports.bn_inception_output import table_rows
+from convnet_repro.experiments.reports.bn_inception_output import write_outputs
 
 
 def fetch_histories(
@@ -56,7 +59,7 @@ def fetch_histories(
     Raises:
         ValueError: if the parent run has no child runs.
     """
-    from experiments.engine.run_queries import child_runs
+    from convnet_repro.experiments.engine.run_queries import child_runs
 
     children = child_runs(client, parent_run_id)
     if not children:
@@ -246,8 +249,8 @@ def main(argv=None):
 
     from omegaconf import OmegaConf
 
-    from experiments.engine import tracking
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine import tracking
+    from convnet_repro.experiments.engine.compose import compose
 
     cfg = compose([f"experiment={args.experiment}"])
     tracking.configure_cli(cfg.tracking, cfg.experiment_name, args.tracking_uri)

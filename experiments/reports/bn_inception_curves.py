@@ -23,8 +23,8 @@ mean at the steps every seed evaluated):
 import dataclasses
 import math
 
-from experiments.reports import smoothing
-from experiments.reports import statistics as st
+from convnet_repro.experiments.reports import smoothing
+from convnet_repro.experiments.reports import statistics as st
 
 SMOOTH_WINDOW = 3  # evaluations in the centred moving average
 

@@ -9,9 +9,11 @@ import csv
 import json
 import pathlib
 
-from experiments.reports.bn_inception_curves import SMOOTH_WINDOW
-from experiments.reports.bn_inception_curves import steps_to_fixed
-from experiments.reports.bn_inception_curves import steps_to_fixed_seeds
+from convnet_repro.experiments.reports.bn_inception_curves import SMOOTH_WINDOW
+from convnet_repro.experiments.reports.bn_inception_curves import steps_to_fixed
+from convnet_repro.experiments.reports.bn_inception_curves import (
+    steps_to_fixed_seeds,
+)
 
 TABLE_COLUMNS = (
     "variant",

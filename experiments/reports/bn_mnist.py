@@ -20,7 +20,7 @@ over seeds. The tuning split (the 10,000 training images that
 used only for the reported numbers. The report refuses to mix runs of
 different lengths or data settings.
 
-CLI: `python -m experiments.reports.bn_mnist --parent-run-id <id>
+CLI: `python -m convnet_repro.experiments.reports.bn_mnist --parent-run-id <id>
 [--experiment bn_mnist] [--tracking-uri sqlite:///mlruns.db]`
 
 Reference: Ioffe & Szegedy, "Batch Normalization", ICML 2015,
@@ -31,14 +31,14 @@ import argparse
 
 import numpy as np
 
-from experiments.engine import metric_keys as mk
-from experiments.reports import resolve_dir
-from experiments.reports.bn_mnist_summary import PROTOCOL_KEYS
-from experiments.reports.bn_mnist_summary import SMOOTH_WINDOW
-from experiments.reports.bn_mnist_summary import _clean
-from experiments.reports.bn_mnist_summary import summarize
-from experiments.reports.bn_mnist_table import format_markdown
-from experiments.reports.bn_mnist_table import write_outputs
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.reports import resolve_dir
+from convnet_repro.experiments.reports.bn_mnist_summary import PROTOCOL_KEYS
+from convnet_repro.experiments.reports.bn_mnist_summary import SMOOTH_WINDOW
+from convnet_repro.experiments.reports.bn_mnist_summary import _clean
+from convnet_repro.experiments.reports.bn_mnist_summary import summarize
+from convnet_repro.experiments.reports.bn_mnist_table import format_markdown
+from convnet_repro.experiments.reports.bn_mnist_table import write_outputs
 
 MNIST_TRAIN_SIZE = 60_000
 
@@ -63,8 +63,8 @@ def load_eval_sets(data_cfg):
     Pixels are preprocessed as `make_datasets` does for MNIST (`rescale`,
     then `binarize` at 0.5); the test set keeps its file order.
     """
-    from experiments.data import data_root
-    from experiments.data import idx_format
+    from convnet_repro.experiments.data import data_root
+    from convnet_repro.experiments.data import idx_format
 
     directory = data_root.resolve_local_dir("mnist", data_cfg.get("local_dir"))
     if directory is None:
@@ -94,8 +94,8 @@ def score_model(client, run_id, eval_sets):
 
     import keras
 
-    import layers  # noqa: F401  (registers the custom layers)
-    import models  # noqa: F401
+    from convnet_repro import layers  # noqa: F401  (registers the custom layers)
+    from convnet_repro import models  # noqa: F401
 
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "model/model.keras", tmp)
@@ -137,7 +137,7 @@ def fetch_runs(
     Raises:
         ValueError: if no run below the parent logged `metric`.
     """
-    from experiments.engine.run_queries import descendant_runs
+    from convnet_repro.experiments.engine.run_queries import descendant_runs
 
     runs = descendant_runs(client, parent_run_id)
     names = {r.info.run_id: r.info.run_name for r in runs}
@@ -229,7 +229,7 @@ def report(
     from omegaconf import DictConfig
     from omegaconf import OmegaConf
 
-    from experiments.probes import metric_key
+    from convnet_repro.experiments.probes import metric_key
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -311,8 +311,8 @@ def main(argv=None):
 
     from omegaconf import OmegaConf
 
-    from experiments.engine import tracking
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine import tracking
+    from convnet_repro.experiments.engine.compose import compose
 
     cfg = compose([f"experiment={args.experiment}"])
     tracking.configure_cli(cfg.tracking, cfg.experiment_name, args.tracking_uri)

@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 
-from experiments.reports import paired_tests as pt
-from experiments.reports import smoothing
-from experiments.reports import statistics as st
-from experiments.reports.bn_mnist_figures import VARIANT_LABELS
+from convnet_repro.experiments.reports import paired_tests as pt
+from convnet_repro.experiments.reports import smoothing
+from convnet_repro.experiments.reports import statistics as st
+from convnet_repro.experiments.reports.bn_mnist_figures import VARIANT_LABELS
 
 THRESHOLDS = (0.96, 0.97)
 SMOOTH_WINDOW = 3

@@ -8,7 +8,7 @@ import csv
 import json
 import pathlib
 
-from experiments.reports.bn_mnist_figures import plot_figures
+from convnet_repro.experiments.reports.bn_mnist_figures import plot_figures
 
 
 def _pct(ci, digits=2):

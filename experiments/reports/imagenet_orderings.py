@@ -12,8 +12,8 @@ the metric of the paper table the claim comes from, `PAPER_METRIC`):
 `experiments.reports.imagenet_stats.judge` adds each pair's paired test.
 """
 
-from experiments.reports.imagenet_rows import FAMILIES
-from experiments.reports.imagenet_rows import PROTOCOL_LABELS
+from convnet_repro.experiments.reports.imagenet_rows import FAMILIES
+from convnet_repro.experiments.reports.imagenet_rows import PROTOCOL_LABELS
 
 # The metric of each family's paper table (PAPERS.md): AlexNet Table 2,
 # VGG Table 3 and ResNet Table 3 give top-1 and top-5 and lead with top-1

@@ -11,8 +11,8 @@ import csv
 import math
 import pathlib
 
-from experiments.reports.imagenet_rows import PROTOCOL_LABELS
-from experiments.reports.imagenet_rows import TABLE_COLUMNS
+from convnet_repro.experiments.reports.imagenet_rows import PROTOCOL_LABELS
+from convnet_repro.experiments.reports.imagenet_rows import TABLE_COLUMNS
 
 WEAK_TOP5_NOTE = (
     "† Top-5 of 10 classes is weak (guessing 5 of 10 classes is right "

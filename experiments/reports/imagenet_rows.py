@@ -8,7 +8,7 @@ lengths.
 
 import dataclasses
 
-from experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine import metric_keys as mk
 
 FAMILIES = ("AlexNet", "VGG", "GoogLeNet", "ResNet", "Conv kind")
 

@@ -81,8 +81,8 @@ def run_mini_table(
     """
     import time
 
-    from experiments.engine import train as engine
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine import train as engine
+    from convnet_repro.experiments.engine.compose import compose
 
     seconds = {}
     for name in experiments:

@@ -17,9 +17,9 @@ import tempfile
 
 import numpy as np
 
-from experiments.engine import metric_keys as mk
-from experiments.reports import paired_tests as pt
-from experiments.reports import statistics as st
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.reports import paired_tests as pt
+from convnet_repro.experiments.reports import statistics as st
 
 WEAK_TOP5_CLASSES = 10  # top-5 of this many classes or fewer: not judged
 NOT_JUDGED = "not judged"
@@ -80,8 +80,8 @@ class Correctness:
 
 
 def _mlflow_predictions(run_id):
-    from experiments.evaluation import records
-    from experiments.evaluation import store
+    from convnet_repro.experiments.evaluation import records
+    from convnet_repro.experiments.evaluation import store
 
     with tempfile.TemporaryDirectory() as tmp:
         try:

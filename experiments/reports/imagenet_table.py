@@ -9,10 +9,11 @@ experiment (`imagenet_runner`).
 
 Usage:
     # table from the runs already in the store
-    python -m experiments.reports.imagenet_table --scale mini
+    python -m convnet_repro.experiments.reports.imagenet_table --scale mini
     # train + evaluate every mini experiment first (`make imagenet-table`),
     # optionally shortened to a fraction of the steps
-    python -m experiments.reports.imagenet_table --run [--fraction 0.25]
+    python -m convnet_repro.experiments.reports.imagenet_table --run \
+        [--fraction 0.25]
 
 Reference:
 - Krizhevsky et al., NIPS 2012, Table 2; Simonyan & Zisserman, ICLR 2015,
@@ -24,13 +25,13 @@ import argparse
 import dataclasses
 import pathlib
 
-from experiments.reports.imagenet_orderings import check_orderings
-from experiments.reports.imagenet_output import write_outputs
-from experiments.reports.imagenet_rows import build_table
-from experiments.reports.imagenet_rows import fetch_rows
-from experiments.reports.imagenet_rows import member_errors
-from experiments.reports.imagenet_runner import MINI_EXPERIMENTS
-from experiments.reports.imagenet_runner import run_mini_table
+from convnet_repro.experiments.reports.imagenet_orderings import check_orderings
+from convnet_repro.experiments.reports.imagenet_output import write_outputs
+from convnet_repro.experiments.reports.imagenet_rows import build_table
+from convnet_repro.experiments.reports.imagenet_rows import fetch_rows
+from convnet_repro.experiments.reports.imagenet_rows import member_errors
+from convnet_repro.experiments.reports.imagenet_runner import MINI_EXPERIMENTS
+from convnet_repro.experiments.reports.imagenet_runner import run_mini_table
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -68,10 +69,11 @@ def report(
     if not rows:
         raise ValueError(
             "No evaluation runs found; run `make imagenet-table` (or "
-            f"python -m experiments.evaluate) first. Received: scale={scale!r}"
+            "python -m convnet_repro.experiments.evaluate) first. "
+            f"Received: scale={scale!r}"
         )
     checks = check_orderings(rows)
-    from experiments.reports import imagenet_stats
+    from convnet_repro.experiments.reports import imagenet_stats
 
     correctness = imagenet_stats.Correctness(predictions)
     intervals = {
@@ -157,8 +159,8 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    from experiments.engine import tracking
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine import tracking
+    from convnet_repro.experiments.engine.compose import compose
 
     if args.tracking_uri:
         args.override.append(f"tracking.uri={args.tracking_uri}")

@@ -18,9 +18,9 @@ Resampling takes an explicit `seed`, so every table is reproducible.
 import numpy as np
 from scipy import stats
 
-from experiments.reports._checks import check_level
-from experiments.reports._checks import finite_1d
-from experiments.reports._checks import per_image
+from convnet_repro.experiments.reports._checks import check_level
+from convnet_repro.experiments.reports._checks import finite_1d
+from convnet_repro.experiments.reports._checks import per_image
 
 HOLDS = "holds"
 

@@ -10,7 +10,7 @@ symmetric window used here.
 
 import numpy as np
 
-from experiments.reports._checks import finite_1d
+from convnet_repro.experiments.reports._checks import finite_1d
 
 
 def smooth(values, window=3):

@@ -26,9 +26,9 @@ import math
 import numpy as np
 from scipy import stats
 
-from experiments.reports._checks import check_level
-from experiments.reports._checks import finite_1d
-from experiments.reports._checks import per_image
+from convnet_repro.experiments.reports._checks import check_level
+from convnet_repro.experiments.reports._checks import finite_1d
+from convnet_repro.experiments.reports._checks import per_image
 
 
 def seed_interval(values, level=0.95):

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from experiments.data import read_idx
+from convnet_repro.experiments.data import read_idx
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -181,7 +181,7 @@ def _configure_tracking(cfg, experiment_name):
     """`experiments.engine.tracking.configure` with the default store."""
     from omegaconf import OmegaConf
 
-    from experiments.engine import tracking
+    from convnet_repro.experiments.engine import tracking
 
     tcfg = OmegaConf.to_container(cfg.get("tracking") or {}, resolve=True)
     tcfg["uri"] = tcfg.get("uri") or f"sqlite:///{REPO_ROOT / 'mlruns.db'}"
@@ -206,7 +206,7 @@ def tracked_run(cfg, name):
 
     _configure_tracking(cfg, f"study-{name}")
     with mlflow.start_run(run_name=cfg.get("run_name") or name) as run:
-        from experiments.engine import tracking
+        from convnet_repro.experiments.engine import tracking
 
         tracking.log_config(cfg)
         mlflow.set_tag("study", name)
@@ -241,7 +241,7 @@ class _MlflowLogger:
 
 
 def hydra_main(name, run, objective=None):
-    """Builds the `python -m experiments.studies.<name>` entry point.
+    """The `python -m convnet_repro.experiments.studies.<name>` entry point.
 
     The returned function composes `conf/study/<name>.yaml` (plus CLI
     overrides), runs `run(cfg)` inside `tracked_run`, logs its metrics and

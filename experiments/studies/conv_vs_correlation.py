@@ -29,9 +29,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.studies import common  # noqa: E402
-from layers import filter_bank  # noqa: E402
-from layers import functional  # noqa: E402
+from convnet_repro.experiments.studies import common  # noqa: E402
+from convnet_repro.layers import filter_bank  # noqa: E402
+from convnet_repro.layers import functional  # noqa: E402
 
 NAME = "conv_vs_correlation"
 COLUMNS = [

@@ -29,7 +29,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from experiments.studies import common  # noqa: E402
+from convnet_repro.experiments.studies import common  # noqa: E402
 
 NAME = "edge_efficiency"
 BOOK = {

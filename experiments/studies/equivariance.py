@@ -33,8 +33,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import layers  # noqa: E402
-from experiments.studies import common  # noqa: E402
+from convnet_repro import layers  # noqa: E402
+from convnet_repro.experiments.studies import common  # noqa: E402
 
 NAME = "equivariance"
 COLUMNS = [

@@ -42,8 +42,8 @@ import time  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import layers  # noqa: E402
-from experiments.studies import common  # noqa: E402
+from convnet_repro import layers  # noqa: E402
+from convnet_repro.experiments.studies import common  # noqa: E402
 
 NAME = "parameter_sharing"
 KINDS = ("dense", "unshared", "tiled2", "tiled3", "conv")

@@ -30,7 +30,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.studies import common  # noqa: E402
+from convnet_repro.experiments.studies import common  # noqa: E402
 
 NAME = "structured_output"
 NUM_CLASSES = 11  # background + 10 digits

@@ -34,8 +34,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import layers  # noqa: E402
-from experiments.studies import common  # noqa: E402
+from convnet_repro import layers  # noqa: E402
+from convnet_repro.experiments.studies import common  # noqa: E402
 
 NAME = "variable_size_pooling"
 

@@ -6,15 +6,15 @@ lists all five rows with only measured numbers in the "ours" columns."""
 import mlflow
 import pytest
 
-from experiments.engine import build
-from experiments.engine import config_checks
-from experiments.engine.compose import compose
-from experiments.engine.compose import fresh_sqlite_store
-from experiments.engine.exit_codes import MissingDataError
-from experiments.engine.train import expand_children
-from experiments.evaluation import report_hook
-from experiments.reports import imagenet_orderings
-from experiments.reports import imagenet_output
+from convnet_repro.experiments.engine import build
+from convnet_repro.experiments.engine import config_checks
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.engine.train import expand_children
+from convnet_repro.experiments.evaluation import report_hook
+from convnet_repro.experiments.reports import imagenet_orderings
+from convnet_repro.experiments.reports import imagenet_output
 from tests.experiments.test_imagenet_table import _row
 
 CONFIGS = (

@@ -14,7 +14,7 @@ import pathlib
 
 import pytest
 
-from experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import compose
 
 EXPERIMENTS = ("bn_inception", "bn_inception_full")
 VARIANTS = (
@@ -44,8 +44,8 @@ IMAGENETTE = (
 
 
 def _children(name, tmp_path, overrides=()):
-    from experiments.engine.config_checks import validate_config
-    from experiments.engine.train import expand_children
+    from convnet_repro.experiments.engine.config_checks import validate_config
+    from convnet_repro.experiments.engine.train import expand_children
 
     cfg = compose([f"experiment={name}", *overrides], tmp_path=tmp_path)
     validate_config(cfg)
@@ -127,7 +127,10 @@ def test_full_scale_settings(tmp_path):
     assert cfg.data.crop_size == 224 and cfg.data.resize_size == 256
     assert cfg.model.small_input is False
     assert cfg.model.width_multiplier == 1.0
-    assert cfg.model._target_ == "models.bn_inception.build_bn_inception"
+    assert (
+        cfg.model._target_
+        == "convnet_repro.models.bn_inception.build_bn_inception"
+    )
     assert cfg.trainer.steps == 31_000_000  # Inception's 72.2% (Fig. 3)
     assert cfg.report.results_dir.endswith("results/bn_inception/full")
 
@@ -179,7 +182,7 @@ def test_mini_model_of_each_variant(variant, tmp_path):
 def test_mini_smoke_run_writes_parent_children_and_report(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from experiments.engine import train as train_lib
+    from convnet_repro.experiments.engine import train as train_lib
 
     results = tmp_path / "results"
     cfg = compose(

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from experiments.reports import bn_inception
-from experiments.reports import bn_inception_curves
-from experiments.reports import bn_inception_output
+from convnet_repro.experiments.reports import bn_inception
+from convnet_repro.experiments.reports import bn_inception_curves
+from convnet_repro.experiments.reports import bn_inception_output
 
 STEPS = np.arange(100, 2001, 100)
 

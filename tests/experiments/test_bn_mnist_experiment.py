@@ -11,14 +11,14 @@ import pathlib
 
 import pytest
 
-from experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import compose
 
 MNIST_DIR = pathlib.Path(os.environ.get("CONVNET_REPRO_DATA_DIR", "")) / "mnist"
 
 
 def test_config_has_the_paper_settings(tmp_path):
-    from experiments.engine.config_checks import validate_config
-    from experiments.engine.train import expand_children
+    from convnet_repro.experiments.engine.config_checks import validate_config
+    from convnet_repro.experiments.engine.train import expand_children
 
     cfg = compose(["experiment=bn_mnist"], tmp_path=tmp_path)
     validate_config(cfg)
@@ -100,7 +100,7 @@ def _history(client, run_id, key):
 def test_short_run_has_the_shape_of_fig1(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from experiments.engine import train as train_lib
+    from convnet_repro.experiments.engine import train as train_lib
 
     results = tmp_path / "results"
     cfg = compose(

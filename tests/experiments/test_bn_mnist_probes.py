@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import probes
-from models.mlp import build_bn_mnist_mlp
+from convnet_repro.experiments import probes
+from convnet_repro.models.mlp import build_bn_mnist_mlp
 
 
 def _sigmoid(x):
@@ -48,7 +48,7 @@ def _data(n=120, seed=0):
 def test_probe_matches_numpy_and_cadence(batch_norm, tmp_path):
     import mlflow
 
-    from experiments.engine.compose import fresh_sqlite_store
+    from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
     x, y = _data()
     model = build_bn_mnist_mlp(
@@ -122,7 +122,9 @@ def test_probe_matches_numpy_and_cadence(batch_norm, tmp_path):
 
 def test_probe_reads_images_from_a_data_config():
     cfg = {
-        "_target_": "experiments.data.synthetic.make_blob_datasets",
+        "_target_": (
+            "convnet_repro.experiments.data.synthetic.make_blob_datasets"
+        ),
         "input_shape": [6, 6, 1],
         "num_classes": 3,
         "batch_size": 16,

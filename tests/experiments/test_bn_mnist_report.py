@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from experiments.probes import metric_key
-from experiments.reports import bn_mnist
-from experiments.reports import bn_mnist_summary
-from experiments.reports import bn_mnist_table
+from convnet_repro.experiments.probes import metric_key
+from convnet_repro.experiments.reports import bn_mnist
+from convnet_repro.experiments.reports import bn_mnist_summary
+from convnet_repro.experiments.reports import bn_mnist_table
 
 STEPS = [500, 1000, 1500, 2000, 2500, 3000]
 # Fabricated test-accuracy curves: {variant: {seed: values at STEPS}}.
@@ -183,7 +183,7 @@ def test_refuses_to_mix_runs_of_different_lengths_or_data():
 
 
 def test_tuning_split_is_what_training_leaves_out():
-    from experiments.data import splits
+    from convnet_repro.experiments.data import splits
 
     n = 600
     split = splits.Split(np.arange(n), images=np.zeros((n, 1, 1, 1)))

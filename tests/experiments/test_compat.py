@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from experiments.engine import compat
+from convnet_repro.experiments.engine import compat
 
 
 def test_patches_refuse_another_keras_version():

@@ -8,11 +8,11 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from experiments.engine.compose import CONF_DIR
-from experiments.engine.compose import compose
-from experiments.engine.config_checks import validate_config
-from experiments.engine.config_schema import ConfigError
-from experiments.engine.train import expand_children
+from convnet_repro.experiments.engine.compose import CONF_DIR
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.config_checks import validate_config
+from convnet_repro.experiments.engine.config_schema import ConfigError
+from convnet_repro.experiments.engine.train import expand_children
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -135,7 +135,7 @@ def test_cli_bad_config_exits_with_one_line_before_work(tmp_path):
         [
             sys.executable,
             "-m",
-            "experiments.train",
+            "convnet_repro.experiments.train",
             "experiment=smoke",
             "trainer.log_every_steps=7",
             f"tracking.uri=sqlite:///{tmp_path}/m.db",

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.data import augment as aug
-from experiments.data import eval_views
+from convnet_repro.experiments.data import augment as aug
+from convnet_repro.experiments.data import eval_views
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -104,7 +104,7 @@ def test_center_view():
 def test_pca_lighting_follows_the_pixel_scale():
     """AlexNet trains on raw 0-255 pixels (rescale=1); the colour shift must
     then be 255x the one on [0, 1] pixels, i.e. the same augmentation."""
-    from experiments.data import make_datasets
+    from convnet_repro.experiments.data import make_datasets
 
     def first_batch(rescale):
         train_ds, _ = make_datasets(

@@ -5,10 +5,10 @@ import hydra
 import numpy as np
 import pytest
 
-from experiments.data.pipeline import pixel_statistic
-from experiments.engine.compose import CONF_DIR
-from experiments.engine.compose import compose
-from experiments.engine.train import expand_children
+from convnet_repro.experiments.data.pipeline import pixel_statistic
+from convnet_repro.experiments.engine.compose import CONF_DIR
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.train import expand_children
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # A per-channel mean of natural images lies well inside the pixel range;

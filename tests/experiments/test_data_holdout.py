@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.data import holdout
-from experiments.data import make_datasets
-from experiments.data.splits import Split
+from convnet_repro.experiments.data import holdout
+from convnet_repro.experiments.data import make_datasets
+from convnet_repro.experiments.data.splits import Split
 from tests.helpers import needs_imagenette
 
 HOLDOUT_PY = pathlib.Path(holdout.__file__)
@@ -120,8 +120,8 @@ def test_eval_split_tuning_needs_a_tuning_split():
 
 @needs_imagenette
 def test_imagenette_tuning_split_is_the_same_in_another_process():
-    from experiments.data import data_root
-    from experiments.data import image_folder
+    from convnet_repro.experiments.data import data_root
+    from convnet_repro.experiments.data import image_folder
 
     root = data_root.resolve_local_dir("imagenette")
     paths, labels, _ = image_folder.list_image_folder(root / "train")

@@ -7,8 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from experiments.data import ilsvrc_sample as sample
-from experiments.data import make_datasets
+from convnet_repro.experiments.data import ilsvrc_sample as sample
+from convnet_repro.experiments.data import make_datasets
 
 TENCH = "n01440764"  # class 0 of ILSVRC-2012
 

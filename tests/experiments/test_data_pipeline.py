@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from experiments.data import make_datasets
-from experiments.data import synthetic
+from convnet_repro.experiments.data import make_datasets
+from convnet_repro.experiments.data import synthetic
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf" / "data"
 SYN = dict(batch_size=32, input_shape=(16, 16, 1), num_classes=4)
@@ -145,7 +145,9 @@ def test_every_data_config_matches_make_datasets():
     }  # fmt: skip
     for path in configs:
         cfg = OmegaConf.load(path)
-        assert cfg._target_ == "experiments.data.make_datasets", path
+        assert cfg._target_ == "convnet_repro.experiments.data.make_datasets", (
+            path
+        )
         unknown = set(cfg) - set(params) - {"_target_"}
         assert not unknown, f"{path.name}: unknown keys {unknown}"
         for key in (

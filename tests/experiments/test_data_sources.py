@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.data import cifar10
-from experiments.data import data_root
-from experiments.data import idx_format
-from experiments.data import image_folder
-from experiments.data import make_datasets
-from experiments.data import splits as data_splits
-from experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.data import cifar10
+from convnet_repro.experiments.data import data_root
+from convnet_repro.experiments.data import idx_format
+from convnet_repro.experiments.data import image_folder
+from convnet_repro.experiments.data import make_datasets
+from convnet_repro.experiments.data import splits as data_splits
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
 DATA_ROOT = pathlib.Path(os.environ.get(data_root.ENV_VAR, "/nonexistent"))
 MNIST_DIR = DATA_ROOT / "mnist"
@@ -323,7 +323,7 @@ def test_data_configs_compose_with_the_root_config():
     import hydra
     from omegaconf import OmegaConf
 
-    from experiments.engine.config_schema import register_configs
+    from convnet_repro.experiments.engine.config_schema import register_configs
 
     register_configs()
     conf_dir = pathlib.Path(__file__).resolve().parents[2] / "conf"

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from experiments.data import make_datasets
-from experiments.data import tfds_stream
+from convnet_repro.experiments.data import make_datasets
+from convnet_repro.experiments.data import tfds_stream
 
 BATCH = 8  # 200 sample images -> 25 batches per epoch
 

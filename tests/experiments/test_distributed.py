@@ -12,7 +12,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ def _command(tmp, *overrides):
     return [
         sys.executable,
         "-m",
-        "experiments.train",
+        "convnet_repro.experiments.train",
         "experiment=smoke",
         "trainer.steps=20",
         "tracking.log_model=true",
@@ -56,7 +56,7 @@ def _check_logged_val_metrics(client, run, tmp):
     import keras
     import numpy as np
 
-    from experiments.data.synthetic import make_blob_datasets
+    from convnet_repro.experiments.data.synthetic import make_blob_datasets
 
     path = client.download_artifacts(
         run.info.run_id, "model/model.keras", str(tmp)

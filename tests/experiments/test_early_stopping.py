@@ -13,13 +13,13 @@ import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.engine.compose import fresh_sqlite_store
-from experiments.engine.early_stopping import TuningEarlyStopping
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine.early_stopping import TuningEarlyStopping
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-ES = "experiments.engine.early_stopping.TuningEarlyStopping"
+ES = "convnet_repro.experiments.engine.early_stopping.TuningEarlyStopping"
 
 
 def _flat_model(lr):
@@ -158,7 +158,7 @@ def test_killed_early_stopping_run_resumes_like_an_uninterrupted_one(
         [
             sys.executable,
             "-m",
-            "experiments.train",
+            "convnet_repro.experiments.train",
             *OVERRIDES,
             *_store(killed),
         ],

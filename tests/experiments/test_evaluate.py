@@ -13,14 +13,14 @@ import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from experiments import evaluate as ev
-from experiments.data import protocol_views as pv
-from experiments.evaluation import predict
-from experiments.evaluation import records
-from experiments.evaluation import report_hook
-from experiments.evaluation import scoring
-from experiments.evaluation import sources
-from experiments.evaluation import store
+from convnet_repro.experiments import evaluate as ev
+from convnet_repro.experiments.data import protocol_views as pv
+from convnet_repro.experiments.evaluation import predict
+from convnet_repro.experiments.evaluation import records
+from convnet_repro.experiments.evaluation import report_hook
+from convnet_repro.experiments.evaluation import scoring
+from convnet_repro.experiments.evaluation import sources
+from convnet_repro.experiments.evaluation import store
 
 
 def np_five_crops(image, crop):
@@ -231,8 +231,8 @@ def engine_runs(tmp_path_factory):
     the evaluation reads, as training writes them."""
     import mlflow
 
-    from experiments.engine import train as train_lib
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine import train as train_lib
+    from convnet_repro.experiments.engine.compose import compose
 
     root = tmp_path_factory.mktemp("mlflow")
     previous = mlflow.get_tracking_uri()
@@ -361,7 +361,7 @@ def test_evaluate_experiment_logs_rows(engine_runs):
 
 def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
     data_cfg = {
-        "_target_": "experiments.data.make_datasets",
+        "_target_": "convnet_repro.experiments.data.make_datasets",
         "name": "synthetic",
         "batch_size": 8,
         "input_shape": [16, 16, 1],
@@ -376,7 +376,7 @@ def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
     images = np.stack([image for image, _ in pairs])
     # Exactly the generated validation images (split seed 2), rescaled by
     # 1/255 and neither resized nor cropped, in order, with their labels.
-    from experiments.data import synthetic
+    from convnet_repro.experiments.data import synthetic
 
     raw, labels = synthetic.make_synthetic(10, (16, 16, 1), 4, seed=2)
     np.testing.assert_allclose(images, raw / 255, atol=1e-6)
@@ -386,7 +386,7 @@ def test_eval_dataset_gives_uncropped_normalised_images(tmp_path):
 def test_cli_scores_runs_and_combines_stored_predictions(engine_runs, tmp_path):
     import mlflow
 
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine.compose import compose
 
     uri = engine_runs["uri"]
     common = ["--experiment", "smoke", "--tracking-uri", uri]

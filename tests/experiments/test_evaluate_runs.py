@@ -1,4 +1,4 @@
-"""`python -m experiments.evaluate` on runs the engine really trained.
+"""`python -m convnet_repro.experiments.evaluate` on engine-trained runs.
 
 Each test trains a mini config for two steps on a few real Imagenette
 images through `experiments.engine.train.train`, then scores the run exactly as
@@ -16,12 +16,12 @@ import sys
 import mlflow
 import pytest
 
-from experiments import evaluate as ev
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.engine.tracking import flatten
-from experiments.engine.tracking import resolved_container
-from experiments.evaluation import sources
+from convnet_repro.experiments import evaluate as ev
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.tracking import flatten
+from convnet_repro.experiments.engine.tracking import resolved_container
+from convnet_repro.experiments.evaluation import sources
 from tests.conftest import REPO_ROOT
 
 # Data overrides shared by training and scoring (a few real images).
@@ -70,7 +70,7 @@ def _train(tmp_path, experiment):
 def _cli(uri, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "experiments.evaluate", *args]
+        [sys.executable, "-m", "convnet_repro.experiments.evaluate", *args]
         + ["--tracking-uri", uri]
         + [a for d in DATA for a in ("--override", d)],
         cwd=REPO_ROOT,
@@ -119,7 +119,8 @@ def test_an_engine_trained_run_scores_without_the_engine_registered(
     from keras.src.saving import object_registration
 
     cfg, run_id = _train(tmp_path, "imagenette_alexnet_5cnns")
-    # A fresh `python -m experiments.evaluate` has not imported the module
+    # A fresh `python -m convnet_repro.experiments.evaluate` has not imported
+    # the module
     # registering the engine's top-5 metric: neither may this test.
     monkeypatch.delitem(
         object_registration.GLOBAL_CUSTOM_OBJECTS, "repro>SparseTopKAccuracy"
@@ -212,10 +213,10 @@ def test_cli_scores_our_resnet50_with_keras_applications_weights(tmp_path):
     import keras
     import numpy as np
 
-    from experiments.evaluation import predict
-    from experiments.evaluation import records
-    from experiments.evaluation import store
-    from models.keras_applications import build_reference
+    from convnet_repro.experiments.evaluation import predict
+    from convnet_repro.experiments.evaluation import records
+    from convnet_repro.experiments.evaluation import store
+    from convnet_repro.models.keras_applications import build_reference
 
     uri = f"sqlite:///{tmp_path}/keras.db"
     argv = ["keras:resnet50", "--keras-weights", "none", "--data"]

@@ -6,9 +6,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from experiments.evaluation import predict
-from experiments.evaluation import scoring
-from experiments.evaluation import store
+from convnet_repro.experiments.evaluation import predict
+from convnet_repro.experiments.evaluation import scoring
+from convnet_repro.experiments.evaluation import store
 from tests.experiments.test_evaluate import _linear_model
 from tests.experiments.test_evaluate import _np_logits
 from tests.experiments.test_evaluate import _tiny_dataset

@@ -19,11 +19,11 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf import open_dict
 
-from experiments.engine import optimization
-from experiments.engine import train as train_lib
-from experiments.engine.compose import CONF_DIR
-from experiments.engine.compose import compose
-from experiments.engine.config_checks import validate_config
+from convnet_repro.experiments.engine import optimization
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import CONF_DIR
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.config_checks import validate_config
 
 _SLOW = pytest.mark.slow
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

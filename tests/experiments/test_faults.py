@@ -22,18 +22,18 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.data import idx_format
-from experiments.data import image_folder
-from experiments.data import pipeline
-from experiments.engine import checkpoints
-from experiments.engine import exit_codes
-from experiments.engine import tracking
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.engine.config_checks import validate_config
-from experiments.engine.config_schema import ConfigError
-from experiments.engine.exit_codes import ExitCode
-from experiments.engine.exit_codes import MissingDataError
+from convnet_repro.experiments.data import idx_format
+from convnet_repro.experiments.data import image_folder
+from convnet_repro.experiments.data import pipeline
+from convnet_repro.experiments.engine import checkpoints
+from convnet_repro.experiments.engine import exit_codes
+from convnet_repro.experiments.engine import tracking
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.config_checks import validate_config
+from convnet_repro.experiments.engine.config_schema import ConfigError
+from convnet_repro.experiments.engine.exit_codes import ExitCode
+from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
 SMOKE = ["experiment=smoke"]
 DATA_ROOT = pathlib.Path(os.environ.get("CONVNET_REPRO_DATA_DIR", "/nonexist"))

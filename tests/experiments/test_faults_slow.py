@@ -1,6 +1,6 @@
 """Fault injection, slow part: real processes, exit codes, resume healing.
 
-`python -m experiments.train` is run as a subprocess, exactly as a
+`python -m convnet_repro.experiments.train` is run as a subprocess, exactly as a
 scheduler would, so the exit status checked is the process's own (Hydra's
 `@hydra.main` ignores return values). See `test_faults.py` for the fast
 in-process faults.
@@ -15,12 +15,12 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import checkpoints
-from experiments.engine import tracking
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.engine.compose import fresh_sqlite_store
-from experiments.engine.exit_codes import ExitCode
+from convnet_repro.experiments.engine import checkpoints
+from convnet_repro.experiments.engine import tracking
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine.exit_codes import ExitCode
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def _cli(tmp_path, *overrides, multirun=False, timeout=600):
     args = [
         sys.executable,
         "-m",
-        "experiments.train",
+        "convnet_repro.experiments.train",
         *(["--multirun"] if multirun else []),
         *SMOKE,
         f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",

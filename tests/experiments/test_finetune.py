@@ -7,14 +7,14 @@ import keras
 import numpy as np
 import pytest
 
-from experiments.engine import build
-from experiments.engine import finetune
-from experiments.engine import tracking
-from experiments.engine.compose import compose
-from experiments.engine.config_checks import validate_config
-from experiments.engine.config_schema import ConfigError
-from models.alexnet import build_alexnet
-from models.tiny import build_engine_mlp
+from convnet_repro.experiments.engine import build
+from convnet_repro.experiments.engine import finetune
+from convnet_repro.experiments.engine import tracking
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.config_checks import validate_config
+from convnet_repro.experiments.engine.config_schema import ConfigError
+from convnet_repro.models.alexnet import build_alexnet
+from convnet_repro.models.tiny import build_engine_mlp
 
 
 def _mlp(num_classes=4, hidden_units=16):

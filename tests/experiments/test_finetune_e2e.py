@@ -1,6 +1,7 @@
 """Fine-tuning end to end: train -> fine-tune from its run (other label
 set) -> kill -> resume (same MLflow run, every step once, the source not
-read again) -> `python -m experiments.evaluate` on the fine-tuned run."""
+read again) -> `python -m convnet_repro.experiments.evaluate` on the
+fine-tuned run."""
 
 import os
 import pathlib
@@ -11,9 +12,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 QUIET = ["tracking.log_figures=false", "trainer.verbose=0"]
@@ -63,12 +64,12 @@ def test_train_finetune_kill_resume_evaluate(tmp_path):
         *QUIET,
         *_store(tmp_path),
     ]
-    killed = _python("experiments.train", tune, REPRO_KILL="1")
+    killed = _python("convnet_repro.experiments.train", tune, REPRO_KILL="1")
     assert killed.returncode == 3, killed.stderr[-3000:]
     # The source artifact goes away: the resume must not need it.
     (artifact,) = (tmp_path / "mlartifacts").rglob(f"{src_id}/**/*.keras")
     artifact.rename(artifact.with_suffix(".gone"))
-    resumed = _python("experiments.train", tune)
+    resumed = _python("convnet_repro.experiments.train", tune)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
@@ -83,7 +84,7 @@ def test_train_finetune_kill_resume_evaluate(tmp_path):
     assert sorted(steps) == sorted(set(steps)) and max(steps) == 40
 
     scored = _python(
-        "experiments.evaluate",
+        "convnet_repro.experiments.evaluate",
         [
             run.info.run_id,
             "--experiment",

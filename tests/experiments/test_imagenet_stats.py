@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from experiments.reports import imagenet_output
-from experiments.reports import imagenet_rows
-from experiments.reports import imagenet_stats
-from experiments.reports import statistics as st
+from convnet_repro.experiments.reports import imagenet_output
+from convnet_repro.experiments.reports import imagenet_rows
+from convnet_repro.experiments.reports import imagenet_stats
+from convnet_repro.experiments.reports import statistics as st
 
 
 def _probs(labels, wrong, classes, top5_wrong=()):

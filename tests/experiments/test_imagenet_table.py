@@ -4,10 +4,10 @@ import csv
 
 import pytest
 
-from experiments.reports import imagenet_orderings
-from experiments.reports import imagenet_output
-from experiments.reports import imagenet_rows
-from experiments.reports import imagenet_table as it
+from convnet_repro.experiments.reports import imagenet_orderings
+from convnet_repro.experiments.reports import imagenet_output
+from convnet_repro.experiments.reports import imagenet_rows
+from convnet_repro.experiments.reports import imagenet_table as it
 
 
 def _row(family, row, protocol, top1, top5=None, n=1, sources="a", **kw):
@@ -180,7 +180,7 @@ def test_markdown_and_csv(rows, tmp_path):
 def test_report_from_fabricated_mlflow_runs(tmp_path, scale):
     import mlflow
 
-    from experiments.evaluation import records as ev
+    from convnet_repro.experiments.evaluation import records as ev
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
@@ -246,8 +246,8 @@ def test_report_puts_members_beside_the_ensemble_and_top5_as_weak(tmp_path):
     import mlflow
     from scipy import stats
 
-    from experiments.engine import metric_keys as mk
-    from experiments.evaluation import records as ev
+    from convnet_repro.experiments.engine import metric_keys as mk
+    from convnet_repro.experiments.evaluation import records as ev
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")

@@ -7,10 +7,10 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import evaluate as ev
-from experiments.engine import config_checks
-from experiments.engine.compose import compose
-from experiments.reports import imagenet_runner
+from convnet_repro.experiments import evaluate as ev
+from convnet_repro.experiments.engine import config_checks
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.reports import imagenet_runner
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment"
 FULL = sorted(p.stem for p in CONF.glob("imagenet_*.yaml"))
@@ -22,7 +22,10 @@ def _compose(name, *overrides):
 
 
 def _check_rows(cfg):
-    assert cfg.report._target_ == "experiments.evaluate.evaluate_experiment"
+    assert (
+        cfg.report._target_
+        == "convnet_repro.experiments.evaluate.evaluate_experiment"
+    )
     rows = OmegaConf.to_container(cfg.report.rows, resolve=True)
     assert rows
     for row in rows:
@@ -85,7 +88,7 @@ def test_full_scale_recipes_match_the_papers():
 
 @pytest.mark.parametrize("name", MINI)
 def test_mini_config_builds_its_models(name):
-    from experiments.engine import train as engine
+    from convnet_repro.experiments.engine import train as engine
 
     cfg = _compose(name)
     config_checks.validate_config(cfg)

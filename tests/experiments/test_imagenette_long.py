@@ -5,11 +5,11 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.engine import train as train_lib
-from experiments.engine.compose import CONF_DIR
-from experiments.engine.compose import compose
-from experiments.engine.config_checks import validate_config
-from experiments.engine.early_stopping import TuningEarlyStopping
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import CONF_DIR
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.config_checks import validate_config
+from convnet_repro.experiments.engine.early_stopping import TuningEarlyStopping
 
 LONG = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*_long.yaml"))
 LONG = [n for n in LONG if n.startswith("imagenette_")]
@@ -109,6 +109,9 @@ def test_the_callback_builds_from_a_long_config_with_its_data_as_config():
         cfg.callbacks.early_stopping, _convert_="all"
     )
     assert isinstance(callback, TuningEarlyStopping)
-    assert callback.data["_target_"] == "experiments.data.make_datasets"
+    assert (
+        callback.data["_target_"]
+        == "convnet_repro.experiments.data.make_datasets"
+    )
     assert callback.split_overrides == {"eval_split": "tuning"}
     assert callback.patience == 5 and callback.every_steps == 150

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.data import protocol_views as pv
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.evaluation import predict
-from experiments.evaluation import scoring
-from experiments.evaluation import sources
+from convnet_repro.experiments.data import protocol_views as pv
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.evaluation import predict
+from convnet_repro.experiments.evaluation import scoring
+from convnet_repro.experiments.evaluation import sources
 from tests.helpers import needs_imagenette
 
 NUM_IMAGES = 8

@@ -12,10 +12,10 @@ import mlflow
 import pytest
 import yaml
 
-from experiments.engine import metric_keys as mk
-from experiments.engine import train as train_lib
-from experiments.engine.compose import CONF_DIR
-from experiments.engine.compose import compose
+from convnet_repro.experiments.engine import metric_keys as mk
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import CONF_DIR
+from convnet_repro.experiments.engine.compose import compose
 
 TWO_STEPS = [
     "experiment=smoke",
@@ -153,10 +153,10 @@ def test_every_metric_key_written_in_conf_is_a_contract_key():
 
 
 def _metric_defaults():
-    from experiments.engine import callbacks
-    from experiments.engine import summary
-    from experiments.reports import bn_inception
-    from experiments.reports import bn_mnist
+    from convnet_repro.experiments.engine import callbacks
+    from convnet_repro.experiments.engine import summary
+    from convnet_repro.experiments.reports import bn_inception
+    from convnet_repro.experiments.reports import bn_mnist
 
     functions = [
         bn_inception.report,

@@ -3,7 +3,7 @@ relabelled 0..k-1, the training images cut to a fixed fraction."""
 
 import numpy as np
 
-from experiments import mini_transfer as mt
+from convnet_repro.experiments import mini_transfer as mt
 
 
 def test_digit_subsets_relabel_and_cut():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.engine import optimization
-from experiments.engine.compose import compose
-from models.tiny import build_engine_mlp
+from convnet_repro.experiments.engine import optimization
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.models.tiny import build_engine_mlp
 
 SMOKE = ["experiment=smoke"]
 GRADIENTS = [np.array([0.5, -1.0, 2.0]), np.array([-0.25, 0.75, 1.5])]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import progress
-from experiments.engine import summary
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
+from convnet_repro.experiments.engine import progress
+from convnet_repro.experiments.engine import summary
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
 
 
 class FakeClock:

@@ -4,7 +4,7 @@ import warnings
 
 import keras
 
-from experiments.engine import optimization
+from convnet_repro.experiments.engine import optimization
 
 
 class NoJitDense(keras.layers.Dense):

@@ -12,11 +12,11 @@ variants here (`inception`: no BN, LRN, dropout; `bn_x5`: BN, the Sec.
 import pytest
 from omegaconf import OmegaConf
 
-from experiments import rehearse as cli
-from experiments.rehearsal import chain
-from experiments.rehearsal import checks
-from experiments.rehearsal import rehearse
-from experiments.rehearsal.stages import compose_rehearsal
+from convnet_repro.experiments import rehearse as cli
+from convnet_repro.experiments.rehearsal import chain
+from convnet_repro.experiments.rehearsal import checks
+from convnet_repro.experiments.rehearsal import rehearse
+from convnet_repro.experiments.rehearsal.stages import compose_rehearsal
 
 FAMILIES = {
     "imagenet_alexnet": [],
@@ -59,7 +59,7 @@ def test_family_rehearsal_passes(experiment, ilsvrc_sample, tmp_path):
 
 
 def test_only_batch_steps_and_images_differ_from_the_paper_config():
-    from experiments.engine.compose import compose
+    from convnet_repro.experiments.engine.compose import compose
 
     paper = OmegaConf.to_container(
         compose(["experiment=imagenet_googlenet"]), resolve=False
@@ -100,7 +100,7 @@ def test_parameter_check_catches_the_wrong_network():
 def test_augmentation_check_sees_the_policy_the_pipeline_applies(
     ilsvrc_sample, monkeypatch
 ):
-    from experiments.data import pipeline
+    from convnet_repro.experiments.data import pipeline
 
     cfg, _ = compose_rehearsal(
         "imagenet_resnet18",

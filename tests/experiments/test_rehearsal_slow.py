@@ -14,8 +14,9 @@ the README):
   session), every config: the config stage (the model, and the config's
   augmentation traced on tfds-decoded images, batch shapes);
 - tfds layout, one config per family: the whole rehearsal with a real
-  subprocess kill (`os._exit` in `python -m experiments.train`) and the
-  `python -m experiments.evaluate` command.
+  subprocess kill (`os._exit` in `python -m convnet_repro.experiments.train`)
+  and the
+  `python -m convnet_repro.experiments.evaluate` command.
 """
 
 import os
@@ -26,11 +27,11 @@ import sys
 
 import pytest
 
-from experiments.rehearsal import chain
-from experiments.rehearsal import checks
-from experiments.rehearsal import rehearse
-from experiments.rehearsal.stages import compose_rehearsal
-from experiments.rehearsal.stages import data_overrides
+from convnet_repro.experiments.rehearsal import chain
+from convnet_repro.experiments.rehearsal import checks
+from convnet_repro.experiments.rehearsal import rehearse
+from convnet_repro.experiments.rehearsal.stages import compose_rehearsal
+from convnet_repro.experiments.rehearsal.stages import data_overrides
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONF = REPO_ROOT / "conf" / "experiment"
@@ -85,7 +86,7 @@ def test_pretrained_chain_folder_layout(ilsvrc_sample, tmp_path):
 
 @pytest.mark.parametrize("experiment", ALL)
 def test_rehearsal_folder_layout(experiment, ilsvrc_sample, tmp_path):
-    """`python -m experiments.rehearse`, one process per config.
+    """`python -m convnet_repro.experiments.rehearse`, one process per config.
 
     In one pytest process the 24 full-size rehearsals grew its memory to
     12.5 GB (OOM-killed on a 24 GB machine at VGG-C) and their checkpoints
@@ -96,7 +97,7 @@ def test_rehearsal_folder_layout(experiment, ilsvrc_sample, tmp_path):
     command = [
         sys.executable,
         "-m",
-        "experiments.rehearse",
+        "convnet_repro.experiments.rehearse",
         f"experiment={experiment}",
         "--layout=folder",
         f"--data-dir={ilsvrc_sample['folder']}",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from experiments.reports import paired_tests as pt
-from experiments.reports import smoothing
-from experiments.reports import statistics as st
+from convnet_repro.experiments.reports import paired_tests as pt
+from convnet_repro.experiments.reports import smoothing
+from convnet_repro.experiments.reports import statistics as st
 
 
 def test_seed_interval_matches_the_t_formula():

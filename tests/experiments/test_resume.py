@@ -9,9 +9,9 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # Two children; the second is killed at step 25 (checkpoint at 20) when
@@ -63,7 +63,7 @@ def test_killed_run_resumes_into_same_runs_and_matches_uninterrupted(
     killed = tmp_path / "killed"
     fresh_sqlite_store(killed / "mlruns.db")
     out = subprocess.run(
-        [sys.executable, "-m", "experiments.train"]
+        [sys.executable, "-m", "convnet_repro.experiments.train"]
         + OVERRIDES
         + _store_overrides(killed),
         cwd=REPO,

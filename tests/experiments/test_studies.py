@@ -12,7 +12,7 @@ import pytest
 from hydra import compose
 from hydra import initialize_config_dir
 
-from experiments.studies import common
+from convnet_repro.experiments.studies import common
 from tests.helpers import needs_imagenette
 from tests.helpers import needs_mnist
 
@@ -78,7 +78,7 @@ def test_tracked_run_logs_to_a_temporary_store(tmp_path):
 
 
 def test_edge_efficiency_counts_equal_the_books_formulas():
-    from experiments.studies import edge_efficiency as ee
+    from convnet_repro.experiments.studies import edge_efficiency as ee
 
     c = ee.analytic_counts(280, 320)
     assert c["conv_flops"] == 319 * 280 * 3 == 267_960
@@ -92,7 +92,7 @@ def test_edge_efficiency_counts_equal_the_books_formulas():
 
 
 def test_edge_efficiency_matrices_equal_the_convolution():
-    from experiments.studies import edge_efficiency as ee
+    from convnet_repro.experiments.studies import edge_efficiency as ee
 
     rng = np.random.default_rng(0)
     img = rng.normal(size=(5, 7)).astype(np.float32)
@@ -110,7 +110,7 @@ def test_edge_efficiency_matrices_equal_the_convolution():
 
 @needs_imagenette
 def test_edge_efficiency_run_writes_table(tmp_path):
-    from experiments.studies import edge_efficiency as ee
+    from convnet_repro.experiments.studies import edge_efficiency as ee
 
     cfg = compose_study(
         "edge_efficiency",
@@ -150,8 +150,8 @@ def _np_full_convolve(image, kernel):
 
 
 def test_conv_vs_correlation_matches_numpy_formula():
-    from experiments.studies import conv_vs_correlation as cvc
-    from layers import filter_bank
+    from convnet_repro.experiments.studies import conv_vs_correlation as cvc
+    from convnet_repro.layers import filter_bank
 
     rng = np.random.default_rng(0)
     img = rng.random((6, 7))
@@ -170,7 +170,7 @@ def test_conv_vs_correlation_matches_numpy_formula():
 
 @needs_imagenette
 def test_conv_vs_correlation_run(tmp_path):
-    from experiments.studies import conv_vs_correlation as cvc
+    from convnet_repro.experiments.studies import conv_vs_correlation as cvc
 
     cfg = compose_study("conv_vs_correlation", tmp_path, "crop=32")
     result = cvc.run(cfg)
@@ -194,7 +194,7 @@ def test_conv_vs_correlation_run(tmp_path):
 
 
 def test_equivariance_shift_is_zero_filled():
-    from experiments.studies import equivariance as eq
+    from convnet_repro.experiments.studies import equivariance as eq
 
     x = np.arange(12.0).reshape(1, 3, 4, 1)
     y = eq.shift(x, 1, 2)
@@ -210,7 +210,7 @@ def test_equivariance_shift_is_zero_filled():
 
 @needs_imagenette
 def test_equivariance_run(tmp_path):
-    from experiments.studies import equivariance as eq
+    from convnet_repro.experiments.studies import equivariance as eq
 
     cfg = compose_study(
         "equivariance",
@@ -249,7 +249,7 @@ def test_equivariance_run(tmp_path):
 
 
 def test_parameter_sharing_quadrant_canvas():
-    from experiments.studies import parameter_sharing as ps
+    from convnet_repro.experiments.studies import parameter_sharing as ps
 
     digits = np.arange(2 * 10 * 10, dtype=np.float32).reshape(2, 10, 10)
     x = ps.quadrant_canvas(digits, np.array([0, 3]), canvas=36)
@@ -261,7 +261,7 @@ def test_parameter_sharing_quadrant_canvas():
 
 
 def test_parameter_sharing_conv_with_global_pool_cannot_see_quadrant():
-    from experiments.studies import parameter_sharing as ps
+    from convnet_repro.experiments.studies import parameter_sharing as ps
 
     rng = np.random.default_rng(0)
     digits = rng.random((4, 10, 10)).astype(np.float32)
@@ -278,7 +278,7 @@ def test_parameter_sharing_conv_with_global_pool_cannot_see_quadrant():
 
 @needs_mnist
 def test_parameter_sharing_run(tmp_path):
-    from experiments.studies import parameter_sharing as ps
+    from convnet_repro.experiments.studies import parameter_sharing as ps
 
     cfg = compose_study(
         "parameter_sharing",
@@ -311,7 +311,7 @@ def test_parameter_sharing_run(tmp_path):
 
 
 def test_variable_size_pooling_net_takes_any_size():
-    from experiments.studies import variable_size_pooling as vsp
+    from convnet_repro.experiments.studies import variable_size_pooling as vsp
 
     model = vsp.build_net(filters=(4, 4, 8))
     for size in (16, 21, 40):
@@ -321,7 +321,7 @@ def test_variable_size_pooling_net_takes_any_size():
 
 @needs_mnist
 def test_variable_size_pooling_run(tmp_path):
-    from experiments.studies import variable_size_pooling as vsp
+    from convnet_repro.experiments.studies import variable_size_pooling as vsp
 
     cfg = compose_study(
         "variable_size_pooling",
@@ -373,7 +373,7 @@ def test_variable_size_pooling_run(tmp_path):
 
 @needs_mnist
 def test_structured_output_composite_labels():
-    from experiments.studies import structured_output as so
+    from convnet_repro.experiments.studies import structured_output as so
 
     images, labels = common.load_mnist("test", 50)
     x, y = so.make_composites(images, labels, 8, 56, (2, 3), 0, 0.5)
@@ -387,7 +387,7 @@ def test_structured_output_composite_labels():
 
 
 def test_structured_output_metrics_match_hand_count():
-    from experiments.studies import structured_output as so
+    from convnet_repro.experiments.studies import structured_output as so
 
     t = np.array([0, 0, 1, 1, 2])
     p = np.array([0, 1, 1, 1, 0])
@@ -401,7 +401,7 @@ def test_structured_output_metrics_match_hand_count():
 
 @needs_mnist
 def test_structured_output_run(tmp_path):
-    from experiments.studies import structured_output as so
+    from convnet_repro.experiments.studies import structured_output as so
 
     cfg = compose_study(
         "structured_output",
@@ -435,7 +435,7 @@ def test_structured_output_run(tmp_path):
 
 
 def test_low_frequency_fraction_extremes():
-    from experiments.studies import first_layer_filters as flf
+    from convnet_repro.experiments.studies import first_layer_filters as flf
 
     i, j = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
     smooth = np.cos(2 * np.pi * i / 8)  # lowest non-DC frequency
@@ -447,7 +447,7 @@ def test_low_frequency_fraction_extremes():
 
 @needs_imagenette
 def test_first_layer_filters_run(tmp_path):
-    from experiments.studies import first_layer_filters as flf
+    from convnet_repro.experiments.studies import first_layer_filters as flf
 
     cfg = compose_study(
         "first_layer_filters",
@@ -475,13 +475,15 @@ def test_every_study_composes_and_has_a_run(tmp_path):
 
     from omegaconf import OmegaConf
 
-    from experiments import studies
+    from convnet_repro.experiments import studies
 
     for name in studies.STUDIES:
         cfg = compose_study(name, tmp_path)
         OmegaConf.resolve(cfg)
         assert cfg.out_dir == str(tmp_path), name
-        module = importlib.import_module(f"experiments.studies.{name}")
+        module = importlib.import_module(
+            f"convnet_repro.experiments.studies.{name}"
+        )
         assert callable(module.run), name
 
 
@@ -499,7 +501,7 @@ def test_study_entry_point_logs_an_mlflow_run(tmp_path):
         [
             sys.executable,
             "-m",
-            "experiments.studies.edge_efficiency",
+            "convnet_repro.experiments.studies.edge_efficiency",
             f"out_dir={tmp_path}/out",
             f"tracking.uri={uri}",
             f"tracking.artifact_location={tmp_path}/artifacts",

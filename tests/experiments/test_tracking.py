@@ -14,10 +14,10 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import metric_log
-from experiments.engine import tracking
-from experiments.engine.compose import compose
-from experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine import metric_log
+from convnet_repro.experiments.engine import tracking
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -208,7 +208,7 @@ def test_real_mlflow_server_receives_a_run_over_http(tmp_path, mlflow_server):
         [
             sys.executable,
             "-m",
-            "experiments.train",
+            "convnet_repro.experiments.train",
             "experiment=smoke",
             "trainer.steps=20",
             "tracking=remote",
@@ -279,7 +279,7 @@ def test_training_survives_a_killed_and_restarted_server(
         [
             sys.executable,
             "-m",
-            "experiments.train",
+            "convnet_repro.experiments.train",
             "experiment=smoke",
             f"trainer.steps={steps}",
             "trainer.eval_every_steps=500",

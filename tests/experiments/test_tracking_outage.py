@@ -17,13 +17,13 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import metric_log
-from experiments.engine import outage
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine import metric_log
+from convnet_repro.experiments.engine import outage
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
-LOGGER = "experiments.engine.metric_log"
+LOGGER = "convnet_repro.experiments.engine.metric_log"
 
 
 def _free_port():

@@ -11,9 +11,9 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
-from experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 QUIET = ["tracking.log_model=false", "tracking.log_figures=false"]
@@ -117,7 +117,9 @@ def test_probe_metrics_have_each_step_once_after_kill_and_resume(tmp_path):
     ] + QUIET
     store = _store(tmp_path)
     killed = subprocess.run(
-        [sys.executable, "-m", "experiments.train"] + overrides + store,
+        [sys.executable, "-m", "convnet_repro.experiments.train"]
+        + overrides
+        + store,
         cwd=REPO,
         env=dict(os.environ, REPRO_KILL="1"),
         capture_output=True,

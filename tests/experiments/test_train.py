@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine import optimization
-from experiments.engine import train as train_lib
-from experiments.engine.compose import compose
+from convnet_repro.experiments.engine import optimization
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
 
 SMOKE = ["experiment=smoke"]
 REPORT_CALLS = []
@@ -173,8 +173,8 @@ def _sparse_ce(logits, labels):
 def test_aux_outputs_use_loss_weights():
     """The engine's compiled loss is CE(main) + 0.3 CE(aux), computed here
     in numpy from the model's two outputs (not a bare sum, not main only)."""
-    from experiments.data.synthetic import make_blob_datasets
-    from models.tiny import build_engine_mlp
+    from convnet_repro.experiments.data.synthetic import make_blob_datasets
+    from convnet_repro.models.tiny import build_engine_mlp
 
     cfg = compose(
         SMOKE + ["model.aux_head=true", "trainer.loss_weights=[1.0,0.3]"]
@@ -251,7 +251,7 @@ def test_plateau_schedule_reduces_lr(tmp_path):
 
 
 def test_l2_weight_decay_adds_half_wd_squared_norm_of_kernels():
-    from models.tiny import build_engine_mlp
+    from convnet_repro.models.tiny import build_engine_mlp
 
     model = build_engine_mlp(batch_norm=True)
     n = optimization.add_l2_weight_decay(model, 0.01)
@@ -270,7 +270,7 @@ def test_bn_population_stats_are_logged_beside_moving_averages(tmp_path):
     `val/top1_error_population` is that model's error; the moving averages
     give a different model. One batch = the 64 training examples, so every
     population batch holds the same examples whatever the shuffle."""
-    from experiments.data.synthetic import make_blob_datasets
+    from convnet_repro.experiments.data.synthetic import make_blob_datasets
 
     _, result, client = _run(
         tmp_path,
@@ -332,8 +332,8 @@ def test_mixed_precision_run(tmp_path):
     """A bfloat16 run computes what float32 computes: its logged val loss
     equals the float32 loss of the same weights within bfloat16 rounding,
     and stays within 5% of a float32 run's from the same seed."""
-    from experiments.data.synthetic import make_blob_datasets
-    from models.tiny import build_engine_mlp
+    from convnet_repro.experiments.data.synthetic import make_blob_datasets
+    from convnet_repro.models.tiny import build_engine_mlp
 
     _, exact, client = _run(tmp_path, "trainer.steps=20")
     _, result, _ = _run(

@@ -8,7 +8,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.engine.compose import fresh_sqlite_store
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ def _multirun(tmp, *overrides):
         [
             sys.executable,
             "-m",
-            "experiments.train",
+            "convnet_repro.experiments.train",
             "-m",
             "experiment=smoke",
             "trainer.steps=20",

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-import layers
+from convnet_repro import layers
 
 # (factory, input shape without batch)
 LAYERS = {

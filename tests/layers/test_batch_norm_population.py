@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from layers import recompute_batch_norm_statistics
+from convnet_repro.layers import recompute_batch_norm_statistics
 
 
 def _batches(shape, n, seed=0):

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 MODULES = [
-    "layers",
-    "layers.unshared_conv",
-    "layers.tiled_conv2d",
-    "layers.functional",
-    "layers.filter_bank",
-    "layers.pooling",
-    "layers.local_response_normalization",
+    "convnet_repro.layers",
+    "convnet_repro.layers.unshared_conv",
+    "convnet_repro.layers.tiled_conv2d",
+    "convnet_repro.layers.functional",
+    "convnet_repro.layers.filter_bank",
+    "convnet_repro.layers.pooling",
+    "convnet_repro.layers.local_response_normalization",
 ]
 
 

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from layers import FILTERS
-from layers import FilterBankInitializer
-from layers import cross_correlate
-from layers import get_filter
+from convnet_repro.layers import FILTERS
+from convnet_repro.layers import FilterBankInitializer
+from convnet_repro.layers import cross_correlate
+from convnet_repro.layers import get_filter
 
 
 def test_names_and_classic_kernels():

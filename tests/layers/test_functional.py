@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from layers import convolve
-from layers import cross_correlate
-from layers import smooth_positions
+from convnet_repro.layers import convolve
+from convnet_repro.layers import cross_correlate
+from convnet_repro.layers import smooth_positions
 from tests.layers import references as ref
 
 RNG = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-import layers
+from convnet_repro import layers
 
 # tf_keras runs on TensorFlow whatever KERAS_BACKEND says, so under JAX and
 # PyTorch these tests migrate a real Keras 2 layer into that backend.

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from layers import LocalResponseNormalization
+from convnet_repro.layers import LocalResponseNormalization
 from tests.helpers import check_layer
 from tests.helpers import gradients
 from tests.helpers import skip_unless_tensorflow

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from layers import LpPooling2D
-from layers import QuadrantPooling2D
-from layers import WeightedAveragePooling2D
+from convnet_repro.layers import LpPooling2D
+from convnet_repro.layers import QuadrantPooling2D
+from convnet_repro.layers import WeightedAveragePooling2D
 from tests.helpers import check_layer
 from tests.helpers import gradients
 

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from layers import TiledConv2D
-from layers import UnsharedConv2D
-from layers import _utils
+from convnet_repro.layers import TiledConv2D
+from convnet_repro.layers import UnsharedConv2D
+from convnet_repro.layers import _utils
 from tests.helpers import check_layer
 from tests.helpers import gradients
 from tests.helpers import skip_unless_tensorflow

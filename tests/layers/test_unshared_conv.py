@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from layers import CONV_LAYERS
-from layers import TiledConv2D
-from layers import UnsharedConv1D
-from layers import UnsharedConv2D
-from layers import get_conv_layer
+from convnet_repro.layers import CONV_LAYERS
+from convnet_repro.layers import TiledConv2D
+from convnet_repro.layers import UnsharedConv1D
+from convnet_repro.layers import UnsharedConv2D
+from convnet_repro.layers import get_conv_layer
 from tests.helpers import check_layer
 from tests.helpers import gradients
 from tests.layers import references as ref

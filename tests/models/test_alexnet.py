@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.alexnet import build_alexnet
+from convnet_repro.models.alexnet import build_alexnet
 from tests.models.helpers import conv_params
 from tests.models.helpers import kernel_initializers
 from tests.models.helpers import output_shapes

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-import layers
-from models.bn_inception import MODULES
-from models.bn_inception import build_bn_inception
+from convnet_repro import layers
+from convnet_repro.models.bn_inception import MODULES
+from convnet_repro.models.bn_inception import build_bn_inception
 from tests.models.helpers import assert_conv_pads_symmetrically
 from tests.models.helpers import conv_params
 from tests.models.helpers import kernel_initializers

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose
 from hydra import initialize_config_dir
 
-import models
+from convnet_repro import models
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf"
 NAMES = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))

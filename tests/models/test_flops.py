@@ -3,10 +3,10 @@
 import keras
 import pytest
 
-import layers
-import models
-from models.flops import count_macs
-from models.flops import training_flops
+from convnet_repro import layers
+from convnet_repro import models
+from convnet_repro.models.flops import count_macs
+from convnet_repro.models.flops import training_flops
 
 
 def test_every_counted_layer_kind_by_formula():

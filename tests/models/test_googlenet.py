@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from models.googlenet import AUX_LOSS_WEIGHTS
-from models.googlenet import MODULES
-from models.googlenet import aux_compile_args
-from models.googlenet import aux_targets
-from models.googlenet import build_googlenet
+from convnet_repro.models.googlenet import AUX_LOSS_WEIGHTS
+from convnet_repro.models.googlenet import MODULES
+from convnet_repro.models.googlenet import aux_compile_args
+from convnet_repro.models.googlenet import aux_targets
+from convnet_repro.models.googlenet import build_googlenet
 from tests.models.helpers import assert_conv_pads_symmetrically
 from tests.models.helpers import conv_params
 from tests.models.helpers import kernel_initializers

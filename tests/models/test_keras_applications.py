@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from models import keras_applications as ka
+from convnet_repro.models import keras_applications as ka
 
 SIZE = 64  # ResNets are fully convolutional: small images, same weights
 

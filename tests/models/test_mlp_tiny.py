@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-import models
-from models.mlp import build_bn_mnist_mlp
-from models.tiny import build_tiny_cnn
+from convnet_repro import models
+from convnet_repro.models.mlp import build_bn_mnist_mlp
+from convnet_repro.models.tiny import build_tiny_cnn
 
 
 def test_mlp_layer_names_and_count():

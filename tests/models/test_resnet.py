@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from models._common import ZeroPadChannels
-from models.resnet import build_resnet
+from convnet_repro.models._common import ZeroPadChannels
+from convnet_repro.models.resnet import build_resnet
 from tests.models.helpers import assert_conv_pads_symmetrically
 from tests.models.helpers import conv_params
 from tests.models.helpers import output_shapes

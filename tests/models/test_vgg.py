@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-import layers
-from models.vgg import build_vgg
+from convnet_repro import layers
+from convnet_repro.models.vgg import build_vgg
 from tests.models.helpers import conv_params
 from tests.models.helpers import roundtrip
 from tests.models.helpers import train_step
