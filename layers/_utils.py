@@ -112,6 +112,34 @@ def per_unit_initializer(initializer, num_positions):
     )
 
 
+def add_per_position_weights(layer, grid, channels):
+    """Adds `layer.kernel` `(*grid, *kernel_size, channels, filters)` and
+    `layer.bias` `(*grid, filters)` (None without `use_bias`).
+
+    `grid` is the shape of the kernel positions: the output size for the
+    unshared layers, the tile sizes for `TiledConv2D`. The kernel's
+    initializer gets the fans of one output unit (`per_unit_initializer`).
+    """
+    layer.kernel = layer.add_weight(
+        name="kernel",
+        shape=(*grid, *layer.kernel_size, channels, layer.filters),
+        initializer=per_unit_initializer(
+            layer.kernel_initializer, math.prod(grid)
+        ),
+        regularizer=layer.kernel_regularizer,
+        constraint=layer.kernel_constraint,
+    )
+    layer.bias = None
+    if layer.use_bias:
+        layer.bias = layer.add_weight(
+            name="bias",
+            shape=(*grid, layer.filters),
+            initializer=layer.bias_initializer,
+            regularizer=layer.bias_regularizer,
+            constraint=layer.bias_constraint,
+        )
+
+
 _SERIALIZED = {
     "activation": keras.activations,
     "kernel_initializer": keras.initializers,

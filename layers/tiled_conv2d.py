@@ -196,27 +196,8 @@ class TiledConv2D(keras.layers.Layer):
         self._tiles = tuple(
             t if n is None else min(t, n) for t, n in zip(tiles, out)
         )
-        th, tw = self._tiles
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(th, tw, *self.kernel_size, c, self.filters),
-            initializer=_utils.per_unit_initializer(
-                self.kernel_initializer, th * tw
-            ),
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
+        _utils.add_per_position_weights(self, self._tiles, c)
         self._plan(h, w)
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(th, tw, self.filters),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
-        else:
-            self.bias = None
 
     def _plan(self, h, w):
         """Picks the implementation and precomputes its constants."""

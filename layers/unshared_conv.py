@@ -109,25 +109,7 @@ class _UnsharedConv(keras.layers.Layer):
         self._out = out
         self._implementation = self._resolve_implementation()
         # 2-D: (oh, ow, kh, kw, c, f) = eq. 9.9's 6-D tensor w, axes reordered.
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(*out, *self.kernel_size, channels, self.filters),
-            initializer=_utils.per_unit_initializer(
-                self.kernel_initializer, math.prod(out)
-            ),
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(*out, self.filters),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
-        else:
-            self.bias = None
+        _utils.add_per_position_weights(self, out, channels)
 
     def _patches(self, inputs):
         """(B, *out, prod(kernel_size) * c) in (k1, k2, ..., c) order."""
