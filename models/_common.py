@@ -280,6 +280,15 @@ def lrn(name):
     )
 
 
+def max_pool_3x3_s2(x, name):
+    """The 3x3/2 max pool GoogLeNet and BN-Inception put between stages.
+
+    TF "same" padding: one -inf row/column at the end only, exactly Caffe's
+    ceil-mode pooling on even sizes.
+    """
+    return keras.layers.MaxPooling2D(3, strides=2, padding="same", name=name)(x)
+
+
 def symmetric_pad(x, kernel_size, strides, name):
     """Pads `x` for a strided conv/pool as Caffe, PyTorch and
     `keras.applications` do: `kernel_size // 2` zeros on every side.

@@ -45,10 +45,10 @@ from convnet_repro.models._common import apply_conv
 from convnet_repro.models._common import check_inputs
 from convnet_repro.models._common import initialized_stage_conv
 from convnet_repro.models._common import lrn as make_lrn
+from convnet_repro.models._common import max_pool_3x3_s2
 from convnet_repro.models._common import scaled
 from convnet_repro.models._common import separable_stem_conv
-
-STAGES = ("conv1", "conv2", "inception3", "inception4", "inception5")
+from convnet_repro.models.googlenet import STAGES  # the same five stages
 
 # Figure 5: #1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3,
 # pool type, pool proj (None = pass through), stride.
@@ -191,11 +191,6 @@ def build_bn_inception(
     def conv_for(stage):
         return initialized_stage_conv(conv, stage, STAGES, kernel_initializer)
 
-    def pool(t, pool_name):
-        return keras.layers.MaxPooling2D(
-            3, strides=2, padding="same", name=pool_name
-        )(t)
-
     def maybe_lrn(t, lrn_name):
         return make_lrn(name=lrn_name)(t) if lrn else t
 
@@ -209,12 +204,12 @@ def build_bn_inception(
 
     x = apply_conv(inputs, conv1, c64, k1, strides=s1, name="conv1", **common)
     if not small_input:
-        x = pool(x, "pool1")
+        x = max_pool_3x3_s2(x, "pool1")
     x = maybe_lrn(x, "pool1_lrn")
     x = apply_conv(x, conv_for("conv2"), c64, 1, name="conv2_reduce", **common)
     x = apply_conv(x, conv_for("conv2"), c192, 3, name="conv2", **common)
     x = maybe_lrn(x, "conv2_lrn")
-    x = pool(x, "pool2")
+    x = max_pool_3x3_s2(x, "pool2")
     for stage, modules in STAGE_MODULES.items():
         conv_layer = conv_for(stage)
         for module in modules:

@@ -37,6 +37,7 @@ from convnet_repro.models._common import apply_conv
 from convnet_repro.models._common import check_inputs
 from convnet_repro.models._common import initialized_stage_conv
 from convnet_repro.models._common import lrn as make_lrn
+from convnet_repro.models._common import max_pool_3x3_s2
 from convnet_repro.models._common import scaled
 from convnet_repro.models._common import separable_stem_conv
 
@@ -210,11 +211,6 @@ def build_googlenet(
     def maybe_lrn(t, lrn_name):
         return make_lrn(name=lrn_name)(t) if lrn else t
 
-    def pool(t, pool_name):
-        return keras.layers.MaxPooling2D(
-            3, strides=2, padding="same", name=pool_name
-        )(t)
-
     inputs = keras.Input(shape=shape, name="image")
     c64, c192 = scaled(64, width_multiplier), scaled(192, width_multiplier)
     conv1 = conv_for("conv1")
@@ -230,12 +226,12 @@ def build_googlenet(
         name="conv1",
     )
     if not small_input:
-        x = pool(x, "pool1")
+        x = max_pool_3x3_s2(x, "pool1")
     x = maybe_lrn(x, "pool1_lrn")
     x = apply_conv(x, conv_for("conv2"), c64, 1, name="conv2_reduce")
     x = apply_conv(x, conv_for("conv2"), c192, 3, name="conv2")
     x = maybe_lrn(x, "conv2_lrn")
-    x = pool(x, "pool2")
+    x = max_pool_3x3_s2(x, "pool2")
 
     aux = []
     for stage, modules in (
@@ -265,7 +261,7 @@ def build_googlenet(
                     )
                 )
         if stage != "inception5":
-            x = pool(x, f"pool{stage[-1]}")
+            x = max_pool_3x3_s2(x, f"pool{stage[-1]}")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     logits = keras.layers.Dense(
