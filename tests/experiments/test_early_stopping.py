@@ -2,11 +2,6 @@
 lr on the plateaus before, restores the best weights, and a killed run
 resumed with the same command logs what the uninterrupted run logs."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -17,8 +12,9 @@ from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import compose
 from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 from convnet_repro.experiments.engine.early_stopping import TuningEarlyStopping
+from tests.experiments.runs import run_killed
+from tests.experiments.runs import store_overrides as _store
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 ES = "convnet_repro.experiments.engine.early_stopping.TuningEarlyStopping"
 
 
@@ -127,15 +123,6 @@ KEYS = (
 )
 
 
-def _store(tmp):
-    return [
-        f"tracking.uri=sqlite:///{tmp}/mlruns.db",
-        f"tracking.artifact_location={tmp}/mlartifacts",
-        f"paths.checkpoint_dir={tmp}/checkpoints",
-        f"paths.output_dir={tmp}/outputs",
-    ]
-
-
 def _history(tmp, run_id):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlruns.db")
     return {
@@ -154,20 +141,7 @@ def test_killed_early_stopping_run_resumes_like_an_uninterrupted_one(
     for d in (ref, killed):
         fresh_sqlite_store(d / "mlruns.db")
     want = train_lib.train(compose(OVERRIDES + _store(ref)))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "convnet_repro.experiments.train",
-            *OVERRIDES,
-            *_store(killed),
-        ],
-        cwd=REPO,
-        env=dict(os.environ, REPRO_KILL="1"),
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+    out = run_killed(OVERRIDES + _store(killed))
     assert out.returncode == 3, out.stderr[-3000:]
     got = train_lib.train(compose(OVERRIDES + _store(killed)))
     assert got["run_id"] != want["run_id"]

@@ -3,11 +3,6 @@ set) -> kill -> resume (same MLflow run, every step once, the source not
 read again) -> `python -m convnet_repro.experiments.evaluate` on the
 fine-tuned run."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,29 +10,10 @@ from mlflow.tracking import MlflowClient
 from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import compose
 from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from tests.experiments.runs import run_module as _python
+from tests.experiments.runs import store_overrides as _store
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 QUIET = ["tracking.log_figures=false", "trainer.verbose=0"]
-
-
-def _store(tmp):
-    return [
-        f"tracking.uri=sqlite:///{tmp}/mlruns.db",
-        f"tracking.artifact_location={tmp}/mlartifacts",
-        f"paths.checkpoint_dir={tmp}/checkpoints",
-        f"paths.output_dir={tmp}/outputs",
-    ]
-
-
-def _python(module, args, **env):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
 
 
 @pytest.mark.slow

@@ -2,9 +2,6 @@
 command, resumes into the same MLflow runs and equals an uninterrupted run."""
 
 import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -12,8 +9,9 @@ from mlflow.tracking import MlflowClient
 from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import compose
 from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from tests.experiments.runs import run_killed
+from tests.experiments.runs import store_overrides as _store_overrides
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 # Two children; the second is killed at step 25 (checkpoint at 20) when
 # REPRO_KILL=1. Callbacks are not part of the run key, so the rerun (without
 # REPRO_KILL) finds the same runs.
@@ -29,15 +27,6 @@ OVERRIDES = [
     "model.dropout=0.3",  # RNG state must survive the resume too
 ]
 METRICS = ("train/loss", "train/top1_error", "lr", "val/loss", "val/top1_error")
-
-
-def _store_overrides(tmp):
-    return [
-        f"tracking.uri=sqlite:///{tmp}/mlruns.db",
-        f"tracking.artifact_location={tmp}/mlartifacts",
-        f"paths.checkpoint_dir={tmp}/checkpoints",
-        f"paths.output_dir={tmp}/outputs",
-    ]
 
 
 def _children(client, parent_id):
@@ -62,16 +51,7 @@ def test_killed_run_resumes_into_same_runs_and_matches_uninterrupted(
 ):
     killed = tmp_path / "killed"
     fresh_sqlite_store(killed / "mlruns.db")
-    out = subprocess.run(
-        [sys.executable, "-m", "convnet_repro.experiments.train"]
-        + OVERRIDES
-        + _store_overrides(killed),
-        cwd=REPO,
-        env=dict(os.environ, REPRO_KILL="1"),
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+    out = run_killed(OVERRIDES + _store_overrides(killed))
     assert out.returncode == 3, out.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{killed}/mlruns.db")
     (exp,) = [e for e in client.search_experiments() if e.name == "smoke"]

@@ -4,9 +4,6 @@
 that recovers loses its failure tags."""
 
 import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -14,8 +11,9 @@ from mlflow.tracking import MlflowClient
 from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import compose
 from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from tests.experiments.runs import run_killed
+from tests.experiments.runs import store_overrides
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 QUIET = ["tracking.log_model=false", "tracking.log_figures=false"]
 TWO = "first: {optimizer.learning_rate: 0.05}"
 # The second child diverges (NaN loss from batch 25: FAILED at step 30,
@@ -29,12 +27,7 @@ SECOND = "second: {optimizer.learning_rate: 0.02}"
 
 def _store(tmp):
     fresh_sqlite_store(tmp / "mlruns.db")
-    return [
-        f"tracking.uri=sqlite:///{tmp}/mlruns.db",
-        f"tracking.artifact_location={tmp}/mlartifacts",
-        f"paths.checkpoint_dir={tmp}/checkpoints",
-        f"paths.output_dir={tmp}/outputs",
-    ]
+    return store_overrides(tmp)
 
 
 def _steps(client, run_id, key):
@@ -116,16 +109,7 @@ def test_probe_metrics_have_each_step_once_after_kill_and_resume(tmp_path):
         "+callbacks.kill.env_var=REPRO_KILL",
     ] + QUIET
     store = _store(tmp_path)
-    killed = subprocess.run(
-        [sys.executable, "-m", "convnet_repro.experiments.train"]
-        + overrides
-        + store,
-        cwd=REPO,
-        env=dict(os.environ, REPRO_KILL="1"),
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+    killed = run_killed(overrides + store)
     assert killed.returncode == 3, killed.stderr[-3000:]
     client = MlflowClient(tracking_uri=store[0].split("=", 1)[1])
     (run,) = client.search_runs(
