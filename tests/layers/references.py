@@ -2,7 +2,8 @@
 
 Book layout, 0-based: V[l, j, k] is input channel l at row j, column k;
 Z[i, j, k] output channel i. The book's "-1"s disappear with 0-based
-indices. Loops are explicit on purpose: they mirror the sums.
+indices. Loops are explicit on purpose: they mirror the sums (one
+`np.ndindex` loop runs over all the indices a sum names).
 """
 
 import numpy as np
@@ -22,56 +23,55 @@ def out_size(n, k, s):
     return (n - k) // s + 1
 
 
+def _weighted_window_sum(V, out_shape, kernel_shape, s, weight):
+    """Z[i,j,k] = sum_{l,m,n} V[l, j*s0 + m, k*s1 + n] weight(i,j,k,l,m,n).
+
+    The sum shared by eqs. 9.8-9.10; each equation differs only in which
+    weight an output unit (i, j, k) uses for input (l, m, n).
+    """
+    f, oh, ow = out_shape
+    c, kh, kw = kernel_shape
+    Z = np.zeros((f, oh, ow))
+    # np.ndindex runs over i, j, k, l, m, n in the nested loops' order.
+    for i, j, k, l, m, n in np.ndindex(f, oh, ow, c, kh, kw):  # noqa: E741
+        Z[i, j, k] += V[l, j * s[0] + m, k * s[1] + n] * weight(
+            i, j, k, l, m, n
+        )
+    return Z
+
+
 def conv_strided(K, V, s):
     """Eq. 9.8: Z[i,j,k] = sum_{l,m,n} V[l, j*s + m, k*s + n] K[i,l,m,n]."""
     f, c, kh, kw = K.shape
     oh, ow = out_size(V.shape[1], kh, s), out_size(V.shape[2], kw, s)
-    Z = np.zeros((f, oh, ow))
-    for i in range(f):
-        for j in range(oh):
-            for k in range(ow):
-                for l in range(c):  # noqa: E741
-                    for m in range(kh):
-                        for n in range(kw):
-                            Z[i, j, k] += (
-                                V[l, j * s + m, k * s + n] * K[i, l, m, n]
-                            )
-    return Z
+    return _weighted_window_sum(
+        V,
+        (f, oh, ow),
+        (c, kh, kw),
+        (s, s),
+        lambda i, j, k, l, m, n: K[i, l, m, n],  # noqa: E741
+    )
 
 
 def unshared(W, V, s=(1, 1)):
     """Eq. 9.9 (+ strides): Z[i,j,k] = sum V[l, j*s+m, k*s+n] W[i,j,k,l,m,n]."""
     f, oh, ow, c, kh, kw = W.shape
-    Z = np.zeros((f, oh, ow))
-    for i in range(f):
-        for j in range(oh):
-            for k in range(ow):
-                for l in range(c):  # noqa: E741
-                    for m in range(kh):
-                        for n in range(kw):
-                            Z[i, j, k] += (
-                                V[l, j * s[0] + m, k * s[1] + n]
-                                * W[i, j, k, l, m, n]
-                            )
-    return Z
+    return _weighted_window_sum(
+        V, (f, oh, ow), (c, kh, kw), s, lambda *ijklmn: W[ijklmn]
+    )
 
 
 def tiled(K, V, oh, ow, s=(1, 1)):
     """Eq. 9.10 (+ strides), 0-based tiles:
     Z[i,j,k] = sum V[l, j*s+m, k*s+n] K[i, l, m, n, j % t_h, k % t_w]."""
     f, c, kh, kw, th, tw = K.shape
-    Z = np.zeros((f, oh, ow))
-    for i in range(f):
-        for j in range(oh):
-            for k in range(ow):
-                for l in range(c):  # noqa: E741
-                    for m in range(kh):
-                        for n in range(kw):
-                            Z[i, j, k] += (
-                                V[l, j * s[0] + m, k * s[1] + n]
-                                * K[i, l, m, n, j % th, k % tw]
-                            )
-    return Z
+    return _weighted_window_sum(
+        V,
+        (f, oh, ow),
+        (c, kh, kw),
+        s,
+        lambda i, j, k, l, m, n: K[i, l, m, n, j % th, k % tw],  # noqa: E741
+    )
 
 
 def grad_kernel(G, V, s, kh, kw):
@@ -121,15 +121,8 @@ def grad_unshared_kernel(G, V, s, kh, kw):
     f, oh, ow = G.shape
     c = V.shape[0]
     g = np.zeros((f, oh, ow, c, kh, kw))
-    for i in range(f):
-        for j in range(oh):
-            for k in range(ow):
-                for l in range(c):  # noqa: E741
-                    for m in range(kh):
-                        for n in range(kw):
-                            g[i, j, k, l, m, n] = (
-                                G[i, j, k] * V[l, j * s[0] + m, k * s[1] + n]
-                            )
+    for i, j, k, l, m, n in np.ndindex(g.shape):  # noqa: E741
+        g[i, j, k, l, m, n] = G[i, j, k] * V[l, j * s[0] + m, k * s[1] + n]
     return g
 
 
