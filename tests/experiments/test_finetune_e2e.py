@@ -13,7 +13,7 @@ from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 from tests.experiments.runs import run_module as _python
 from tests.experiments.runs import store_overrides as _store
 
-QUIET = ["tracking.log_figures=false", "trainer.verbose=0"]
+QUIET = ["tracking.log_figures=false"]
 
 
 @pytest.mark.slow
