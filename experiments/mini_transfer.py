@@ -116,7 +116,7 @@ def _run(name, data, steps, seed, root, extra=()):
             f"trainer.eval_every_steps={steps}",
             f"trainer.checkpoint_every_steps={steps}",
             "trainer.log_every_steps=100",
-            "trainer.verbose=0",
+            "trainer.progress=none",
             "tracking.log_figures=false",
             *extra,
         ],

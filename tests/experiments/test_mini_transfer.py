@@ -21,3 +21,12 @@ def test_digit_subsets_relabel_and_cut():
     (xs, _), *_ = train.unbatch().batch(6000).take(1)  # > two passes
     seen = {image.tobytes() for image in xs.numpy()}
     assert 2600 < len(seen) <= round(29404 * 0.09)
+
+
+def test_a_run_of_the_analog_trains_through_the_engine(tmp_path):
+    """`_run` composes real engine overrides (a key the trainer schema does
+    not have used to fail here, before any step)."""
+    data = mt._data(mt.FINETUNE_CLASSES, 0.01)
+    result = mt._run("mini_transfer_test", data, 10, 0, tmp_path)
+    assert result["status"] == "FINISHED"
+    assert 0.0 <= result["val/top1_error"] <= 1.0
