@@ -92,10 +92,11 @@ def test_children_of_variants_and_seeds():
         ]
     )
     children = expand_children(cfg)
+    # seed-major: a run stopped part-way holds whole comparisons
     assert [c.name for c in children] == [
         "bn-seed3",
-        "bn-seed4",
         "plain-seed3",
+        "bn-seed4",
         "plain-seed4",
     ]
     plain = children[3].cfg
@@ -106,6 +107,14 @@ def test_children_of_variants_and_seeds():
     assert plain.variants is None and plain.seeds is None
     assert children[0].cfg.model.batch_norm is True
     assert cfg.model.batch_norm is False  # the root is untouched
+    dropped = compose(
+        [
+            "experiment=smoke",
+            "variants={bn: {model.batch_norm: true}, plain: null}",
+            "seeds=[3]",
+        ]
+    )
+    assert [c.name for c in expand_children(dropped)] == ["bn-seed3"]
 
 
 def test_every_experiment_file_composes():
