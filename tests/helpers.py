@@ -156,3 +156,22 @@ def skip_unless_tensorflow(what):
         reason=f"{what} is TensorFlow-only (KERAS_BACKEND=tensorflow runs "
         "it); the numpy-reference tests cover this backend",
     )
+
+
+STUDY_CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "conf" / "study"
+
+
+def compose_study(name, tmp_path, *overrides):
+    """A concept study's config (conf/study/), untracked, output in tmp_path."""
+    from hydra import compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(STUDY_CONF_DIR), version_base="1.3"):
+        return compose(
+            name,
+            overrides=[
+                f"out_dir={tmp_path}",
+                "tracking.enabled=false",
+                *overrides,
+            ],
+        )
