@@ -13,7 +13,8 @@ epochs. From a config (conf/fragment/imagenette_mini_long.yaml):
 
     callbacks:
       early_stopping:
-        _target_: experiments.engine.early_stopping.TuningEarlyStopping
+        _target_: >-
+          convnet_repro.experiments.engine.early_stopping.TuningEarlyStopping
         _recursive_: false       # `data` stays a config (built here)
         data: ${data}
         every_steps: ${trainer.checkpoint_every_steps}

@@ -1,5 +1,6 @@
 """The `report:` hook that scores an experiment's trained runs for its
-table rows (`report._target_: experiments.evaluate.evaluate_experiment`).
+table rows (`report._target_:
+convnet_repro.experiments.evaluate.evaluate_experiment`).
 
 Each trained run is scored once per protocol; its per-image probabilities
 go to a float32 scratch file, and every row (one model or an ensemble) is
