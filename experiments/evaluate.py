@@ -215,6 +215,13 @@ def _combine(args, out_dir):
             f"Received: protocols={sorted(map(str, protocols))}"
         )
     args.protocol = protocols.pop()
+    fractions = {r.data.tags.get("fraction") for r in runs}
+    if len(fractions) != 1:
+        raise ValueError(
+            "--combine averages runs of one training length; pick runs "
+            f"tagged alike. Received: fractions={sorted(map(str, fractions))}"
+        )
+    fraction = fractions.pop()
     folders = [
         records.stored_predictions(r, os.path.join(out_dir, f"member{i}"))
         for i, r in enumerate(args.sources)
@@ -227,31 +234,15 @@ def _combine(args, out_dir):
         "num_views": int(runs[0].data.params["num_views"]),
         "num_models": sum(int(r.data.params["num_models"]) for r in runs),
     }
-    return result, writer.folder, {"combined": ",".join(args.sources)}
-
-
-def _fraction(args):
-    """The training length the scored models share (tag `fraction`)."""
-    if not args.combine:
-        from convnet_repro.experiments.evaluation import sources
-
-        return sources.training_fraction(args.sources)
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    tags = {client.get_run(r).data.tags.get("fraction") for r in args.sources}
-    if len(tags) != 1:
-        raise ValueError(
-            "--combine averages runs of one training length; pick runs "
-            f"tagged alike. Received: fractions={sorted(map(str, tags))}"
-        )
-    tag = tags.pop()
-    return None if tag is None else float(tag)
+    params = {"combined": ",".join(args.sources)}
+    fraction = None if fraction is None else float(fraction)
+    return result, writer.folder, params, fraction
 
 
 def main(argv=None):
     """CLI entry point; prints and returns the result dict."""
     from convnet_repro.experiments.engine import tracking
+    from convnet_repro.experiments.evaluation import sources
 
     args = _parser().parse_args(argv)
     cfg = _compose(args)
@@ -260,12 +251,12 @@ def main(argv=None):
     )
     with tempfile.TemporaryDirectory(prefix="evaluate_") as tmp:
         if args.combine:
-            result, predictions, params = _combine(args, tmp)
+            result, predictions, params, fraction = _combine(args, tmp)
         else:
             predictions = os.path.join(tmp, "predictions")
             result, params = _score(args, cfg, predictions)
+            fraction = sources.training_fraction(args.sources)
         tags = {"table": args.table, "scale": args.scale, "family": args.family}
-        fraction = _fraction(args)
         if fraction is not None:  # a table never mixes training lengths
             tags["fraction"] = fraction
         if args.paper_top1_error is not None:
