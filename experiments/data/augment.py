@@ -190,20 +190,58 @@ def build_policy(
                 f"Policy {name!r} needs a crop size; set data.crop_size. "
                 f"Received: crop_size={crop_size!r}"
             )
-    ops = []
-    for name in names:
-        ops.extend(
-            _policy_ops(
-                name,
-                crop_size,
-                resize_size,
-                scale_range,
-                area_range,
-                aspect_range,
-                lighting_std,
-                pad,
+    lighting = (
+        [lambda x, s: pca_lighting(x, s, lighting_std)] if lighting_std else []
+    )
+    flip = [random_flip]
+
+    def policy_ops(name):  # the ops of one policy, over the options above
+        if name == "none":
+            return []
+        if name == "flip":
+            return flip
+        if name == "cifar":
+
+            def pad_crop(x, s):
+                x = tf.pad(x, [[pad, pad], [pad, pad], [0, 0]])
+                return random_crop(x, crop_size, s)
+
+            return [pad_crop] + flip
+        if name == "alexnet":
+            size = resize_size or scaled(256, crop_size)
+
+            def alexnet_crop(x, s):
+                x = center_crop(resize_shorter_side(x, size), size)
+                return random_crop(x, crop_size, s)
+
+            return [alexnet_crop] + flip + lighting
+        if name in ("vgg", "resnet"):
+            default = (256, 512) if name == "vgg" else (256, 480)
+            size_range = tuple(
+                scale_range or [scaled(d, crop_size) for d in default]
             )
-        )
+            if size_range[0] < crop_size or size_range[0] > size_range[1]:
+                raise ValueError(
+                    f"scale_range must satisfy crop_size <= S_min <= S_max. "
+                    f"Received: scale_range={list(size_range)}, "
+                    f"crop_size={crop_size}"
+                )
+            return [
+                lambda x, s: scale_jitter_crop(x, s, size_range, crop_size)
+            ] + (flip + lighting)
+        # googlenet
+        if not 0 < area_range[0] <= area_range[1] <= 1:
+            raise ValueError(
+                f"area_range must be within (0, 1]. Received: area_range="
+                f"{list(area_range)}"
+            )
+        return [
+            lambda x, s: random_resized_crop(
+                x, s, crop_size, tuple(area_range), tuple(aspect_range)
+            )
+        ] + flip
+
+    ops = [op for name in names for op in policy_ops(name)]
 
     def augment(image, seed):
         seed = tf.cast(seed, tf.int64)
@@ -212,63 +250,3 @@ def build_policy(
         return image
 
     return augment
-
-
-def _policy_ops(
-    name,
-    crop_size,
-    resize_size,
-    scale_range,
-    area_range,
-    aspect_range,
-    lighting_std,
-    pad,
-):
-    lighting = (
-        [lambda x, s: pca_lighting(x, s, lighting_std)] if lighting_std else []
-    )
-    flip = [random_flip]
-    if name == "none":
-        return []
-    if name == "flip":
-        return flip
-    if name == "cifar":
-
-        def pad_crop(x, s):
-            x = tf.pad(x, [[pad, pad], [pad, pad], [0, 0]])
-            return random_crop(x, crop_size, s)
-
-        return [pad_crop] + flip
-    if name == "alexnet":
-        size = resize_size or scaled(256, crop_size)
-
-        def alexnet_crop(x, s):
-            x = center_crop(resize_shorter_side(x, size), size)
-            return random_crop(x, crop_size, s)
-
-        return [alexnet_crop] + flip + lighting
-    if name in ("vgg", "resnet"):
-        default = (256, 512) if name == "vgg" else (256, 480)
-        size_range = tuple(
-            scale_range or [scaled(d, crop_size) for d in default]
-        )
-        if size_range[0] < crop_size or size_range[0] > size_range[1]:
-            raise ValueError(
-                f"scale_range must satisfy crop_size <= S_min <= S_max. "
-                f"Received: scale_range={list(size_range)}, "
-                f"crop_size={crop_size}"
-            )
-        return [lambda x, s: scale_jitter_crop(x, s, size_range, crop_size)] + (
-            flip + lighting
-        )
-    # googlenet
-    if not 0 < area_range[0] <= area_range[1] <= 1:
-        raise ValueError(
-            f"area_range must be within (0, 1]. Received: area_range="
-            f"{list(area_range)}"
-        )
-    return [
-        lambda x, s: random_resized_crop(
-            x, s, crop_size, tuple(area_range), tuple(aspect_range)
-        )
-    ] + flip

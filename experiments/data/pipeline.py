@@ -208,19 +208,18 @@ def make_datasets(
             "data.eval_split=tuning needs a tuning split: set "
             "data.tuning_per_class (e.g. 50). Received: tuning_per_class=None"
         )
-    train, val = splits.load(
-        name,
-        source,
-        local_dir,
-        tfds_data_dir,
-        manual_dir,
-        download,
-        input_shape,
-        num_classes,
-        num_train_examples,
-        num_val_examples,
-        noise,
-    )
+    if splits.DATASETS[name][0] == "synthetic":
+        train, val = splits.generate(
+            input_shape,
+            num_classes,
+            num_train_examples,
+            num_val_examples,
+            noise,
+        )
+    else:
+        train, val = splits.load(
+            name, source, local_dir, tfds_data_dir, manual_dir, download
+        )
     train, tuning = holdout.split_off(train, tuning_per_class)
     if eval_split == "tuning":
         val = tuning

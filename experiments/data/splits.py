@@ -95,36 +95,30 @@ class Split:
         )
 
 
-def load(
-    name,
-    source,
-    local_dir,
-    tfds_data_dir,
-    manual_dir,
-    download,
-    input_shape,
-    num_classes,
-    num_train,
-    num_val,
-    noise,
-):
-    """Finds the data (failing fast with a one-line fix) and lists it."""
+def generate(input_shape, num_classes, num_train, num_val, noise):
+    """The `(train, val)` splits of the generated `synthetic` set."""
+    shape = tuple(input_shape or (16, 16, 1))
+    if len(shape) != 3:
+        raise ValueError(
+            "synthetic data needs input_shape=(H, W, C). Received: "
+            f"input_shape={input_shape!r}"
+        )
+    classes = int(num_classes or 4)
+    splits = []
+    for n, data_seed in ((num_train or 512, 1), (num_val or 128, 2)):
+        images, labels = synthetic.make_synthetic(
+            n, shape, classes, noise, seed=data_seed
+        )
+        splits.append(Split(labels, images, num_classes=classes))
+    return splits[0], splits[1]
+
+
+def load(name, source, local_dir, tfds_data_dir, manual_dir, download):
+    """Finds the data of a stored (not `synthetic`) dataset, failing fast
+    with a one-line fix, and lists its `(train, val)` splits."""
     kind, tfds_name, train_split, val_split = DATASETS[name]
     if kind == "synthetic":
-        shape = tuple(input_shape or (16, 16, 1))
-        if len(shape) != 3:
-            raise ValueError(
-                "synthetic data needs input_shape=(H, W, C). Received: "
-                f"input_shape={input_shape!r}"
-            )
-        classes = int(num_classes or 4)
-        splits = []
-        for n, data_seed in ((num_train or 512, 1), (num_val or 128, 2)):
-            images, labels = synthetic.make_synthetic(
-                n, shape, classes, noise, seed=data_seed
-            )
-            splits.append(Split(labels, images, num_classes=classes))
-        return splits[0], splits[1]
+        raise ValueError(f"{name!r} is generated (`generate`), not loaded.")
     directory = None
     if source != "tfds":
         directory = data_root.resolve_local_dir(name, local_dir)

@@ -87,9 +87,8 @@ def check_21k_labels(root, labels):
     from convnet_repro.experiments.data import splits as data_splits
 
     splits = data_splits.load(
-        "imagenet21k", "local", str(root), None, None, False,
-        (227, 227, 3), NUM_CLASSES_21K, None, None, 0.0,
-    )  # fmt: skip
+        "imagenet21k", "local", str(root), None, None, False
+    )
     bad, count = [], 0
     for split in splits:
         for path, label in zip(split.paths, split.labels):
