@@ -76,6 +76,7 @@ def make_datasets(
     shuffle_chunk_files=8,
     tuning_per_class=None,
     eval_split="val",
+    with_tuning=False,
 ):
     """Builds the `(train_ds, val_ds)` pair of a dataset.
 
@@ -141,11 +142,16 @@ def make_datasets(
         eval_split: what the second stream serves: `val` (the validation
             set) or `tuning` (the held-out tuning split, for early
             stopping and other choices; needs `tuning_per_class`).
+        with_tuning: also return the tuning split's stream, built as the
+            second stream is with `eval_split="tuning"` (the engine asks
+            for it for a callback that scores the tuning split, e.g.
+            `TuningEarlyStopping`; needs `tuning_per_class`).
 
     Returns:
         `(train_ds, val_ds)`: `train_ds` an infinite stream of
         `(float32 images (batch_size, *input_shape), int32 labels)`; `val_ds`
-        finite, ordered, with a last partial batch.
+        finite, ordered, with a last partial batch. With `with_tuning`,
+        `(train_ds, val_ds, tuning_ds)`.
 
     Raises:
         ValueError: invalid arguments.
@@ -203,11 +209,15 @@ def make_datasets(
             f"data.eval_split must be one of {EVAL_SPLITS}. Received: "
             f"eval_split={eval_split!r}"
         )
-    if eval_split == "tuning" and tuning_per_class is None:
-        raise ValueError(
-            "data.eval_split=tuning needs a tuning split: set "
-            "data.tuning_per_class (e.g. 50). Received: tuning_per_class=None"
-        )
+    for wants, what in (
+        (eval_split == "tuning", "data.eval_split=tuning"),
+        (with_tuning, "A tuning-split callback"),
+    ):
+        if wants and tuning_per_class is None:
+            raise ValueError(
+                f"{what} needs a tuning split: set data.tuning_per_class "
+                "(e.g. 50). Received: tuning_per_class=None"
+            )
     if splits.DATASETS[name][0] == "synthetic":
         train, val = splits.generate(
             input_shape,
@@ -226,9 +236,14 @@ def make_datasets(
     train = splits.materialize(
         splits.subset(train, num_train_examples), decode_size, cache
     )
-    val = splits.materialize(
-        splits.subset(val, num_val_examples), decode_size, cache
-    )
+
+    def held_out(split):  # the val split, or the tuning split served alike
+        return splits.materialize(
+            splits.subset(split, num_val_examples), decode_size, cache
+        )
+
+    val = held_out(val)
+    tuning = held_out(tuning) if with_tuning else None
     if num_classes is not None and train.num_classes is not None:
         if int(num_classes) != train.num_classes:
             raise ValueError(
@@ -294,10 +309,16 @@ def make_datasets(
         decode_size=decode_size,
         chunk_files=shuffle_chunk_files,
     )
-    val_ds = streams.val_stream(
-        val, eval_batch_size, val_example, val_example, decode_size
-    )
+
+    def eval_stream(split):
+        return streams.val_stream(
+            split, eval_batch_size, val_example, val_example, decode_size
+        )
+
+    val_ds = eval_stream(val)
     streams.check_spec(train_ds, input_shape, name)
+    if with_tuning:
+        return train_ds, val_ds, eval_stream(tuning)
     return train_ds, val_ds
 
 

@@ -56,16 +56,37 @@ def instantiate(node, what, **kwargs):
         raise
 
 
+def wants_tuning_split(node):
+    """Whether the engine serves its tuning split to a `callbacks:` node:
+    its class takes one (`set_tuning_data`) and the node gives no `data`."""
+    if node.get("data") is not None:
+        return False
+    return hasattr(hydra.utils.get_object(node["_target_"]), "set_tuning_data")
+
+
 def build_run(cfg, strategy, skip_batches=0):
     """Data, compiled model and LR callback of a run (before any run).
 
     The train stream starts at batch `skip_batches` (a resumed run's step),
-    skipped before decoding (`make_datasets(skip_batches=...)`). With
+    skipped before decoding (`make_datasets(skip_batches=...)`). The tuning
+    split's stream is built by the same call, beside train and val, when a
+    config callback scores it (`wants_tuning_split`; else None). With
     `finetune.source` set, a new run (`skip_batches=0`) starts from the
     source's weights (`experiments.engine.finetune`); a resumed one from its own
     checkpoint, restored after this build.
+
+    Returns:
+        `(train_ds, val_ds, tuning_ds, model, optimizer, lr_callback)`.
     """
-    train_ds, val_ds = instantiate(cfg.data, "data", skip_batches=skip_batches)
+    tuning_ds = None
+    if any(map(wants_tuning_split, (cfg.callbacks or {}).values())):
+        train_ds, val_ds, tuning_ds = instantiate(
+            cfg.data, "data", skip_batches=skip_batches, with_tuning=True
+        )
+    else:
+        train_ds, val_ds = instantiate(
+            cfg.data, "data", skip_batches=skip_batches
+        )
     with strategy.scope():
         model = instantiate(cfg.model, "model")
         finetune.apply(cfg, model, skip_batches=skip_batches)
@@ -78,7 +99,7 @@ def build_run(cfg, strategy, skip_batches=0):
         optimizer = optimization.build_optimizer(cfg, learning_rate)
         optimizer = finetune.scale_head_gradients(optimizer, model, cfg)
         optimization.compile_model(model, cfg, optimizer)
-    return train_ds, val_ds, model, optimizer, lr_callback
+    return train_ds, val_ds, tuning_ds, model, optimizer, lr_callback
 
 
 def preflight(children, strategy):

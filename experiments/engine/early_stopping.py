@@ -9,19 +9,23 @@ with the papers' plateau schedule: the first `lr_drops` plateaus divide
 the learning rate by 10 and reset the patience count, the next one stops
 training (`keras.callbacks.ReduceLROnPlateau` cannot see the tuning metric
 or share the plateau count). Patience counts tuning evaluations, not Keras
-epochs. From a config (conf/fragment/imagenette_mini_long.yaml):
+epochs. From a config (conf/fragment/imagenette_mini_long.yaml), with
+`data.tuning_per_class` set:
 
     callbacks:
       early_stopping:
         _target_: >-
           convnet_repro.experiments.engine.early_stopping.TuningEarlyStopping
-        _recursive_: false       # `data` stays a config (built here)
-        data: ${data}
         every_steps: ${trainer.checkpoint_every_steps}
         checkpoint_every_steps: ${trainer.checkpoint_every_steps}
         patience: 5
         lr_drops: 2
         directory: ${paths.checkpoint_dir}/early_stopping
+
+The tuning stream is not built here: a node without `data` is served the
+one the engine's data step builds beside train and val
+(`experiments.engine.build.wants_tuning_split`, `set_tuning_data`), with
+the same preprocessing as val.
 
 Resume (the engine restarts a killed run at its newest checkpoint, in a
 new process, with fresh callbacks): `on_train_begin` rebuilds the state
@@ -103,11 +107,11 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
     """Evaluates the tuning split every `every_steps`; stops on a plateau.
 
     Args:
-        data: the tuning data: a data config (`_target_`, e.g. `${data}`
-            with `_recursive_: false`), built with `split_overrides`, whose
-            second stream is scored; or a built `(train, eval)` pair.
         every_steps: evaluation interval in steps; a multiple of
             `checkpoint_every_steps`.
+        data: the stream scored, or a built `(train, eval)` pair whose
+            second stream is scored; None: the run's tuning split, which
+            the engine passes through `set_tuning_data`.
         checkpoint_every_steps: the run's checkpoint interval (0 or None:
             not checked; then resume is exact only at evaluation steps).
         monitor: logged key monitored (`tune/<metric>`).
@@ -119,8 +123,6 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
             (else the last weights).
         directory: folder for the best weights across a resume (None: kept
             in memory only, not resume-safe).
-        split_overrides: data keys set when building `data` (default
-            `{"eval_split": "tuning"}`).
         eval_steps: batches per evaluation (None: the whole split).
         prefix: key prefix of the logged metrics.
         lr_drops: plateaus that multiply the learning rate by `lr_factor`
@@ -131,8 +133,8 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
 
     def __init__(
         self,
-        data,
         every_steps,
+        data=None,
         checkpoint_every_steps=None,
         monitor="tune/top1_accuracy",
         patience=5,
@@ -140,7 +142,6 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
         mode="auto",
         restore_best_weights=True,
         directory=None,
-        split_overrides=None,
         eval_steps=None,
         prefix="tune/",
         lr_drops=0,
@@ -176,9 +177,6 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
         self.data = data
         self.every_steps = every_steps
         self.directory = pathlib.Path(directory) if directory else None
-        if split_overrides is None:
-            split_overrides = {"eval_split": "tuning"}
-        self.split_overrides = dict(split_overrides)
         self.eval_steps = eval_steps
         self.prefix = prefix
         self.lr_drops = int(lr_drops)
@@ -193,24 +191,26 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
         self._restored_best = 1.0
 
     # --- data and evaluation ------------------------------------------
+    def set_tuning_data(self, dataset):
+        """The engine's tuning stream (built beside train and val)."""
+        self.data = dataset
+
     def _stream(self):
         data = self.data
-        if hasattr(data, "items"):
-            import hydra
-            from omegaconf import DictConfig
-            from omegaconf import OmegaConf
-
-            if isinstance(data, DictConfig):
-                data = OmegaConf.to_container(data, resolve=True)
-            data = hydra.utils.instantiate(
-                {**data, **self.split_overrides}, _convert_="all"
-            )
-        if not isinstance(data, (tuple, list)) or len(data) != 2:
+        if isinstance(data, (tuple, list)):
+            if len(data) != 2:
+                raise ValueError(
+                    "TuningEarlyStopping's data must be a stream or a "
+                    f"(train, eval) pair. Received: {len(data)} items"
+                )
+            data = data[1]
+        if data is None:
             raise ValueError(
-                "TuningEarlyStopping's data must be a data config or a "
-                f"(train, eval) pair. Received: {type(data).__name__}"
+                "TuningEarlyStopping has no tuning data: set "
+                "data.tuning_per_class (the engine then passes the tuning "
+                "split) or give `data`."
             )
-        return optimization.labels_for(self.model, data[1])
+        return optimization.labels_for(self.model, data)
 
     def evaluate(self, step):
         """Scores the tuning split, logs `tune/*` at `step`; returns them."""
@@ -300,6 +300,8 @@ class TuningEarlyStopping(keras.callbacks.EarlyStopping):
 
     # --- Keras hooks ----------------------------------------------------
     def on_train_begin(self, logs=None):
+        if self._ds is None:  # fails before training without data
+            self._ds = self._stream()
         super().on_train_begin(logs)
         if self.monitor_op is None:
             self._set_monitor_op()

@@ -25,6 +25,7 @@ import hydra
 import keras
 
 from convnet_repro.experiments.engine import artifacts
+from convnet_repro.experiments.engine import build
 from convnet_repro.experiments.engine import callbacks as cbs
 from convnet_repro.experiments.engine import compat
 from convnet_repro.experiments.engine import distribute
@@ -80,8 +81,11 @@ def _datasets(model, train_ds, val_ds, strategy_kind):
     return out
 
 
-def _callbacks(cfg, chief, run_id, ckpt_dir, buffer, model, lr_callback):
-    """The step logger first, then checkpointer, LR and config callbacks."""
+def _callbacks(
+    cfg, chief, run_id, ckpt_dir, buffer, model, lr_callback, tuning
+):
+    """The step logger first, then checkpointer, LR and config callbacks
+    (`tuning`: the tuning split's stream, for those that score it)."""
     t = cfg.trainer
     chunk = fit_chunk_steps(t)
     logger = cbs.StepLogger(
@@ -106,7 +110,10 @@ def _callbacks(cfg, chief, run_id, ckpt_dir, buffer, model, lr_callback):
     if lr_callback is not None:
         callbacks.append(lr_callback)
     for cb_cfg in (cfg.callbacks or {}).values():
-        callbacks.append(hydra.utils.instantiate(cb_cfg, _convert_="all"))
+        callback = hydra.utils.instantiate(cb_cfg, _convert_="all")
+        if build.wants_tuning_split(cb_cfg):  # built beside train/val
+            callback.set_tuning_data(tuning)
+        callbacks.append(callback)
     return logger, callbacks
 
 
@@ -164,7 +171,8 @@ def fit_run(cfg, strategy, chief, run_id, ckpt_dir, state, resumed, built):
         ckpt_dir: the run's checkpoint folder.
         state: the checkpoint state to resume from, or None.
         resumed: whether the MLflow run existed (its logged steps are kept).
-        built: `(train_ds, val_ds, model, optimizer, lr_callback)`.
+        built: `(train_ds, val_ds, tuning_ds, model, optimizer,
+            lr_callback)` (`experiments.engine.build.build_run`).
 
     Returns:
         Final `val/*` metrics plus `status` (and `failure_reason` on a
@@ -173,7 +181,7 @@ def fit_run(cfg, strategy, chief, run_id, ckpt_dir, state, resumed, built):
     t = cfg.trainer
     start_step = min(int(state["step"]), t.steps) if state else 0
     chunk = fit_chunk_steps(t)
-    train_ds, val_ds, model, optimizer, lr_callback = built
+    train_ds, val_ds, tuning_ds, model, optimizer, lr_callback = built
     if start_step:
         restore(model, optimizer, strategy, ckpt_dir, state, start_step)
     # The train stream already starts at batch `start_step`.
@@ -190,7 +198,7 @@ def fit_run(cfg, strategy, chief, run_id, ckpt_dir, state, resumed, built):
             final_wait_s=cfg.tracking.final_wait_s,
         ).activate()
     logger, callbacks = _callbacks(
-        cfg, chief, run_id, ckpt_dir, buffer, model, lr_callback
+        cfg, chief, run_id, ckpt_dir, buffer, model, lr_callback, tuning_ds
     )
     if start_step < t.steps:
         model.fit(
