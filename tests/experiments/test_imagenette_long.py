@@ -5,6 +5,7 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
+from convnet_repro.experiments.engine import build
 from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import CONF_DIR
 from convnet_repro.experiments.engine.compose import compose
@@ -87,7 +88,7 @@ def test_long_config_differs_from_its_default_only_where_stated(name):
         5,
         2,
     )
-    assert es.restore_best_weights and es["_recursive_"] is False
+    assert es.restore_best_weights and "data" not in es  # engine serves it
     assert long_cfg.data.tuning_per_class == 50
     assert long_cfg.report.scale == "mini-long"
     seeds = [c.seed for c in train_lib.expand_children(long_cfg)]
@@ -103,15 +104,12 @@ def test_default_tier_has_no_tuning_split_or_early_stopping():
         assert not cfg.callbacks and cfg.report.scale == "mini"
 
 
-def test_the_callback_builds_from_a_long_config_with_its_data_as_config():
+def test_the_callback_builds_from_a_long_config_and_is_served_the_tuning():
     cfg = compose(["experiment=imagenette_resnet18_long"])
     callback = hydra.utils.instantiate(
         cfg.callbacks.early_stopping, _convert_="all"
     )
     assert isinstance(callback, TuningEarlyStopping)
-    assert (
-        callback.data["_target_"]
-        == "convnet_repro.experiments.data.make_datasets"
-    )
-    assert callback.split_overrides == {"eval_split": "tuning"}
+    assert callback.data is None  # no second data pipeline in the callback
+    assert build.wants_tuning_split(cfg.callbacks.early_stopping)
     assert callback.patience == 5 and callback.every_steps == 150
