@@ -21,33 +21,25 @@ from convnet_repro.experiments.data import augment as aug
 from convnet_repro.experiments.data.protocol_views import num_views
 from convnet_repro.experiments.engine import metric_keys as mk
 
-# builder (under `convnet_repro.models.`) -> variant -> trainable parameters
-# of the paper network.
-_PAPER_COUNTS = {
-    "alexnet.build_alexnet": {None: 60_965_224},  # two towers
-    "vgg.build_vgg": {
-        "A": 132_863_336,
-        "A-LRN": 132_863_336,
-        "B": 133_047_848,
-        "C": 133_638_952,
-        "D": 138_357_544,
-        "E": 143_667_240,
-    },
-    "googlenet.build_googlenet": {None: 6_998_552},
-    "resnet.build_resnet": {
-        "resnet18": 11_689_512,
-        "resnet34": 21_797_672,
-        "resnet50": 25_557_032,
-        "resnet101": 44_549_160,
-        "resnet152": 60_192_808,
-    },
-    "bn_inception.build_bn_inception": {None: 11_278_528},
-}
-# (builder `_target_`, variant) -> trainable parameters.
+# (builder, variant) -> trainable parameters of the paper network.
 PAPER_PARAMETERS = {
-    (f"convnet_repro.models.{builder}", variant): count
-    for builder, variants in _PAPER_COUNTS.items()
-    for variant, count in variants.items()
+    (
+        "convnet_repro.models.alexnet.build_alexnet",
+        None,
+    ): 60_965_224,  # two towers
+    ("convnet_repro.models.vgg.build_vgg", "A"): 132_863_336,
+    ("convnet_repro.models.vgg.build_vgg", "A-LRN"): 132_863_336,
+    ("convnet_repro.models.vgg.build_vgg", "B"): 133_047_848,
+    ("convnet_repro.models.vgg.build_vgg", "C"): 133_638_952,
+    ("convnet_repro.models.vgg.build_vgg", "D"): 138_357_544,
+    ("convnet_repro.models.vgg.build_vgg", "E"): 143_667_240,
+    ("convnet_repro.models.googlenet.build_googlenet", None): 6_998_552,
+    ("convnet_repro.models.resnet.build_resnet", "resnet18"): 11_689_512,
+    ("convnet_repro.models.resnet.build_resnet", "resnet34"): 21_797_672,
+    ("convnet_repro.models.resnet.build_resnet", "resnet50"): 25_557_032,
+    ("convnet_repro.models.resnet.build_resnet", "resnet101"): 44_549_160,
+    ("convnet_repro.models.resnet.build_resnet", "resnet152"): 60_192_808,
+    ("convnet_repro.models.bn_inception.build_bn_inception", None): 11_278_528,
 }
 # Shortcut options A/C of ResNet-34 and BN-free Inception move the count by
 # < 5% (projection shortcuts, BN gamma/beta).
