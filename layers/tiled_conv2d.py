@@ -38,6 +38,7 @@ import numpy as np
 from keras import ops
 
 from convnet_repro.layers import _utils
+from convnet_repro.layers.unshared_conv import LocalConvBase
 
 IMPLEMENTATIONS = ("auto", "space_to_depth", "patches", "strided")
 
@@ -61,7 +62,7 @@ def _phase_selection(t, s, k):
 
 
 @keras.saving.register_keras_serializable(package="repro")
-class TiledConv2D(keras.layers.Layer):
+class TiledConv2D(LocalConvBase):
     """2-D tiled convolution: t_h x t_w kernels cycled over output positions.
 
     Output `(j, k)` (0-based) uses kernel `(j % t_h, k % t_w)` and the bias of
@@ -74,22 +75,13 @@ class TiledConv2D(keras.layers.Layer):
     `tile_size >= output size` holds exactly `UnsharedConv2D`'s parameters.
 
     Args:
-        filters: int, number of output channels.
-        kernel_size: int or pair `(kh, kw)`.
-        strides: int or pair. Defaults to 1.
-        padding: `"valid"` or `"same"` (TF conventions).
-        activation: activation name or callable. Defaults to linear.
+        filters, kernel_size, strides, padding, activation,
+        *_initializer, *_regularizer, *_constraint, data_format,
+        dilation_rate, groups: as `UnsharedConv2D` (the Conv2D core
+        arguments; variance-scaling fans are those of one output unit).
         use_bias: bool; the bias has shape `(t_h, t_w, filters)`.
-        kernel_initializer: initializer; variance-scaling fans are those of
-            one output unit, as for Conv2D.
-        bias_initializer: initializer of the bias.
-        kernel_regularizer, bias_regularizer, activity_regularizer: optional
-            regularizers.
-        kernel_constraint, bias_constraint: optional constraints.
-        tile_size: int or pair `(t_h, t_w)`, the tile size t. Defaults to 2.
-        data_format: `None` or `"channels_last"` only.
-        dilation_rate: 1 only.
-        groups: 1 only.
+        tile_size: int or pair `(t_h, t_w)`, the tile size t (keyword
+            only). Defaults to 2.
         implementation: `"auto"` (default), `"space_to_depth"`,
             `"patches"` or `"strided"` (same result; see the module
             docstring). "auto" picks in `build`: under XLA (JAX, or
@@ -117,57 +109,12 @@ class TiledConv2D(keras.layers.Layer):
     - Goodfellow, Bengio, Courville, "Deep Learning", 2016, Sec. 9.5 eq. 9.10.
     """
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        padding="valid",
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        tile_size=2,
-        data_format=None,
-        dilation_rate=1,
-        groups=1,
-        implementation="auto",
-        **kwargs,
-    ):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"TiledConv2D: `implementation` must be one of "
-                f"{IMPLEMENTATIONS}. Received: implementation="
-                f"{implementation!r}"
-            )
-        self.implementation = implementation
-        _utils.check_conv2d_extras(
-            "TiledConv2D", groups, data_format, dilation_rate, 2
-        )
-        _utils.set_conv_args(
-            self,
-            2,
-            filters,
-            kernel_size,
-            strides,
-            padding,
-            activation=activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint,
-            bias_constraint=bias_constraint,
-        )
+    rank = 2
+    IMPLEMENTATIONS = IMPLEMENTATIONS
+
+    def __init__(self, *args, tile_size=2, **kwargs):
+        super().__init__(*args, **kwargs)
         self.tile_size = _utils.normalize_tuple(tile_size, 2, "tile_size")
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
         _, h, w, c = input_shape
@@ -185,13 +132,7 @@ class TiledConv2D(keras.layers.Layer):
                     f"the Input a fixed shape. Received: input_shape="
                     f"{tuple(input_shape)}"
                 )
-        out = self._spatial_out((h, w))
-        if any(n is not None and n <= 0 for n in out):
-            raise ValueError(
-                f"TiledConv2D: kernel_size={self.kernel_size} is larger than "
-                "the (padded) input; use padding='same' or a smaller kernel. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
+        out = self._checked_spatial_out(input_shape)
         # Kernels with tile index >= output size would never be used.
         self._tiles = tuple(
             t if n is None else min(t, n) for t, n in zip(tiles, out)
@@ -238,12 +179,6 @@ class TiledConv2D(keras.layers.Layer):
             self._implementation = (
                 "space_to_depth" if factor <= 4.0 else "strided"
             )
-
-    def _spatial_out(self, spatial):
-        return tuple(
-            _utils.conv_output_length(n, k, s, self.padding)
-            for n, k, s in zip(spatial, self.kernel_size, self.strides)
-        )
 
     def call(self, inputs):
         th, tw = self._tiles
@@ -376,17 +311,7 @@ class TiledConv2D(keras.layers.Layer):
                 )
         return self._interleave(ops.stack(parts, axis=3))
 
-    def compute_output_shape(self, input_shape):
-        oh, ow = self._spatial_out(tuple(input_shape[1:3]))
-        return (input_shape[0], oh, ow, self.filters)
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                **_utils.conv_config(self),
-                "tile_size": self.tile_size,
-                "implementation": self.implementation,
-            }
-        )
+        config["tile_size"] = self.tile_size
         return config

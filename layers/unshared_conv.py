@@ -13,6 +13,9 @@ the kh*kw shifted strided views concatenated) and one batched matrix product
 `einsum("bpk,pkf->bpf")` (a position-major batched matmul) applies the
 per-position kernels. See
 `benchmarks/bench_layers.py` for the comparison with tf_keras.
+
+`LocalConvBase` holds the Conv2D-style arguments, output sizes and config
+that `TiledConv2D` (eq. 9.10) shares with these layers.
 """
 
 import math
@@ -23,10 +26,20 @@ from keras import ops
 from convnet_repro.layers import _utils
 
 
-class _UnsharedConv(keras.layers.Layer):
-    """Rank-generic base of `UnsharedConv1D` and `UnsharedConv2D`."""
+class LocalConvBase(keras.layers.Layer):
+    """Base of `UnsharedConv1D/2D` and `TiledConv2D`: the Conv2D arguments.
+
+    Takes the core arguments of `keras.layers.Conv2D` (`groups`,
+    `dilation_rate` and `data_format` only at their defaults, so that
+    `get_conv_layer` can forward Conv2D keyword arguments) plus
+    `implementation`, one of the subclass's `IMPLEMENTATIONS`. It holds the
+    output-size arithmetic, `compute_output_shape` and `get_config`;
+    subclasses set `rank`, add their weights in `build`
+    (`_utils.add_per_position_weights`) and compute in `call`.
+    """
 
     rank = None
+    IMPLEMENTATIONS = ("auto",)
 
     def __init__(
         self,
@@ -51,10 +64,11 @@ class _UnsharedConv(keras.layers.Layer):
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         name = type(self).__name__
-        if implementation not in ("auto", "patches", "slices"):
+        if implementation not in self.IMPLEMENTATIONS:
             raise ValueError(
-                f"{name}: `implementation` must be 'auto', 'patches' or "
-                f"'slices'. Received: implementation={implementation!r}"
+                f"{name}: `implementation` must be one of "
+                f"{self.IMPLEMENTATIONS}. Received: implementation="
+                f"{implementation!r}"
             )
         self.implementation = implementation
         _utils.check_conv2d_extras(
@@ -84,6 +98,34 @@ class _UnsharedConv(keras.layers.Layer):
             for n, k, s in zip(spatial, self.kernel_size, self.strides)
         )
 
+    def _checked_spatial_out(self, input_shape):
+        """`_spatial_out` of the input; raises if the kernel does not fit."""
+        out = self._spatial_out(tuple(input_shape[1:-1]))
+        if any(n is not None and n <= 0 for n in out):
+            raise ValueError(
+                f"{type(self).__name__}: kernel_size={self.kernel_size} is "
+                "larger than the (padded) input; use padding='same' or a "
+                f"smaller kernel. Received: input_shape={tuple(input_shape)}"
+            )
+        return out
+
+    def compute_output_shape(self, input_shape):
+        spatial = self._spatial_out(tuple(input_shape[1:-1]))
+        return (input_shape[0], *spatial, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {**_utils.conv_config(self), "implementation": self.implementation}
+        )
+        return config
+
+
+class _UnsharedConv(LocalConvBase):
+    """Rank-generic base of `UnsharedConv1D` and `UnsharedConv2D`."""
+
+    IMPLEMENTATIONS = ("auto", "patches", "slices")
+
     def build(self, input_shape):
         spatial = tuple(input_shape[1:-1])
         channels = input_shape[-1]
@@ -95,13 +137,7 @@ class _UnsharedConv(keras.layers.Layer):
                 "model.conv.kind=conv2d). "
                 f"Received: input_shape={tuple(input_shape)}"
             )
-        out = self._spatial_out(spatial)
-        if any(n <= 0 for n in out):
-            raise ValueError(
-                f"{type(self).__name__}: kernel_size={self.kernel_size} is "
-                "larger than the (padded) input; use padding='same' or a "
-                f"smaller kernel. Received: input_shape={tuple(input_shape)}"
-            )
+        out = self._checked_spatial_out(input_shape)
         self.input_spec = keras.layers.InputSpec(
             ndim=self.rank + 2, axes={i + 1: n for i, n in enumerate(spatial)}
         )
@@ -162,17 +198,6 @@ class _UnsharedConv(keras.layers.Layer):
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs)
-
-    def compute_output_shape(self, input_shape):
-        spatial = self._spatial_out(tuple(input_shape[1:-1]))
-        return (input_shape[0], *spatial, self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {**_utils.conv_config(self), "implementation": self.implementation}
-        )
-        return config
 
 
 def _product(sizes):

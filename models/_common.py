@@ -329,12 +329,16 @@ def apply_conv(
     name=None,
     **kwargs,
 ):
-    """Conv (+ BN before the nonlinearity) + activation, "same" size.
+    """Conv (+ BN before the nonlinearity) (+ activation), "same" size.
 
-    Stride 1 uses `padding="same"`; a strided conv pads symmetrically first
-    (`symmetric_pad`, layer `{name}_pad`). With `batch_norm=True` the conv
-    has no bias (BN's beta subsumes it; BN paper Sec. 3.2). Layers:
-    `{name}_conv`, `{name}_bn`, `{name}_{act}`.
+    The conv unit of every family with BN or "same" convs (GoogLeNet,
+    BN-Inception, ResNet). Stride 1 uses `padding="same"`; a strided conv
+    pads symmetrically first (`symmetric_pad`, layer `{name}_pad`). With
+    `batch_norm=True` the conv has no bias (BN's beta subsumes it; BN paper
+    Sec. 3.2) and BN uses epsilon 1e-5 (Caffe/torchvision). Layers:
+    `{name}_conv`, `{name}_bn`, `{name}_{activation}`; `activation=None`
+    ends at the conv/BN (ResNet's last conv of a block, before the add).
+    `**kwargs` (e.g. `kernel_initializer`) go to `conv_layer`.
     """
     x, padding = symmetric_pad(x, kernel_size, strides, f"{name}_pad")
     x = conv_layer(
@@ -348,4 +352,6 @@ def apply_conv(
     )(x)
     if batch_norm:
         x = keras.layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+    if activation is None:
+        return x
     return keras.layers.Activation(activation, name=f"{name}_{activation}")(x)

@@ -96,14 +96,9 @@ def build_alexnet(
             Its stage name for `conv` is `"conv6"`.
 
     Returns:
-        A `keras.Model`.
-
-    Input shape:
-        `(batch, H, W, C)`; 227x227 gives the paper's 55-27-13-6 maps.
+        A `keras.Model` from `(batch, H, W, C)` images to `(batch,
+        num_classes)` logits. 227x227 gives the paper's 55-27-13-6 maps;
         H, W >= 67 (>= 15 with `small_input=True`).
-
-    Output shape:
-        `(batch, num_classes)` logits.
 
     Example:
 

@@ -39,16 +39,16 @@ Deliberate deviations:
   ceil-mode pooling on even sizes).
 """
 
+import functools
+
 import keras
 
 from convnet_repro.models._common import apply_conv
 from convnet_repro.models._common import check_inputs
 from convnet_repro.models._common import initialized_stage_conv
-from convnet_repro.models._common import lrn as make_lrn
-from convnet_repro.models._common import max_pool_3x3_s2
 from convnet_repro.models._common import scaled
-from convnet_repro.models._common import separable_stem_conv
 from convnet_repro.models.googlenet import STAGES  # the same five stages
+from convnet_repro.models.googlenet import apply_stem
 
 # Figure 5: #1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3,
 # pool type, pool proj (None = pass through), stride.
@@ -164,13 +164,8 @@ def build_bn_inception(
             Defaults to `"glorot_uniform"`.
 
     Returns:
-        A `keras.Model`.
-
-    Input shape:
-        `(batch, H, W, C)`.
-
-    Output shape:
-        `(batch, num_classes)` logits.
+        A `keras.Model` from `(batch, H, W, C)` images to `(batch,
+        num_classes)` logits.
 
     Example:
 
@@ -188,39 +183,20 @@ def build_bn_inception(
         )
     keras.activations.get(activation)  # fails early on a bad name
 
-    def conv_for(stage):
-        return initialized_stage_conv(conv, stage, STAGES, kernel_initializer)
-
-    def maybe_lrn(t, lrn_name):
-        return make_lrn(name=lrn_name)(t) if lrn else t
-
     common = {"batch_norm": batch_norm, "activation": activation}
     inputs = keras.Input(shape=shape, name="image")
-    c64, c192 = scaled(64, width_multiplier), scaled(192, width_multiplier)
-    k1, s1 = (3, 1) if small_input else (7, 2)
-    conv1 = conv_for("conv1")
-    if separable_conv1:
-        conv1 = separable_stem_conv(conv1, kernel_initializer)
-
-    x = apply_conv(inputs, conv1, c64, k1, strides=s1, name="conv1", **common)
-    if not small_input:
-        x = max_pool_3x3_s2(x, "pool1")
-    x = maybe_lrn(x, "pool1_lrn")
-    x = apply_conv(x, conv_for("conv2"), c64, 1, name="conv2_reduce", **common)
-    x = apply_conv(x, conv_for("conv2"), c192, 3, name="conv2", **common)
-    x = maybe_lrn(x, "conv2_lrn")
-    x = max_pool_3x3_s2(x, "pool2")
+    x = apply_stem(inputs, conv, kernel_initializer, lrn=lrn,
+                   separable_conv1=separable_conv1, small_input=small_input,
+                   width_multiplier=width_multiplier, **common)  # fmt: skip
+    apply_module = functools.partial(
+        apply_bn_inception_module, width_multiplier=width_multiplier, **common
+    )
     for stage, modules in STAGE_MODULES.items():
-        conv_layer = conv_for(stage)
-        for module in modules:
-            x = apply_bn_inception_module(
-                x,
-                MODULES[module],
-                conv_layer,
-                name=f"inception{module}",
-                width_multiplier=width_multiplier,
-                **common,
-            )
+        conv_layer = initialized_stage_conv(
+            conv, stage, STAGES, kernel_initializer
+        )
+        for m in modules:
+            x = apply_module(x, MODULES[m], conv_layer, f"inception{m}")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)

@@ -149,6 +149,47 @@ def apply_aux_head(
     return dense(num_classes, name=name)(x)
 
 
+def apply_stem(
+    x,
+    conv,
+    kernel_initializer,
+    lrn=True,
+    separable_conv1=False,
+    small_input=False,
+    width_multiplier=1.0,
+    **unit,
+):
+    """The layers before inception3 (Table 1, Figure 3); BN-Inception's too.
+
+    conv1 7x7/2 (3x3/1 with `small_input`; a separable 7x7 with depth
+    multiplier 8 with `separable_conv1`, unless `conv` makes it unshared or
+    tiled), 3x3/2 max pool `pool1` (dropped with `small_input`), LRN
+    `pool1_lrn`, 1x1 `conv2_reduce`, 3x3 `conv2`, LRN `conv2_lrn`, 3x3/2
+    max pool `pool2`. `lrn=False` drops both LRNs; `**unit` (`batch_norm`,
+    `activation`) goes to every `apply_conv`.
+    """
+
+    def conv_for(stage):
+        return initialized_stage_conv(conv, stage, STAGES, kernel_initializer)
+
+    def maybe_lrn(t, name):
+        return make_lrn(name=name)(t) if lrn else t
+
+    c64, c192 = scaled(64, width_multiplier), scaled(192, width_multiplier)
+    conv1 = conv_for("conv1")
+    if separable_conv1:
+        conv1 = separable_stem_conv(conv1, kernel_initializer)
+    k1, s1 = (3, 1) if small_input else (7, 2)
+    x = apply_conv(x, conv1, c64, k1, strides=s1, name="conv1", **unit)
+    if not small_input:
+        x = max_pool_3x3_s2(x, "pool1")
+    x = maybe_lrn(x, "pool1_lrn")
+    x = apply_conv(x, conv_for("conv2"), c64, 1, name="conv2_reduce", **unit)
+    x = apply_conv(x, conv_for("conv2"), c192, 3, name="conv2", **unit)
+    x = maybe_lrn(x, "conv2_lrn")
+    return max_pool_3x3_s2(x, "pool2")
+
+
 def build_googlenet(
     input_shape=(224, 224, 3),
     num_classes=1000,
@@ -187,13 +228,8 @@ def build_googlenet(
             Defaults to `"glorot_uniform"`.
 
     Returns:
-        A `keras.Model`.
-
-    Input shape:
-        `(batch, H, W, C)`.
-
-    Output shape:
-        `(batch, num_classes)` logits, or a dict of three such tensors.
+        A `keras.Model` from `(batch, H, W, C)` images to `(batch,
+        num_classes)` logits, or to a dict of three such tensors.
 
     Example:
 
@@ -205,33 +241,10 @@ def build_googlenet(
     """
     shape = check_inputs(input_shape, num_classes)
 
-    def conv_for(stage):
-        return initialized_stage_conv(conv, stage, STAGES, kernel_initializer)
-
-    def maybe_lrn(t, lrn_name):
-        return make_lrn(name=lrn_name)(t) if lrn else t
-
     inputs = keras.Input(shape=shape, name="image")
-    c64, c192 = scaled(64, width_multiplier), scaled(192, width_multiplier)
-    conv1 = conv_for("conv1")
-    if separable_conv1:
-        conv1 = separable_stem_conv(conv1, kernel_initializer)
-
-    x = apply_conv(
-        inputs,
-        conv1,
-        c64,
-        3 if small_input else 7,
-        strides=1 if small_input else 2,
-        name="conv1",
-    )
-    if not small_input:
-        x = max_pool_3x3_s2(x, "pool1")
-    x = maybe_lrn(x, "pool1_lrn")
-    x = apply_conv(x, conv_for("conv2"), c64, 1, name="conv2_reduce")
-    x = apply_conv(x, conv_for("conv2"), c192, 3, name="conv2")
-    x = maybe_lrn(x, "conv2_lrn")
-    x = max_pool_3x3_s2(x, "pool2")
+    x = apply_stem(inputs, conv, kernel_initializer, lrn=lrn,
+                   separable_conv1=separable_conv1, small_input=small_input,
+                   width_multiplier=width_multiplier)  # fmt: skip
 
     aux = []
     for stage, modules in (
@@ -239,7 +252,9 @@ def build_googlenet(
         ("inception4", ("4a", "4b", "4c", "4d", "4e")),
         ("inception5", ("5a", "5b")),
     ):
-        conv_layer = conv_for(stage)
+        conv_layer = initialized_stage_conv(
+            conv, stage, STAGES, kernel_initializer
+        )
         for module in modules:
             x = apply_inception_module(
                 x,

@@ -46,15 +46,10 @@ def build_bn_mnist_mlp(
             `"bn_mnist_mlp_nobn"`.
 
     Returns:
-        A functional `keras.Model` with layers `flatten`, `hidden{i}_dense`,
-        `hidden{i}_bn` (only with BN), `hidden{i}_act` (i = 1, 2, ...) and
-        `logits`.
-
-    Input shape:
-        `(batch, *input_shape)`.
-
-    Output shape:
-        `(batch, num_classes)` logits.
+        A functional `keras.Model` from `(batch, *input_shape)` inputs to
+        `(batch, num_classes)` logits, with layers `flatten`,
+        `hidden{i}_dense`, `hidden{i}_bn` (only with BN), `hidden{i}_act`
+        (i = 1, 2, ...) and `logits`.
 
     Example:
 

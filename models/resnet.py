@@ -32,13 +32,15 @@ Deliberate choices:
   the option-B ResNet-50/101/152 exactly (`models.keras_applications`).
 """
 
+import functools
+
 import keras
 
 from convnet_repro.models._common import ZeroPadChannels
+from convnet_repro.models._common import apply_conv
 from convnet_repro.models._common import check_inputs
 from convnet_repro.models._common import scaled
 from convnet_repro.models._common import stage_conv
-from convnet_repro.models._common import symmetric_pad
 
 # Table 1 as data. "widths" are the stages' (bottleneck inner) widths.
 VARIANTS = {
@@ -61,22 +63,10 @@ for _n in (3, 5, 7, 9, 18):  # Sec. 4.2: 6n + 2 layers, n blocks per stage
 IMAGENET_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 CIFAR_STAGES = ("conv1", "conv2", "conv3", "conv4")
 SHORTCUTS = ("A", "B", "C")
-_BN_EPS = 1e-5
-
-
-def _conv_bn(x, conv_layer, filters, kernel, strides, name, act=True):
-    x, padding = symmetric_pad(x, kernel, strides, f"{name}_pad")
-    x = conv_layer(
-        filters,
-        kernel,
-        strides=strides,
-        padding=padding,
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=f"{name}_conv",
-    )(x)
-    x = keras.layers.BatchNormalization(epsilon=_BN_EPS, name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x) if act else x
+# Every ResNet conv: He init (Sec. 3.4), BN before the ReLU (Sec. 3.3).
+_conv_bn = functools.partial(
+    apply_conv, batch_norm=True, kernel_initializer="he_normal"
+)
 
 
 def apply_shortcut(x, filters, stride, shortcut, conv_layer, name):
@@ -98,7 +88,7 @@ def apply_shortcut(x, filters, stride, shortcut, conv_layer, name):
     changes = stride != 1 or x.shape[-1] != filters
     if shortcut == "C" or (shortcut == "B" and changes):
         return _conv_bn(
-            x, conv_layer, filters, 1, stride, f"{name}_0", act=False
+            x, conv_layer, filters, 1, stride, activation=None, name=f"{name}_0"
         )
     if not changes:
         return x
@@ -112,8 +102,10 @@ def apply_shortcut(x, filters, stride, shortcut, conv_layer, name):
 def apply_basic_block(x, filters, stride, shortcut, conv_layer, name):
     """Two 3x3 convs (Figure 5 left); output has `filters` channels."""
     s = apply_shortcut(x, filters, stride, shortcut, conv_layer, name)
-    x = _conv_bn(x, conv_layer, filters, 3, stride, f"{name}_1")
-    x = _conv_bn(x, conv_layer, filters, 3, 1, f"{name}_2", act=False)
+    x = _conv_bn(x, conv_layer, filters, 3, stride, name=f"{name}_1")
+    x = _conv_bn(
+        x, conv_layer, filters, 3, 1, activation=None, name=f"{name}_2"
+    )
     x = keras.layers.Add(name=f"{name}_add")([s, x])
     return keras.layers.ReLU(name=f"{name}_out")(x)
 
@@ -121,9 +113,11 @@ def apply_basic_block(x, filters, stride, shortcut, conv_layer, name):
 def apply_bottleneck_block(x, filters, stride, shortcut, conv_layer, name):
     """1x1, 3x3, 1x1 convs (Figure 5 right); output has 4*filters channels."""
     s = apply_shortcut(x, 4 * filters, stride, shortcut, conv_layer, name)
-    x = _conv_bn(x, conv_layer, filters, 1, stride, f"{name}_1")
-    x = _conv_bn(x, conv_layer, filters, 3, 1, f"{name}_2")
-    x = _conv_bn(x, conv_layer, 4 * filters, 1, 1, f"{name}_3", act=False)
+    x = _conv_bn(x, conv_layer, filters, 1, stride, name=f"{name}_1")
+    x = _conv_bn(x, conv_layer, filters, 3, 1, name=f"{name}_2")
+    x = _conv_bn(
+        x, conv_layer, 4 * filters, 1, 1, activation=None, name=f"{name}_3"
+    )
     x = keras.layers.Add(name=f"{name}_add")([s, x])
     return keras.layers.ReLU(name=f"{name}_out")(x)
 
@@ -155,13 +149,8 @@ def build_resnet(
         name: model name. Defaults to `variant`.
 
     Returns:
-        A `keras.Model`.
-
-    Input shape:
-        `(batch, H, W, C)`.
-
-    Output shape:
-        `(batch, num_classes)` logits.
+        A `keras.Model` from `(batch, H, W, C)` images to `(batch,
+        num_classes)` logits.
 
     Example:
 
@@ -197,10 +186,12 @@ def build_resnet(
     if cifar or small_input:
         x = _conv_bn(
             inputs, stem, scaled(16 if cifar else 64, width_multiplier), 3, 1,
-            "conv1",
+            name="conv1",
         )  # fmt: skip
     else:
-        x = _conv_bn(inputs, stem, scaled(64, width_multiplier), 7, 2, "conv1")
+        x = _conv_bn(
+            inputs, stem, scaled(64, width_multiplier), 7, 2, name="conv1"
+        )
         # keras.applications / torchvision: pad 1 (zeros: x >= 0 after the
         # ReLU, so this equals -inf padding), then a valid 3x3/2 max pool.
         x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)

@@ -29,12 +29,7 @@ def build_tiny_cnn(
         name: model name. Defaults to `"tiny_cnn"`.
 
     Returns:
-        A `keras.Model`.
-
-    Input shape:
-        `(batch, H, W, C)` with H, W >= 6.
-
-    Output shape:
+        A `keras.Model` from `(batch, H, W, C)` images (H, W >= 6) to
         `(batch, num_classes)` logits.
 
     Example:

@@ -112,12 +112,7 @@ def build_vgg(
         name: model name. Defaults to `"vgg_<variant>"`.
 
     Returns:
-        A `keras.Model`.
-
-    Input shape:
-        `(batch, H, W, C)` with H, W >= 32.
-
-    Output shape:
+        A `keras.Model` from `(batch, H, W, C)` images (H, W >= 32) to
         `(batch, num_classes)` logits.
 
     Example:

@@ -25,12 +25,23 @@ def _windows(x, k, s):
     return out
 
 
-def test_lp_basics(tmp_path):
+@pytest.mark.parametrize(
+    "cls, kwargs, input_shape, output_shape",
+    [
+        (LpPooling2D, {"p": 3, "pool_size": 3, "strides": 2}, (2, 9, 9, 3),
+         (2, 4, 4, 3)),
+        (WeightedAveragePooling2D, {"pool_size": 3, "strides": 2,
+         "sigma": 0.8}, (2, 7, 7, 2), (2, 3, 3, 2)),
+        (QuadrantPooling2D, {"levels": (2,), "mode": "avg"}, (2, 6, 6, 4),
+         (2, 16)),
+    ],
+)  # fmt: skip
+def test_basics(cls, kwargs, input_shape, output_shape, tmp_path):
     check_layer(
-        LpPooling2D,
-        {"p": 3, "pool_size": 3, "strides": 2},
-        input_shape=(2, 9, 9, 3),
-        expected_output_shape=(2, 4, 4, 3),
+        cls,
+        kwargs,
+        input_shape=input_shape,
+        expected_output_shape=output_shape,
         expected_num_weights=0,
         tmp_path=tmp_path,
     )
@@ -71,16 +82,9 @@ def test_lp_zero_windows_have_finite_gradients():
     assert np.all(np.isfinite(grad))
 
 
-def test_weighted_average_matches_formula(tmp_path):
-    layer, y = check_layer(
-        WeightedAveragePooling2D,
-        {"pool_size": 3, "strides": 2, "sigma": 0.8},
-        input_shape=(2, 7, 7, 2),
-        expected_output_shape=(2, 3, 3, 2),
-        expected_num_weights=0,
-        tmp_path=tmp_path,
-    )
+def test_weighted_average_matches_formula():
     x = np.random.default_rng(0).standard_normal((2, 7, 7, 2)).astype("float32")
+    y = WeightedAveragePooling2D(pool_size=3, strides=2, sigma=0.8)(x)
     d2 = np.add.outer((np.arange(3) - 1.0) ** 2, (np.arange(3) - 1.0) ** 2)
     w = np.exp(-d2 / (2 * 0.8**2)).reshape(9)
     w /= w.sum()
@@ -121,16 +125,6 @@ def test_quadrant_pooling_any_size(mode, reduce):
             [_adaptive_reference(x, lv, reduce) for lv in (1, 2, 3)], axis=1
         )
         np.testing.assert_allclose(y, expected, atol=1e-6)
-
-
-def test_quadrant_pooling_basics(tmp_path):
-    check_layer(
-        QuadrantPooling2D,
-        {"levels": (2,), "mode": "avg"},
-        input_shape=(2, 6, 6, 4),
-        expected_output_shape=(2, 16),
-        tmp_path=tmp_path,
-    )
 
 
 def test_quadrant_pooling_is_invariant_to_shifts_inside_a_cell():

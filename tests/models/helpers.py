@@ -62,8 +62,26 @@ def train_step(model, x, num_classes, loss_weights=None):
     return float(loss)
 
 
-def roundtrip(model, x, tmp_path):
-    """Saves to `.keras`, reloads without custom_objects, compares output."""
+def forward_and_train_step(model, num_classes=10):
+    """Checks the logits' shape, then `train_step`, on random images.
+
+    The batch is two uniform random images of the model's input shape
+    (seed 1).
+    """
+    shape = (2, *model.input_shape[1:])
+    x = np.random.default_rng(1).random(shape).astype("float32")
+    assert model(x).shape == (2, num_classes)
+    return train_step(model, x, num_classes)
+
+
+def roundtrip(model, tmp_path):
+    """Saves to `.keras`, reloads without custom_objects, compares output.
+
+    The outputs are compared on a batch of two uniform random images of the
+    model's input shape (seed 2).
+    """
+    shape = (2, *model.input_shape[1:])
+    x = np.random.default_rng(2).random(shape).astype("float32")
     path = tmp_path / f"{model.name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)

@@ -8,6 +8,7 @@ from convnet_repro.models._common import ZeroPadChannels
 from convnet_repro.models.resnet import build_resnet
 from tests.models.helpers import assert_conv_pads_symmetrically
 from tests.models.helpers import conv_params
+from tests.models.helpers import forward_and_train_step
 from tests.models.helpers import output_shapes
 from tests.models.helpers import roundtrip
 from tests.models.helpers import train_step
@@ -106,9 +107,7 @@ def test_zero_pad_shortcut_matches_numpy():
 @pytest.mark.parametrize("kind", ["conv2d", "unshared", "tiled"])
 def test_small_train_step_every_kind(kind):
     model = build_resnet("resnet18", conv={"kind": kind}, **SMALL)
-    x = np.random.default_rng(1).random((2, 32, 32, 3)).astype("float32")
-    assert model(x).shape == (2, 10)
-    train_step(model, x, 10)
+    forward_and_train_step(model)
 
 
 def test_small_bottleneck_and_cifar_train_step():
@@ -141,8 +140,7 @@ def test_roundtrip(tmp_path):
         "resnet20", input_shape=(16, 16, 3), num_classes=10,
         conv={"kind": "tiled", "stages": ["conv3"]},
     )  # fmt: skip
-    x = np.random.default_rng(2).random((2, 16, 16, 3)).astype("float32")
-    roundtrip(model, x, tmp_path)
+    roundtrip(model, tmp_path)
 
 
 def test_bad_arguments():

@@ -1,14 +1,13 @@
 """VGG builder (Simonyan & Zisserman 2015, Tables 1-2; PAPERS.md 4)."""
 
 import keras
-import numpy as np
 import pytest
 
 from convnet_repro import layers
 from convnet_repro.models.vgg import build_vgg
 from tests.models.helpers import conv_params
+from tests.models.helpers import forward_and_train_step
 from tests.models.helpers import roundtrip
-from tests.models.helpers import train_step
 
 SMALL = dict(
     input_shape=(32, 32, 3), num_classes=10, small_input=True,
@@ -65,9 +64,7 @@ def test_variant_structure():
 @pytest.mark.parametrize("kind", ["conv2d", "unshared", "tiled"])
 def test_small_train_step_every_kind(kind):
     model = build_vgg("A", conv={"kind": kind}, **SMALL)
-    x = np.random.default_rng(1).random((2, 32, 32, 3)).astype("float32")
-    assert model(x).shape == (2, 10)
-    train_step(model, x, 10)
+    forward_and_train_step(model)
 
 
 @pytest.mark.parametrize("kind", ["unshared", "tiled"])
@@ -86,8 +83,7 @@ def test_stage_swap_changes_count_by_formula(kind):
 def test_roundtrip(tmp_path):
     model = build_vgg("A-LRN", conv={"kind": "unshared", "stages": ["block5"]},
                       **SMALL)  # fmt: skip
-    x = np.random.default_rng(2).random((2, 32, 32, 3)).astype("float32")
-    roundtrip(model, x, tmp_path)
+    roundtrip(model, tmp_path)
 
 
 def test_bad_arguments():
