@@ -41,6 +41,20 @@ def _reset_op_determinism():
         config.disable_op_determinism()
 
 
+@pytest.fixture
+def restore_tracking_uri():
+    """Sets MLflow's tracking URI back after the test: the engine and the
+    evaluation CLI point it at each test's own store.
+
+    Use it with `pytestmark = pytest.mark.usefixtures("restore_tracking_uri")`.
+    """
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(previous)
+
+
 @pytest.fixture(scope="session")
 def ilsvrc_sample(tmp_path_factory):
     """An ILSVRC-2012-format sample of the Imagenette JPEGs, made once per

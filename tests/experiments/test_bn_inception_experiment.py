@@ -15,6 +15,7 @@ import pathlib
 import pytest
 
 from convnet_repro.experiments.engine.compose import compose
+from tests.experiments.training import train_with_report
 
 EXPERIMENTS = ("bn_inception", "bn_inception_full")
 VARIANTS = (
@@ -182,24 +183,11 @@ def test_mini_model_of_each_variant(variant, tmp_path):
 def test_mini_smoke_run_writes_parent_children_and_report(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from convnet_repro.experiments.engine import train as train_lib
-
-    results = tmp_path / "results"
-    cfg = compose(
-        [
-            "experiment=bn_inception",
-            "trainer.steps=20",
-            "trainer.eval_every_steps=10",
-            "trainer.log_every_steps=10",
-            "trainer.checkpoint_every_steps=20",
-            "data.num_val_examples=200",
-            f"report.results_dir={results}",
-            "tracking.log_model=false",
-        ],
-        tmp_path=tmp_path,
-    )
-    out = train_lib.train(cfg)
-    assert out["status"] == "FINISHED"
+    overrides = ["experiment=bn_inception", "trainer.steps=20"]
+    overrides += ["trainer.eval_every_steps=10", "trainer.log_every_steps=10"]
+    overrides += ["trainer.checkpoint_every_steps=20"]
+    overrides += ["data.num_val_examples=200"]
+    out, results = train_with_report(tmp_path, overrides)
     assert sorted(out["children"]) == sorted(VARIANTS)
     client = MlflowClient()
     for result in out["children"].values():

@@ -12,6 +12,8 @@ import pathlib
 import pytest
 
 from convnet_repro.experiments.engine.compose import compose
+from tests.experiments.training import metric_history
+from tests.experiments.training import train_with_report
 
 MNIST_DIR = pathlib.Path(os.environ.get("CONVNET_REPRO_DATA_DIR", "")) / "mnist"
 
@@ -87,12 +89,6 @@ def test_grey_config_changes_only_the_input(tmp_path):
     assert grey.report.results_dir != full.report.results_dir
 
 
-def _history(client, run_id, key):
-    return sorted(
-        (m.step, m.value) for m in client.get_metric_history(run_id, key)
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     not MNIST_DIR.is_dir(), reason="needs the MNIST IDX files offline"
@@ -100,19 +96,8 @@ def _history(client, run_id, key):
 def test_short_run_has_the_shape_of_fig1(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from convnet_repro.experiments.engine import train as train_lib
-
-    results = tmp_path / "results"
-    cfg = compose(
-        [
-            "experiment=bn_mnist_short",  # 3,000 steps, 1 seed, eval / 500
-            f"report.results_dir={results}",
-            "tracking.log_model=false",
-        ],
-        tmp_path=tmp_path,
-    )
-    out = train_lib.train(cfg)
-    assert out["status"] == "FINISHED"
+    # 3,000 steps, 1 seed, eval / 500
+    out, results = train_with_report(tmp_path, ["experiment=bn_mnist_short"])
     client = MlflowClient()
     parent_id = out["run_id"]
     parent = client.get_run(parent_id)
@@ -124,7 +109,7 @@ def test_short_run_has_the_shape_of_fig1(tmp_path):
     assert sorted(by_variant) == ["baseline", "bn"]
 
     acc = {
-        v: _history(client, c.info.run_id, "val/top1_accuracy")
+        v: metric_history(client, c.info.run_id, "val/top1_accuracy")
         for v, c in by_variant.items()
     }
     assert [s for s, _ in acc["bn"]] == list(range(500, 3001, 500))
@@ -140,7 +125,7 @@ def test_short_run_has_the_shape_of_fig1(tmp_path):
     # Fig. 1(b, c): percentile curves from step 0, ordered 15 <= 50 <= 85.
     for variant, child in by_variant.items():
         curves = [
-            _history(client, child.info.run_id, f"sigmoid_in_u0_p{q}")
+            metric_history(client, child.info.run_id, f"sigmoid_in_u0_p{q}")
             for q in (15, 50, 85)
         ]
         steps = [s for s, _ in curves[0]]

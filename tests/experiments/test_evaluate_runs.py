@@ -44,12 +44,7 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_tracking_uri():
-    """The CLI and the engine point MLflow at each test's own store."""
-    previous = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(previous)
+pytestmark = pytest.mark.usefixtures("restore_tracking_uri")
 
 
 def _train(tmp_path, experiment):

@@ -9,15 +9,15 @@ import pytest
 from convnet_repro.experiments.evaluation import predict
 from convnet_repro.experiments.evaluation import scoring
 from convnet_repro.experiments.evaluation import store
-from tests.experiments.test_evaluate import _linear_model
-from tests.experiments.test_evaluate import _np_logits
-from tests.experiments.test_evaluate import _tiny_dataset
-from tests.experiments.test_evaluate import np_ten_crops
+from tests.experiments.evaluation_refs import linear_model
+from tests.experiments.evaluation_refs import np_logits
+from tests.experiments.evaluation_refs import np_ten_crops
+from tests.experiments.evaluation_refs import tiny_dataset
 
 
 def _evaluate_peak_bytes(model, n):
     """Peak Python/NumPy allocation (tracemalloc) while scoring `n` images."""
-    ds, _, _ = _tiny_dataset(n=n, classes=1000)
+    ds, _, _ = tiny_dataset(n=n, classes=1000)
     predict.evaluate([model], ds.take(4), "ten_crop", resize=6)  # warm up
     tracemalloc.start()
     result = predict.evaluate([model], ds, "ten_crop", resize=6, batch_size=4)
@@ -31,7 +31,7 @@ def test_memory_does_not_grow_with_the_number_of_images():
     """The old evaluation kept (views, N, classes) logits plus a float64
     softmax of them: 10 x 160 x 1000 x 12 bytes = 19 MB at 4N here, 4x the
     N figure. Streaming keeps one batch, whatever N."""
-    model = _linear_model(0, classes=1000)
+    model = linear_model(0, classes=1000)
     small = _evaluate_peak_bytes(model, 40)
     large = _evaluate_peak_bytes(model, 160)
     assert large < 1.2 * small + 200_000, (small, large)
@@ -77,8 +77,8 @@ def test_prediction_writer_round_trip_and_chunked_combine(tmp_path):
 
 
 def test_evaluate_streams_the_ensemble_probabilities(tmp_path):
-    models = [_linear_model(0), _linear_model(1)]
-    ds, images, labels = _tiny_dataset()
+    models = [linear_model(0), linear_model(1)]
+    ds, images, labels = tiny_dataset()
     writer = store.PredictionWriter(tmp_path, "float32")
     predict.evaluate(models, ds, "ten_crop", resize=6, writer=writer)
     writer.close()
@@ -86,7 +86,7 @@ def test_evaluate_streams_the_ensemble_probabilities(tmp_path):
     for model in models:
         for i, image in enumerate(images):
             views = np_ten_crops(image.astype(np.float32), 4)
-            expected[i] += scoring.softmax(_np_logits(model, views)).mean(0)
+            expected[i] += scoring.softmax(np_logits(model, views)).mean(0)
     np.testing.assert_allclose(
         np.load(tmp_path / store.PROBABILITIES), expected / 2, atol=1e-5
     )
@@ -94,8 +94,8 @@ def test_evaluate_streams_the_ensemble_probabilities(tmp_path):
 
 
 def test_a_batch_holds_at_most_max_crops_views():
-    model = _linear_model(0)
-    ds, _, _ = _tiny_dataset(n=7)
+    model = linear_model(0)
+    ds, _, _ = tiny_dataset(n=7)
     batches = list(
         predict.batch_probabilities(
             [model], ds, "ten_crop", resize=6, batch_size=32, max_crops=25

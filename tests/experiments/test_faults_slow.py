@@ -11,7 +11,6 @@ import pathlib
 import subprocess
 import sys
 
-import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -21,6 +20,8 @@ from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import compose
 from convnet_repro.experiments.engine.compose import fresh_sqlite_store
 from convnet_repro.experiments.engine.exit_codes import ExitCode
+from tests.experiments.training import AtStep
+from tests.experiments.training import metric_history
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -145,23 +146,11 @@ def test_three_processes_create_a_fresh_store_at_once(tmp_path):
     assert len({out.split()[-1] for out, _ in outputs}) == 1  # one experiment
 
 
-class CrashAt(keras.callbacks.Callback):
-    """Raises at `step` (an in-process crash; the run ends FAILED)."""
+class CrashAt(AtStep):
+    """Raises at `at_step` (an in-process crash; the run ends FAILED)."""
 
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step >= self.step:
-            raise RuntimeError(f"injected crash at step {step}")
-
-
-def _history(client, run_id, key):
-    return sorted(
-        (m.step, m.value) for m in client.get_metric_history(run_id, key)
-    )
+    def fire(self, step):
+        raise RuntimeError(f"injected crash at step {step}")
 
 
 def test_corrupt_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
@@ -171,7 +160,7 @@ def test_corrupt_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
     ]
     crash = [
         "+callbacks.crash._target_=tests.experiments.test_faults_slow.CrashAt",
-        "+callbacks.crash.step=30",
+        "+callbacks.crash.at_step=30",
     ]
     with pytest.raises(RuntimeError, match="injected crash"):
         train_lib.train(compose(overrides + crash, tmp_path=tmp_path))
@@ -196,8 +185,8 @@ def test_corrupt_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
         compose(overrides + ["tracking.resume=false"], tmp_path=tmp_path)
     )
     for key in ("train/loss", "val/loss"):
-        got = _history(client, run.info.run_id, key)
-        want = _history(client, reference["run_id"], key)
+        got = metric_history(client, run.info.run_id, key)
+        want = metric_history(client, reference["run_id"], key)
         assert [s for s, _ in got] == [s for s, _ in want], key
         assert [v for _, v in got] == pytest.approx(
             [v for _, v in want], rel=1e-6

@@ -39,21 +39,11 @@ def test_topk_correct_by_hand():
 
 
 def _row(run_id, top1=0.0, top5=0.0):
+    """A single AlexNet model's centre-crop row on 400 images, named after
+    its evaluation run; the other fields keep `Row`'s defaults."""
+    # family, row, protocol, num_models, num_views, num_images, top1, top5
     return imagenet_rows.Row(
-        family="AlexNet",
-        row=run_id,
-        protocol="center",
-        num_models=1,
-        num_views=1,
-        num_images=400,
-        top1_error=top1,
-        top5_error=top5,
-        paper_top1_error=None,
-        paper_top5_error=None,
-        sources="",
-        run_id=run_id,
-        order=0.0,
-        start_time=0,
+        "AlexNet", run_id, "center", 1, 1, 400, top1, top5, run_id=run_id
     )
 
 

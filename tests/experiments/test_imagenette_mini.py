@@ -2,7 +2,6 @@
 hook: two training steps on a few real Imagenette images, then the
 config's `report:` rows scored into the `imagenet_table` experiment."""
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -38,11 +37,7 @@ MINI = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_tracking_uri():
-    previous = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(previous)
+pytestmark = pytest.mark.usefixtures("restore_tracking_uri")
 
 
 def _center_errors(run_ids, data_cfg):

@@ -29,11 +29,7 @@ TWO_STEPS = [
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
-@pytest.fixture(autouse=True)
-def _restore_tracking_uri():
-    previous = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(previous)
+pytestmark = pytest.mark.usefixtures("restore_tracking_uri")
 
 
 def test_keys_are_built_as_documented():

@@ -15,11 +15,12 @@ GRADIENTS = [np.array([0.5, -1.0, 2.0]), np.array([-0.25, 0.75, 1.5])]
 W0 = np.array([1.0, -2.0, 0.5])
 
 
-def _steps(overrides):
-    """Builds the optimizer of `overrides` through the engine and applies
-    GRADIENTS to a variable starting at W0; returns the variable after
-    each step."""
-    cfg = compose(SMOKE + overrides)
+def _steps(name, **params):
+    """Builds optimizer `name` with `params` (`optimizer.<key>=<value>`
+    overrides) through the engine and applies GRADIENTS to a variable
+    starting at W0; returns the variable after each step."""
+    overrides = [f"optimizer.{key}={value}" for key, value in params.items()]
+    cfg = compose(SMOKE + [f"optimizer={name}", *overrides])
     learning_rate, _ = optimization.build_learning_rate(cfg)
     optimizer = optimization.build_optimizer(cfg, learning_rate)
     w = keras.Variable(W0.astype("float32"))
@@ -42,14 +43,8 @@ def test_sgd_momentum_and_nesterov_follow_their_formulas(nesterov):
     """v <- mu v - lr g; heavy ball w <- w + v, Nesterov (Sutskever et al.
     2013, Keras' form) w <- w + mu v - lr g."""
     lr, mu = 0.1, 0.7
-    after = _steps(
-        [
-            "optimizer=sgd",
-            f"optimizer.learning_rate={lr}",
-            f"optimizer.momentum={mu}",
-            f"optimizer.nesterov={str(nesterov).lower()}",
-        ]
-    )
+    nesterov_flag = str(nesterov).lower()
+    after = _steps("sgd", learning_rate=lr, momentum=mu, nesterov=nesterov_flag)
     w, v, expected = W0.copy(), np.zeros(3), []
     for g in GRADIENTS:
         v = mu * v - lr * g
@@ -65,15 +60,7 @@ def test_adam_follows_kingma_ba_algorithm_1():
     """m, v moving averages with bias correction folded into the step
     size: w <- w - lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)."""
     lr, b1, b2, eps = 0.01, 0.8, 0.95, 1e-3
-    after = _steps(
-        [
-            "optimizer=adam",
-            f"optimizer.learning_rate={lr}",
-            f"optimizer.beta_1={b1}",
-            f"optimizer.beta_2={b2}",
-            f"optimizer.epsilon={eps}",
-        ]
-    )
+    after = _steps("adam", learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps)
     w, m, v, expected = W0.copy(), np.zeros(3), np.zeros(3), []
     for t, g in enumerate(GRADIENTS, 1):
         m = b1 * m + (1 - b1) * g
@@ -89,13 +76,7 @@ def test_rmsprop_with_momentum_follows_its_formula():
     w <- w - p (Tieleman & Hinton 2012, Keras' form)."""
     lr, rho, mu, eps = 0.01, 0.7, 0.5, 1e-4
     after = _steps(
-        [
-            "optimizer=rmsprop",
-            f"optimizer.learning_rate={lr}",
-            f"optimizer.rho={rho}",
-            f"optimizer.momentum={mu}",
-            f"optimizer.epsilon={eps}",
-        ]
+        "rmsprop", learning_rate=lr, rho=rho, momentum=mu, epsilon=eps
     )
     w, v, p, expected = W0.copy(), np.zeros(3), np.zeros(3), []
     for g in GRADIENTS:

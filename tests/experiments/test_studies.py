@@ -13,6 +13,7 @@ from tests.helpers import STUDY_CONF_DIR
 from tests.helpers import compose_study
 from tests.helpers import needs_imagenette
 from tests.helpers import needs_mnist
+from tests.layers.references import convolve_2d
 
 # ---------------------------------------------------------------- helpers
 
@@ -118,20 +119,6 @@ def test_edge_efficiency_run_writes_table(tmp_path):
 # ----------------------------------------------------- conv_vs_correlation
 
 
-def _np_full_convolve(image, kernel):
-    """Eq. 9.4 in full mode: S(i, j) = sum_{m,n} I(i - m, j - n) K(m, n)."""
-    h, w = image.shape
-    kh, kw = kernel.shape
-    out = np.zeros((h + kh - 1, w + kw - 1))
-    for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            for m in range(kh):
-                for n in range(kw):
-                    if 0 <= i - m < h and 0 <= j - n < w:
-                        out[i, j] += image[i - m, j - n] * kernel[m, n]
-    return out
-
-
 def test_conv_vs_correlation_matches_numpy_formula():
     from convnet_repro.experiments.studies import conv_vs_correlation as cvc
     from convnet_repro.layers import filter_bank
@@ -140,11 +127,11 @@ def test_conv_vs_correlation_matches_numpy_formula():
     img = rng.random((6, 7))
     k = filter_bank.get_filter("sobel_h", 3).astype(np.float64)
     np.testing.assert_allclose(
-        cvc.conv(img, k, "full"), _np_full_convolve(img, k), atol=1e-5
+        cvc.conv(img, k, "full"), convolve_2d(img, k), atol=1e-5
     )
     np.testing.assert_allclose(
         cvc.corr(img, k, "full"),
-        _np_full_convolve(img, k[::-1, ::-1]),
+        convolve_2d(img, k[::-1, ::-1]),
         atol=1e-5,
     )
     assert cvc.flip_relation(k) == "-K"

@@ -18,6 +18,9 @@ from convnet_repro.experiments.engine import metric_log
 from convnet_repro.experiments.engine import tracking
 from convnet_repro.experiments.engine.compose import compose
 from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from tests.experiments.runs import TRAIN
+from tests.experiments.runs import run_module
+from tests.experiments.training import global_step
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -203,25 +206,11 @@ def mlflow_server(tmp_path):
 @pytest.mark.slow
 def test_real_mlflow_server_receives_a_run_over_http(tmp_path, mlflow_server):
     uri = mlflow_server.uri
-    env = dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "convnet_repro.experiments.train",
-            "experiment=smoke",
-            "trainer.steps=20",
-            "tracking=remote",
-            f"tracking.uri={uri}",
-            f"paths.checkpoint_dir={tmp_path}/ckpt",
-            f"paths.output_dir={tmp_path}/out",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    overrides = ["experiment=smoke", "trainer.steps=20"]
+    overrides += ["tracking=remote", f"tracking.uri={uri}"]
+    overrides += [f"paths.checkpoint_dir={tmp_path}/ckpt"]
+    overrides += [f"paths.output_dir={tmp_path}/out"]
+    out = run_module(TRAIN, overrides, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("smoke")
@@ -247,7 +236,7 @@ class Throttle(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         time.sleep(self.seconds)
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = global_step(self.model)
         with open(self.path, "a") as f:
             f.write(f"{step} {time.time()}\n")
 

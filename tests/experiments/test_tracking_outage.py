@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 
-import keras
 import mlflow
 import pytest
 import requests
@@ -22,6 +21,7 @@ from convnet_repro.experiments.engine import outage
 from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import compose
 from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from tests.experiments.training import AtStep
 
 LOGGER = "convnet_repro.experiments.engine.metric_log"
 
@@ -264,18 +264,12 @@ def test_log_metrics_goes_through_the_active_buffer(tmp_path):
 SERVER = {"down": False}
 
 
-class CutServer(keras.callbacks.Callback):
+class CutServer(AtStep):
     """From `at_step` on, every write to the tracking store fails as if its
     server had died (see `_fail_when_down`)."""
 
-    def __init__(self, at_step):
-        super().__init__()
-        self.at_step = at_step
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step >= self.at_step:
-            SERVER["down"] = True
+    def fire(self, step):
+        SERVER["down"] = True
 
 
 def _fail_when_down(method):

@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 from convnet_repro.experiments.engine import optimization
 from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import compose
+from tests.experiments.training import global_step
+from tests.experiments.training import metric_history
 
 SMOKE = ["experiment=smoke"]
 REPORT_CALLS = []
@@ -22,12 +24,6 @@ def record_report(cfg, parent_run_id):
     (the report runs after the children, before the parent ends)."""
     status = MlflowClient().get_run(parent_run_id).info.status
     REPORT_CALLS.append((cfg.experiment_name, parent_run_id, status))
-
-
-def _history(client, run_id, key):
-    return sorted(
-        (m.step, m.value) for m in client.get_metric_history(run_id, key)
-    )
 
 
 def _run(tmp_path, *overrides):
@@ -58,18 +54,20 @@ def test_smoke_run_logs_params_metrics_and_artifacts(tmp_path):
     assert tags["paper.reference"] == "none (engine smoke test)"
     assert len(tags["repro.run_key"]) == 16
     # Train metrics every log_every_steps=5, eval every 20, global steps.
-    steps = [s for s, _ in _history(client, run.info.run_id, "train/loss")]
+    steps = [
+        s for s, _ in metric_history(client, run.info.run_id, "train/loss")
+    ]
     assert steps == [5, 10, 15, 20, 25, 30, 35, 40]
     for key in ("val/loss", "val/top1_error", "val/top5_error"):
-        assert [s for s, _ in _history(client, run.info.run_id, key)] == [
+        assert [s for s, _ in metric_history(client, run.info.run_id, key)] == [
             20,
             40,
         ]
-    acc = _history(client, run.info.run_id, "val/top1_accuracy")
-    err = _history(client, run.info.run_id, "val/top1_error")
+    acc = metric_history(client, run.info.run_id, "val/top1_accuracy")
+    err = metric_history(client, run.info.run_id, "val/top1_error")
     np.testing.assert_allclose([1 - v for _, v in acc], [v for _, v in err])
     assert result["val/top1_error"] == pytest.approx(err[-1][1])
-    lr = _history(client, run.info.run_id, "lr")
+    lr = metric_history(client, run.info.run_id, "lr")
     assert [v for _, v in lr] == pytest.approx([0.05] * 8)
     # Artifacts: model, figure, resolved config.
     paths = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -79,10 +77,12 @@ def test_smoke_run_logs_params_metrics_and_artifacts(tmp_path):
     ]
     assert model_files == ["model/model.keras"]
     # Windowed train accuracy: 16 examples x 5 steps -> multiples of 1/80.
-    for _, value in _history(client, run.info.run_id, "train/top1_accuracy"):
+    for _, value in metric_history(
+        client, run.info.run_id, "train/top1_accuracy"
+    ):
         assert value * 80 == pytest.approx(round(value * 80), abs=1e-3)
     # A user callback logs with the global step while fit runs.
-    probe = _history(client, run.info.run_id, "probe/step")
+    probe = metric_history(client, run.info.run_id, "probe/step")
     assert probe == [(10, 10.0), (20, 20.0), (30, 30.0), (40, 40.0)]
     # A checkpoint at the last step.
     ckpt = tmp_path / "checkpoints" / "smoke" / tags["repro.run_key"]
@@ -96,7 +96,7 @@ def test_rerun_of_finished_run_is_skipped(tmp_path):
     assert second["run_id"] == first["run_id"]
     assert second.get("skipped") is True
     assert second["val/top1_error"] == pytest.approx(first["val/top1_error"])
-    assert len(_history(client, first["run_id"], "train/loss")) == 8
+    assert len(metric_history(client, first["run_id"], "train/loss")) == 8
 
 
 @pytest.mark.slow
@@ -105,11 +105,11 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     _, b, _ = _run(tmp_path, "tracking.resume=false")
     assert a["run_id"] != b["run_id"]
     for key in ("train/loss", "val/loss"):
-        assert _history(client, a["run_id"], key) == _history(
+        assert metric_history(client, a["run_id"], key) == metric_history(
             client, b["run_id"], key
         )
     _, c, _ = _run(tmp_path, "seed=1")
-    assert _history(client, c["run_id"], "val/loss") != _history(
+    assert metric_history(client, c["run_id"], "val/loss") != metric_history(
         client, a["run_id"], "val/loss"
     )
 
@@ -155,7 +155,9 @@ def test_nan_loss_marks_run_failed_and_keeps_last_good_checkpoint(tmp_path):
     assert run.info.status == "FAILED"
     assert "non-finite loss" in run.data.tags["failure_reason"]
     assert "step 25" in run.data.tags["failure_reason"]
-    steps = [s for s, _ in _history(client, run.info.run_id, "train/loss")]
+    steps = [
+        s for s, _ in metric_history(client, run.info.run_id, "train/loss")
+    ]
     assert steps == [5, 10, 15, 20]
     ckpt = tmp_path / "checkpoints" / "smoke" / run.data.tags["repro.run_key"]
     assert [p.name for p in ckpt.glob("step-*")] == ["step-20"]
@@ -226,7 +228,7 @@ def test_aux_outputs_without_loss_weights_fail_clearly(tmp_path):
 )
 def test_schedules_follow_their_formulas(tmp_path, overrides, expected):
     _, result, client = _run(tmp_path, "trainer.steps=40", *overrides)
-    lr = _history(client, result["run_id"], "lr")
+    lr = metric_history(client, result["run_id"], "lr")
     # Logged after `s` updates, i.e. the lr of the next update (step s).
     for step, value in lr:
         assert value == pytest.approx(expected(step), rel=1e-5), step
@@ -242,7 +244,7 @@ def test_plateau_schedule_reduces_lr(tmp_path):
         "trainer.eval_every_steps=10",
         "trainer.checkpoint_every_steps=10",
     )
-    lr = dict(_history(client, result["run_id"], "lr"))
+    lr = dict(metric_history(client, result["run_id"], "lr"))
     # Eval at 10 sets the best loss; at 20 no "improvement" -> x0.1 (wait 1
     # >= patience 0), again at 30 and 40.
     assert lr[15] == pytest.approx(0.05)
@@ -309,7 +311,7 @@ class ProbeCallback(keras.callbacks.Callback):
     """Logs the global step at every epoch end (chunk = 10 steps)."""
 
     def on_epoch_end(self, epoch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = global_step(self.model)
         mlflow.log_metric("probe/step", step, step=step)
 
 
