@@ -236,27 +236,16 @@ def run(cfg):
         f"uniform kernels, N(0, 0.1) biases, seed {cfg.seed}). Interior = "
         "output positions whose window lies in the shifted content.\n"
     )
-    paths = common.write_outputs(
-        out_dir,
-        NAME,
-        [
-            ("Equivariance (relative error)", rows, COLUMNS),
-            (
-                "Max pooling: fraction of outputs unchanged by a shift of s "
-                "pixels",
-                pool_rows,
-                ["pool width", *[f"s={s}" for s in shifts]],
-            ),
-        ],
-        figures,
-        header,
+    pool_title = (
+        "Max pooling: fraction of outputs unchanged by a shift of s pixels"
     )
-    return {
-        "rows": rows,
-        "pooling": pooling,
-        "metrics": metrics,
-        "paths": paths,
-    }
+    pool_columns = ["pool width", *[f"s={s}" for s in shifts]]
+    tables = [
+        ("Equivariance (relative error)", rows, COLUMNS),
+        (pool_title, pool_rows, pool_columns),
+    ]
+    paths = common.write_outputs(out_dir, NAME, tables, figures, header)
+    return dict(rows=rows, pooling=pooling, metrics=metrics, paths=paths)
 
 
 def _figure(x, conv, built, curves, pooling, shifts, rows, cfg, out_dir):

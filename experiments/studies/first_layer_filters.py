@@ -190,13 +190,8 @@ def run(cfg):
         f"{epochs} epochs. Final train acc {train_acc:.3f}, val acc "
         f"{val_acc:.3f} (chance 0.1). The init row's val acc is chance.\n"
     )
-    paths = common.write_outputs(
-        out_dir,
-        NAME,
-        [("First-layer filters", rows, list(rows[0]))],
-        figures,
-        header,
-    )
+    tables = [("First-layer filters", rows, list(rows[0]))]
+    paths = common.write_outputs(out_dir, NAME, tables, figures, header)
     paths.append(out_dir / f"{NAME}_conv1_kernel.npy")
     return {
         "rows": rows,

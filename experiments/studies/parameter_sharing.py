@@ -263,9 +263,8 @@ def run(cfg):
         "median wall time of a training step on a shared 2-core CPU (other "
         "jobs running: compare orders of magnitude only).\n"
     )
-    paths = common.write_outputs(
-        out_dir, NAME, [("Results", rows, COLUMNS)], figures, header
-    )
+    tables = [("Results", rows, COLUMNS)]
+    paths = common.write_outputs(out_dir, NAME, tables, figures, header)
     return {"rows": rows, "metrics": metrics, "paths": paths}
 
 

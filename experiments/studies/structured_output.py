@@ -212,22 +212,12 @@ def run(cfg):
         f"{cfg.learning_rate}), batch {cfg.batch_size}, {epochs} epochs, "
         f"unweighted per-pixel cross-entropy, seed {cfg.seed}.\n"
     )
-    paths = common.write_outputs(
-        out_dir,
-        NAME,
-        [
-            ("Summary (test composites)", summary, ["metric", "value"]),
-            ("IoU per class", rows, ["class", "test pixels", "IoU"]),
-        ],
-        figures,
-        header,
-    )
-    return {
-        "rows": rows,
-        "summary": summary,
-        "metrics": metrics,
-        "paths": paths,
-    }
+    tables = [
+        ("Summary (test composites)", summary, ["metric", "value"]),
+        ("IoU per class", rows, ["class", "test pixels", "IoU"]),
+    ]
+    paths = common.write_outputs(out_dir, NAME, tables, figures, header)
+    return dict(rows=rows, summary=summary, metrics=metrics, paths=paths)
 
 
 def _figure(x, y, pred, out_dir, n=4):

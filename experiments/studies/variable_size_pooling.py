@@ -141,13 +141,8 @@ def run(cfg):
         "resized (bilinear) to S x S. Mixed training sizes: "
         f"{list(cfg.train_sizes)}.\n"
     )
-    paths = common.write_outputs(
-        out_dir,
-        NAME,
-        [("Test accuracy per input size", rows, list(rows[0]))],
-        figures,
-        header,
-    )
+    tables = [("Test accuracy per input size", rows, list(rows[0]))]
+    paths = common.write_outputs(out_dir, NAME, tables, figures, header)
     return {"rows": rows, "metrics": metrics, "paths": paths}
 
 
