@@ -172,21 +172,9 @@ def make_datasets(
         raise ValueError(
             f"data.source must be one of {SOURCES}. Received: source={source!r}"
         )
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(
-            f"batch_size must be a positive int. Received: "
-            f"batch_size={batch_size!r}"
-        )
-    if not isinstance(seed, int):
-        raise ValueError(
-            f"data.seed must be an int (it fixes the training order). "
-            f"Received: seed={seed!r}"
-        )
-    if not isinstance(skip_batches, int) or skip_batches < 0:
-        raise ValueError(
-            "skip_batches must be an int >= 0. Received: "
-            f"skip_batches={skip_batches!r}"
-        )
+    _check_int("batch_size", batch_size, minimum=1)
+    _check_int("seed", seed, why=" (it fixes the training order)")
+    _check_int("skip_batches", skip_batches, minimum=0)
     eval_batch_size = eval_batch_size or batch_size
     if crop_size and not resize_size:
         resize_size = aug.scaled(256, crop_size)
@@ -320,6 +308,16 @@ def make_datasets(
     if with_tuning:
         return train_ds, val_ds, eval_stream(tuning)
     return train_ds, val_ds
+
+
+def _check_int(name, value, minimum=None, why=""):
+    """Raises `ValueError` unless `value` is an int (>= `minimum` if given)."""
+    if isinstance(value, int) and (minimum is None or value >= minimum):
+        return
+    bound = "" if minimum is None else f" >= {minimum}"
+    raise ValueError(
+        f"data.{name} must be an int{bound}{why}. Received: {name}={value!r}"
+    )
 
 
 def _statistic(value, what, split, rescale):
