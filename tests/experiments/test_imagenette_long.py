@@ -54,12 +54,8 @@ def _stated(key, stated):
 
 
 def test_every_mini_experiment_has_a_long_tier():
-    assert LONG == [
-        "imagenette_alexnet_5cnns_long",
-        "imagenette_googlenet_long",
-        "imagenette_resnet18_long",
-        "imagenette_vgg_a_long",
-    ]
+    minis = ["alexnet_5cnns", "googlenet", "resnet18", "vgg_a"]
+    assert LONG == [f"imagenette_{mini}_long" for mini in minis]
 
 
 @pytest.mark.parametrize("name", LONG)
