@@ -1,4 +1,4 @@
-"""Custom Keras layers for convnet-repro. `import layers` registers them all.
+"""Custom Keras layers for convnet-repro; importing the package registers them.
 
 See docs/ARCHITECTURE.md (layers/) for the contracts.
 """
