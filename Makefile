@@ -113,6 +113,9 @@ else
 	$(PY) -m convnet_repro.experiments.reports.imagenet_table --run --fraction $(or $(FRACTION),1.0) $(ARGS)
 endif
 
+mini-choices:  ## Re-make the mini configs' choices (inits, crop area) on the tuning split, ~1.5 h CPU (QUESTIONS="alexnet_init ...")
+	$(PY) -m convnet_repro.experiments.choices $(foreach q,$(QUESTIONS),--question $(q)) $(ARGS)
+
 imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|full)
 	$(PY) -m convnet_repro.experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(ARGS)
 
@@ -128,4 +131,4 @@ bench-eval-memory:  ## Evaluation peak RSS at N and 4N images (144 crops, 1000 c
 engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
 	$(PY) -m benchmarks.engine_bench $(ARGS)
 
-.PHONY: help install test test-backends test-slow test-ci-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table imagenet-report rehearse smoke bench-eval-memory engine-bench
+.PHONY: help install test test-backends test-slow test-ci-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table mini-choices imagenet-report rehearse smoke bench-eval-memory engine-bench
