@@ -119,8 +119,11 @@ def read_children(client, parent_run_id):
     """`(values, run_ids, steps, minutes)` of a candidate's finished seeds."""
     from convnet_repro.experiments.engine.run_queries import child_runs
 
-    runs = [r for r in child_runs(client, parent_run_id)
-            if r.info.status == "FINISHED"]
+    runs = [
+        r
+        for r in child_runs(client, parent_run_id)
+        if r.info.status == "FINISHED"
+    ]
     if not runs or any(METRIC not in r.data.metrics for r in runs):
         raise ValueError(
             f"Parent run {parent_run_id} has no finished child with "
@@ -176,7 +179,7 @@ def summarize(question, chosen, candidates, num_images):
         }
         if name != chosen:
             d = seed_difference(base, c["values"])
-            # The claim "the chosen candidate is better": alternative - chosen < 0.
+            # Claim "the chosen one is better": alternative - chosen < 0.
             row["minus_chosen_pts"] = round(100 * d["difference"], 1)
             row["welch_interval_95"] = (
                 f"[{100 * d['lo']:.1f}, {100 * d['hi']:.1f}]"
@@ -225,11 +228,16 @@ def write_outputs(rows, spec, out_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--question", action="append", default=None,
-                        help="only these questions (default: all)")
+    parser.add_argument(
+        "--question",
+        action="append",
+        default=None,
+        help="only these questions (default: all)",
+    )
     parser.add_argument("--out", default="results/mini_choices")
-    parser.add_argument("overrides", nargs="*",
-                        help="Hydra overrides added to every run")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides added to every run"
+    )
     args = parser.parse_args(argv)
 
     from mlflow.tracking import MlflowClient
@@ -247,8 +255,9 @@ def main(argv=None):
         # Every candidate's config is composed and checked before any run.
         configs = {
             name: {
-                cand: _checked(candidate_overrides(
-                    spec, name, cand, args.overrides))
+                cand: _checked(
+                    candidate_overrides(spec, name, cand, args.overrides)
+                )
                 for cand in spec["questions"][name]["candidates"]
             }
             for name in names
@@ -287,6 +296,7 @@ def _checked(overrides):
     cfg = compose(overrides)
     validate_config(cfg)
     return cfg
+
 
 if __name__ == "__main__":
     main()

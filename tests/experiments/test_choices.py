@@ -36,8 +36,9 @@ def test_candidate_config_is_scored_on_the_tuning_split_only(name, candidate):
     assert cfg.experiment_name == f"choices_{name}"
     for override in SPEC["questions"][name]["candidates"][candidate]:
         got = OmegaConf.select(cfg, _key(override))
-        assert OmegaConf.to_container(OmegaConf.create({"v": got}))["v"] \
-            == _value(override), override
+        assert OmegaConf.to_container(OmegaConf.create({"v": got}))[
+            "v"
+        ] == _value(override), override
 
 
 @pytest.mark.parametrize("name", sorted(SPEC["questions"]))
@@ -47,8 +48,9 @@ def test_chosen_candidate_is_what_the_experiment_config_trains(name):
     default = compose([f"experiment={q['experiment']}"])
     for override in q["candidates"][q["chosen"]]:
         got = OmegaConf.select(default, _key(override))
-        assert OmegaConf.to_container(OmegaConf.create({"v": got}))["v"] \
-            == _value(override), (name, override)
+        assert OmegaConf.to_container(OmegaConf.create({"v": got}))[
+            "v"
+        ] == _value(override), (name, override)
 
 
 def test_every_question_has_an_alternative_that_differs():
@@ -102,9 +104,13 @@ def test_summary_rows_and_verdicts():
     assert by["c"]["verdict"] == "chosen better: not significant"
     # The interval holds the tuning set's binomial error: wider than seeds.
     lo, hi = (float(x) for x in by["b"]["interval_95"].strip("[]").split(","))
-    assert hi - lo > 2 * 1.96 * (0.31 * 0.69 / 500) ** 0.5 * 100 - 0.1
+    binomial_half = 1.96 * (0.31 * 0.69 / 500) ** 0.5 * 100
+    assert hi - lo > 2 * binomial_half - 0.1
     worse = choices.summarize(
-        "q", "a", {"a": _found([0.1, 0.11, 0.09]), "b": _found([0.3, 0.31, 0.29])}, 500
+        "q",
+        "a",
+        {"a": _found([0.1, 0.11, 0.09]), "b": _found([0.3, 0.31, 0.29])},
+        500,
     )
     assert worse[1]["verdict"] == "chosen better: fails"
     assert set(rows[0]) == set(choices.COLUMNS)
@@ -118,9 +124,15 @@ def test_cli_trains_every_candidate_and_writes_the_table(tmp_path):
     store = f"sqlite:///{tmp_path}/mlruns.db"
     compose([], tmp_path=tmp_path)  # creates the empty store
     args = [
-        "--question", "googlenet_init", "--out", str(tmp_path / "out"),
-        "seeds=[0,1]", "trainer.steps=25", "trainer.eval_every_steps=25",
-        "trainer.checkpoint_every_steps=25", "trainer.progress=none",
+        "--question",
+        "googlenet_init",
+        "--out",
+        str(tmp_path / "out"),
+        "seeds=[0,1]",
+        "trainer.steps=25",
+        "trainer.eval_every_steps=25",
+        "trainer.checkpoint_every_steps=25",
+        "trainer.progress=none",
         f"tracking.uri={store}",
         f"tracking.artifact_location={tmp_path}/art",
         f"paths.checkpoint_dir={tmp_path}/ck",
