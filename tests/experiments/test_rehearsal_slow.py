@@ -107,9 +107,8 @@ def _rehearse_cli(experiment, folder, workdir):
 
 def test_pretrained_chain_folder_layout(ilsvrc_sample, tmp_path):
     """21k pre-training -> register -> 5 CNNs -> 1 CNN* -> 7 CNNs* row."""
-    lines, tail = _rehearse_cli(
-        chain.FINETUNED[0], ilsvrc_sample["folder"], tmp_path
-    )
+    folder = ilsvrc_sample["folder"]
+    lines, tail = _rehearse_cli(chain.PRETRAIN, folder, tmp_path)
     assert "PASS pre-trained chain" in lines, tail
     for experiment in chain.FINETUNED:
         for stage in ("finetuned", "report row"):
