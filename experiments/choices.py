@@ -232,7 +232,8 @@ def main(argv=None):
         "--question",
         action="append",
         default=None,
-        help="only these questions (default: all)",
+        help="only these questions (default: all); the table then holds "
+        "only them",
     )
     parser.add_argument("--out", default="results/mini_choices")
     parser.add_argument(
@@ -290,6 +291,7 @@ def main(argv=None):
 
 
 def _checked(overrides):
+    """The composed config of `overrides`, validated (`ConfigError`)."""
     from convnet_repro.experiments.engine.compose import compose
     from convnet_repro.experiments.engine.config_checks import validate_config
 
