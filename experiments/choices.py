@@ -8,7 +8,7 @@ the engine (one parent run per candidate, one child per seed, in MLflow
 experiment `choices_<question>`) on Imagenette train minus the tuning split,
 and is scored on the tuning split alone (`data.eval_split=tuning`, so the
 runs' `val/*` metrics are tuning-split scores; `report=null`, so no
-evaluation hook reads Imagenette val). It then writes
+evaluation hook scores Imagenette val). It then writes
 `results/mini_choices/choices.md` and `choices.csv`: per candidate the
 seed-mean tuning top-1 with a 95% interval (seed spread + the tuning set's
 binomial error: `statistics.combined_interval`), and per alternative the
@@ -206,11 +206,11 @@ def write_outputs(rows, spec, out_dir):
         "Written by `make mini-choices` (`experiments/choices.py`, spec "
         "`conf/choices/imagenette.yaml`). Tuning top-1 = accuracy on the "
         f"{spec['tuning_per_class']}-per-class tuning split held out of "
-        "Imagenette train, at the probe's last step; Imagenette val is not "
-        "read. Interval: seed spread (t) and the tuning set's binomial "
-        "error; `minus_chosen_pts`: alternative - chosen, Welch interval "
-        "over seeds; verdict of the claim that the chosen candidate is "
-        "better.\n"
+        "Imagenette train, at the probe's last step; no Imagenette val image "
+        "is loaded or scored. Interval: seed spread (t) and the tuning "
+        "set's binomial error; `minus_chosen_pts`: alternative - chosen, "
+        "Welch interval over seeds; verdict of the claim that the chosen "
+        "candidate is better.\n"
     ]
     for name, q in spec["questions"].items():
         mine = [r for r in rows if r["question"] == name]
