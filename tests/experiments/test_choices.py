@@ -25,6 +25,12 @@ def _value(override):
     return OmegaConf.create(f"v: {override.split('=', 1)[1]}").v
 
 
+def _setting(cfg, override):
+    """The plain value `cfg` holds at the key `override` sets."""
+    got = OmegaConf.select(cfg, _key(override))
+    return OmegaConf.to_container(OmegaConf.create({"v": got}))["v"]
+
+
 @pytest.mark.parametrize("name,candidate", CANDIDATES)
 def test_candidate_config_is_scored_on_the_tuning_split_only(name, candidate):
     cfg = compose(choices.candidate_overrides(SPEC, name, candidate))
@@ -35,10 +41,7 @@ def test_candidate_config_is_scored_on_the_tuning_split_only(name, candidate):
     assert list(cfg.seeds) == SPEC["seeds"]
     assert cfg.experiment_name == f"choices_{name}"
     for override in SPEC["questions"][name]["candidates"][candidate]:
-        got = OmegaConf.select(cfg, _key(override))
-        assert OmegaConf.to_container(OmegaConf.create({"v": got}))[
-            "v"
-        ] == _value(override), override
+        assert _setting(cfg, override) == _value(override), override
 
 
 @pytest.mark.parametrize("name", sorted(SPEC["questions"]))
@@ -47,10 +50,10 @@ def test_chosen_candidate_is_what_the_experiment_config_trains(name):
     q = SPEC["questions"][name]
     default = compose([f"experiment={q['experiment']}"])
     for override in q["candidates"][q["chosen"]]:
-        got = OmegaConf.select(default, _key(override))
-        assert OmegaConf.to_container(OmegaConf.create({"v": got}))[
-            "v"
-        ] == _value(override), (name, override)
+        assert _setting(default, override) == _value(override), (
+            name,
+            override,
+        )
 
 
 def test_every_question_has_an_alternative_that_differs():
