@@ -130,9 +130,14 @@ def compile_model(model, cfg, optimizer):
                 f"to {n_outputs} weights (main output first). Received: "
                 f"trainer.loss_weights={t.loss_weights}"
             )
-        loss = [loss] * n_outputs
-        loss_weights = [float(w) for w in t.loss_weights]
-        metrics = [metrics] + [[] for _ in range(n_outputs - 1)]
+        # Keyed by output name, main first: a positional list would follow
+        # Keras' flattened outputs, which sort a dict's keys (GoogLeNet's
+        # {"logits", "aux1", "aux2"} -> aux1 first) and so would weigh and
+        # score an aux head as the main one.
+        names = output_keys(model)
+        loss = {name: loss for name in names}
+        loss_weights = dict(zip(names, (float(w) for w in t.loss_weights)))
+        metrics = {names[0]: metrics}
     model.compile(
         optimizer=optimizer,
         loss=loss,
@@ -160,18 +165,32 @@ def resolve_jit_compile(model, requested):
     return bool(requested)
 
 
+def output_keys(model):
+    """The model's output names, main output first.
+
+    A dict output keeps the order the model built it in (GoogLeNet:
+    `logits`, then `aux1`, `aux2`); Keras' `output_names` sorts a dict's
+    keys, so it is used only for a list of outputs (its order is theirs).
+    """
+    if isinstance(model.output, dict):
+        return list(model.output)
+    return list(model.output_names)
+
+
 def metric_names(model):
     """Keras log key -> logged name (main-output metrics lose the prefix)."""
     names = {}
     if len(model.outputs) > 1:
-        main = model.output_names[0] if hasattr(model, "output_names") else ""
+        main = output_keys(model)[0]
         for metric in (mk.TOP1_ACCURACY, mk.TOP5_ACCURACY):
             names[f"{main}_{metric}"] = metric
     return names
 
 
 def labels_for(model, ds):
-    n = len(model.outputs)
-    if n == 1:
+    """The labels once per model output, keyed as `compile_model` keys the
+    losses (`output_keys`)."""
+    if len(model.outputs) == 1:
         return ds
-    return ds.map(lambda x, y: (x, tuple([y] * n)))
+    names = output_keys(model)
+    return ds.map(lambda x, y: (x, {name: y for name in names}))

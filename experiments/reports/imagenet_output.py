@@ -13,6 +13,8 @@ import pathlib
 
 from convnet_repro.experiments.reports.imagenet_rows import PROTOCOL_LABELS
 from convnet_repro.experiments.reports.imagenet_rows import TABLE_COLUMNS
+from convnet_repro.experiments.reports.imagenet_seeds import format_over_seeds
+from convnet_repro.experiments.reports.imagenet_seeds import seeds_table
 
 WEAK_TOP5_NOTE = (
     "† Top-5 of 10 classes is weak (guessing 5 of 10 classes is right "
@@ -114,10 +116,13 @@ def format_markdown(
     scale=None,
     intervals=None,
     members=None,
+    seeds=None,
 ):
     """Markdown table (ours beside the paper's), AlexNet's Table 2 with all
     its rows (with `scale`, or when AlexNet rows exist), the ensembles'
-    members alone (`members`, see `members_table`) and the ordering checks.
+    members alone (`members`, see `members_table`), the single models
+    beside their seeds (`seeds`, see `imagenet_seeds.seeds_table`) and the
+    ordering checks (with their tests over seeds, where there are some).
     `intervals` (`{run_id: {metric: (lo, hi)}}`) adds each row's bootstrap
     interval; a check with a `verdict` (`imagenet_stats.judge`) prints it
     and its paired test; checks marked `weak` (top-5 of 10 classes) are
@@ -151,6 +156,7 @@ def format_markdown(
         lines.append(WEAK_TOP5_NOTE)
     lines += list(notes)
     lines += members_table(rows, members or {})
+    lines += seeds_table(rows, seeds or {})
     if any(r.family == "AlexNet" for r in rows) or scale is not None:
         lines += alexnet_table2(rows, scale or "mini")
     if checks:
@@ -171,10 +177,12 @@ def format_markdown(
                 )
             verdicts = [c["verdict"] for c in items if "verdict" in c]
             if verdicts:
-                counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
-                head += "; paired tests: " + ", ".join(
-                    f"{v} {n}" for v, n in counts.items()
-                )
+                head += "; paired tests: " + _counts(verdicts)
+            over_seeds = [
+                c["over_seeds"]["verdict"] for c in items if "over_seeds" in c
+            ]
+            if over_seeds:
+                head += "; over seeds (Welch): " + _counts(over_seeds)
             lines.append(head)
             for c in items:
                 mark = c.get("verdict") or (
@@ -193,8 +201,15 @@ def format_markdown(
                     f"  - {mark} ({METRIC_LABELS[c['metric']]}): "
                     f"{c['better']} {_fmt(c['better_error'])} vs "
                     f"{c['worse']} {_fmt(c['worse_error'])}{test}"
+                    f"{format_over_seeds(c)}"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _counts(verdicts):
+    """`"holds 2, not significant 1"`: each verdict and how often."""
+    counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
+    return ", ".join(f"{v} {n}" for v, n in counts.items())
 
 
 def members_table(rows, members):
@@ -309,13 +324,16 @@ def write_outputs(
     scale=None,
     intervals=None,
     members=None,
+    seeds=None,
 ):
     """Writes `table.md`, `table.csv` and `errors.png`; returns the paths."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "table.md"
     md.write_text(
-        format_markdown(rows, checks, title, notes, scale, intervals, members)
+        format_markdown(
+            rows, checks, title, notes, scale, intervals, members, seeds
+        )
     )
     csv_path = out_dir / "table.csv"
     with csv_path.open("w", newline="") as f:

@@ -2,7 +2,9 @@
 
 The CLI and the `report:` hook: reads the evaluation runs from MLflow
 (`imagenet_rows`), checks the papers' orderings (`imagenet_orderings`) with
-per-image intervals and paired tests (`imagenet_stats`), and writes
+per-image intervals and paired tests (`imagenet_stats`) and, where a single
+model was trained with several seeds, a test over seeds (`imagenet_seeds`),
+and writes
 `results/imagenet_table/<scale>/{table.md,table.csv,errors.png}`
 (`imagenet_output`); `--run` first trains and evaluates every mini
 experiment (`imagenet_runner`).
@@ -59,8 +61,10 @@ def report(
 
     Returns:
         dict with `rows` (list of dicts), `checks` (a top-5 check at mini
-        scale is `weak`, never judged) and `members` (`{run_id:
-        imagenet_stats.member_summary}` of the ensemble rows).
+        scale is `weak`, never judged; a depth check between centre-crop
+        rows with seeds has `over_seeds`), `members` (`{run_id:
+        imagenet_stats.member_summary}` of the ensemble rows) and `seeds`
+        (`{run_id: imagenet_seeds.seed_errors}` of the single-model rows).
     """
     import mlflow
 
@@ -73,14 +77,22 @@ def report(
             f"Received: scale={scale!r}"
         )
     checks = check_orderings(rows)
+    from convnet_repro.experiments.reports import imagenet_seeds
     from convnet_repro.experiments.reports import imagenet_stats
 
     correctness = imagenet_stats.Correctness(predictions)
     intervals = {
         r.run_id: imagenet_stats.row_intervals(r, correctness) for r in rows
     }
+    seeds = {
+        r.run_id: imagenet_seeds.seed_errors(client, r)
+        for r in rows
+        if r.num_models == 1
+    }
+    by_id = {r.run_id: r for r in rows}
     for check in checks:  # mini: 10 classes, top-5 is never judged
         imagenet_stats.judge(check, correctness, weak_top5=scale != "full")
+        imagenet_seeds.judge_over_seeds(check, by_id, seeds)
     members = {
         r.run_id: imagenet_stats.member_summary(
             member_errors(client, r), r.num_models
@@ -117,6 +129,7 @@ def report(
         scale,
         intervals,
         members,
+        seeds,
     )
     if parent_run_id:
         for path in written:
@@ -125,6 +138,7 @@ def report(
         "rows": [dataclasses.asdict(r) for r in rows],
         "checks": checks,
         "members": members,
+        "seeds": seeds,
     }
 
 

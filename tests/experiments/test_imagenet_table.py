@@ -303,3 +303,103 @@ def test_report_puts_members_beside_the_ensemble_and_top5_as_weak(tmp_path):
     ) in md
     # The top-1 ensemble check is still counted.
     assert "**ensemble < single model**: lower error in 1/1 pairs" in md
+
+
+def _seed_runs(client, parent_name, errors, variant=None):
+    """A fabricated training parent with one finished child per seed."""
+    import mlflow
+
+    from convnet_repro.experiments.engine import metric_keys as mk
+
+    mlflow.set_experiment(parent_name)
+    ids = []
+    with mlflow.start_run(run_name=parent_name):
+        for seed, error in enumerate(errors):
+            tags = {
+                "seed": str(seed),
+                **({"variant": variant} if variant else {}),
+            }
+            with mlflow.start_run(nested=True, tags=tags) as child:
+                mlflow.log_metric(mk.VAL_TOP1_ERROR, error, step=900)
+                ids.append(child.info.run_id)
+    return ids
+
+
+def test_report_puts_single_models_beside_their_seeds(tmp_path):
+    """A single-model row's seeds (its source's finished siblings of the
+    same variant) get a t-interval, and the centre-crop depth check a
+    Welch test over seeds beside the per-image test of the scored models;
+    an unfinished seed and another variant's runs are left out."""
+    import mlflow
+    from scipy import stats
+
+    from convnet_repro.experiments.engine import metric_keys as mk
+    from convnet_repro.experiments.evaluation import records as ev
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    alex = [0.30, 0.32, 0.29, 0.31, 0.33]
+    resnet = [0.20, 0.22, 0.21]
+    try:
+        client = mlflow.MlflowClient()
+        alex_ids = _seed_runs(client, "alex", alex)
+        resnet_ids = _seed_runs(client, "resnet", resnet, variant="conv")
+        parent = client.get_run(resnet_ids[0]).data.tags["mlflow.parentRunId"]
+        exp = client.get_run(parent).info.experiment_id
+        for tags in (  # a killed seed, and another variant's seed 0
+            {"seed": "3", "variant": "conv"},
+            {"seed": "0", "variant": "unshared"},
+        ):
+            run = client.create_run(
+                exp, tags={"mlflow.parentRunId": parent, **tags}
+            )
+            client.log_metric(run.info.run_id, mk.VAL_TOP1_ERROR, 0.9)
+            if tags["variant"] == "unshared":
+                client.set_terminated(run.info.run_id)
+        for name, family, protocol, top1, sources in [
+            ("AlexNet, 1 CNN", "AlexNet", "center", 31.0, alex_ids[:1]),
+            ("AlexNet, 1 CNN", "AlexNet", "ten_crop", 30.0, alex_ids[:1]),
+            ("ResNet-18", "ResNet", "center", 21.0, resnet_ids[:1]),
+            ("ResNet-18", "ResNet", "ten_crop", 20.0, resnet_ids[:1]),
+        ]:
+            ev.log_evaluation(
+                {
+                    "top1_error": top1,
+                    "top5_error": 5.0,
+                    "num_models": 1,
+                    "num_views": 1 if protocol == "center" else 10,
+                    "num_images": 50,
+                },
+                sources,
+                protocol,
+                experiment_name="fake_table",
+                row=name,
+                tags={
+                    "table": "imagenet",
+                    "scale": "mini-long",
+                    "family": family,
+                },
+            )
+        out = it.report(scale="mini-long", results_dir=tmp_path / "res")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    md = (tmp_path / "res" / "mini-long" / "table.md").read_text()
+    r = stats.ttest_ind(
+        [100 * e for e in resnet], [100 * e for e in alex], equal_var=False
+    )
+    mean = 100 * sum(resnet) / 3
+    half = stats.t.ppf(0.975, 2) * 100 * stats.tstd(resnet) / 3**0.5
+    assert (
+        f"| ResNet-18 | 21.00 | centre crop | {mean:.2f} [{mean - half:.1f}, "
+        f"{mean + half:.1f}] | 20.00-22.00 | 3 of 4 (seeds 0, 1, 2) |"
+    ) in md
+    assert "| AlexNet, 1 CNN | 31.00 | centre crop | 31.00 [" in md
+    deep = [c for c in out["checks"] if c["claim"] == "deeper family < AlexNet"]
+    tested = [c for c in deep if "over_seeds" in c]
+    assert len(deep) == 2 and len(tested) == 1  # the centre-crop pair only
+    s = tested[0]["over_seeds"]
+    assert s["p_value"] == pytest.approx(r.pvalue)
+    assert s["difference"] == pytest.approx(mean - 31.0)
+    assert s["verdict"] == "holds" and (s["n_better"], s["n_worse"]) == (3, 5)
+    assert "over seeds (Welch): holds 1" in md
+    assert f"over seeds (3 vs 5): {mean - 31.0:+.2f}" in md

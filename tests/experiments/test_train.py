@@ -172,9 +172,13 @@ def _sparse_ce(logits, labels):
     return -np.mean(log_p[np.arange(len(labels)), labels])
 
 
-def test_aux_outputs_use_loss_weights():
+@pytest.mark.parametrize("outputs", ["list", "dict"])
+def test_aux_outputs_use_loss_weights(outputs):
     """The engine's compiled loss is CE(main) + 0.3 CE(aux), computed here
-    in numpy from the model's two outputs (not a bare sum, not main only)."""
+    in numpy from the model's two outputs (not a bare sum, not main only),
+    and its metrics score the main output. `dict`: outputs named as
+    GoogLeNet's, whose aux key sorts before the main one (Keras flattens a
+    dict in key order, so positional weights would land on the aux head)."""
     from convnet_repro.experiments.data.synthetic import make_blob_datasets
     from convnet_repro.models.tiny import build_engine_mlp
 
@@ -183,6 +187,10 @@ def test_aux_outputs_use_loss_weights():
     )
     keras.utils.set_random_seed(0)
     model = build_engine_mlp(aux_head=True)
+    if outputs == "dict":
+        main_out, aux_out = model.outputs
+        model = keras.Model(model.input, {"logits": main_out, "aux1": aux_out})
+        assert model.output_names[0] == "aux_logits"  # aux first
     optimization.compile_model(model, cfg, keras.optimizers.SGD(0.05))
     _, val_ds = make_blob_datasets(num_val=32)
     got = model.evaluate(
@@ -190,7 +198,10 @@ def test_aux_outputs_use_loss_weights():
     )
     x = np.concatenate([x for x, _ in val_ds])
     y = np.concatenate([y for _, y in val_ds])
-    main, aux = (keras.ops.convert_to_numpy(o) for o in model(x))
+    out = model(x)
+    if outputs == "dict":
+        out = [out["logits"], out["aux1"]]
+    main, aux = (keras.ops.convert_to_numpy(o) for o in out)
     ce_main, ce_aux = _sparse_ce(main, y), _sparse_ce(aux, y)
     assert abs(ce_aux - ce_main) > 0.05  # the weight is visible
     assert got["loss"] == pytest.approx(ce_main + 0.3 * ce_aux, rel=1e-5)
