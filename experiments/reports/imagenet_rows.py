@@ -164,6 +164,11 @@ def fetch_rows(client, scale="mini", table="imagenet"):
     return [row_from_run(r) for r in runs]
 
 
+def source_run_id(source):
+    """The run id of a row source (`runs:/<id>/...` or a bare run id)."""
+    return source.removeprefix("runs:/").split("/")[0]
+
+
 def member_errors(client, row):
     """Each member's own top-1 error (percent), from its training run.
 
@@ -183,7 +188,7 @@ def member_errors(client, row):
 
     errors = []
     for source in filter(None, row.sources.split(",")):
-        run_id = source.removeprefix("runs:/").split("/")[0]
+        run_id = source_run_id(source)
         try:
             metrics = client.get_run(run_id).data.metrics
         except MlflowException:

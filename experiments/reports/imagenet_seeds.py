@@ -18,8 +18,9 @@ the seed-level test compares recipes, the per-image McNemar test of
 from convnet_repro.experiments.engine import metric_keys as mk
 from convnet_repro.experiments.engine import run_queries
 from convnet_repro.experiments.reports import paired_tests as pt
-from convnet_repro.experiments.reports import statistics as st
 from convnet_repro.experiments.reports.imagenet_rows import PROTOCOL_LABELS
+from convnet_repro.experiments.reports.imagenet_rows import source_run_id
+from convnet_repro.experiments.reports.imagenet_stats import member_summary
 
 DEPTH_CLAIM = "deeper family < AlexNet"
 
@@ -46,9 +47,8 @@ def seed_errors(client, row):
 
     if row.num_models != 1 or not row.sources:
         return None
-    source = row.sources.split(",")[0].removeprefix("runs:/").split("/")[0]
     try:
-        run = client.get_run(source)
+        run = client.get_run(source_run_id(row.sources.split(",")[0]))
     except MlflowException:
         return None
     parent = run.data.tags.get(run_queries.PARENT_TAG)
@@ -155,19 +155,17 @@ def seeds_table(rows, seeds):
     ]
     for r in chosen.values():
         s = seeds[r.run_id]
-        errors = s["errors"]
-        summary = st.seed_interval(errors)
-        mean = f"{summary['mean']:.2f}"
-        if summary["lo"] is not None:
-            mean += f" [{summary['lo']:.1f}, {summary['hi']:.1f}]"
-        spread = f"{min(errors):.2f}-{max(errors):.2f}"
+        m = member_summary(s["errors"], s["runs"])
+        mean = f"{m['mean']:.2f}"
+        if m["lo"] is not None:
+            mean += f" [{m['lo']:.1f}, {m['hi']:.1f}]"
+        spread = f"{m['min']:.2f}-{m['max']:.2f}" if m["n"] > 1 else "–"
         found = ", ".join(str(x) for x in s["seeds"])
         lines.append(
             f"| {r.row} | {r.top1_error:.2f} | "
             f"{PROTOCOL_LABELS.get(r.protocol, r.protocol)} | {mean} | "
-            f"{spread if len(errors) > 1 else '–'} | "
-            f"{len(errors)} of {s['runs']} "
-            f"({'seeds' if len(errors) > 1 else 'seed'} {found}) |"
+            f"{spread} | {m['n']} of {m['of']} "
+            f"({'seeds' if m['n'] > 1 else 'seed'} {found}) |"
         )
     lines += [
         "",
