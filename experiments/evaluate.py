@@ -6,7 +6,8 @@ ids, `runs:/<id>`, `models:/<name>/<version>`, `.keras` paths, or
 the validation images of an experiment's (or a data) config through a test
 protocol, averages the softmax over views and models (an ensemble when
 several sources are given), and logs top-1/top-5 error (percent) as a new
-MLflow run with the per-image probabilities (float16) as an artifact.
+MLflow run with the per-image probabilities (float16) and top-k hits as
+artifacts.
 `--combine` averages such stored probabilities of earlier evaluation runs
 instead (an ensemble of separately scored models).
 

@@ -5,9 +5,11 @@ Params: `sources`, `protocol`, `num_models`, `num_views`, `num_images` (+
 extra). Metrics: `top1_error`, `top5_error` (percent). Tags: `kind=
 evaluation`, `row`, `table`, `scale`, `family`, the paper's numbers.
 Artifacts (when given): `predictions/probabilities.npy` (float16, `(N,
-classes)`) and `predictions/labels.npy` (int32, `(N,)`) from a
-`store.PredictionWriter` folder, which `stored_predictions` fetches to
-combine scored runs into ensembles.
+classes)`), `predictions/labels.npy` (int32, `(N,)`) and
+`predictions/top_k_hits.npy` (int8, `(N, 2)`: the top-1/top-5 hits the
+row's error counted) from a `store.PredictionWriter` folder, which
+`stored_predictions` fetches to combine scored runs into ensembles and for
+the paired tests.
 
 Uses the client API, so it works while another run is active (inside the
 engine's `report:` hook).

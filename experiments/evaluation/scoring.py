@@ -65,6 +65,43 @@ def top_k_error(probs, labels, k):
     return counter.result()[f"top{k}_error"] / 100.0
 
 
+def top_k_hits(probs, labels, ks=TOP_K):
+    """Per image and `k`: 1 if the label is among the top `k`, else 0.
+
+    The same `keras.ops.in_top_k` that `TopKCounter`'s metric counts with
+    (a label tied with the k-th score is a hit), so the mean of a column
+    is exactly the row's error that the counter gives for the same scores.
+    Stored beside the probabilities (`store.PredictionWriter`): the paired
+    tests must not re-rank float16-rounded probabilities, whose rounding
+    makes ties that the full-precision scores did not have.
+
+    Args:
+        probs: `(N, classes)` scores.
+        labels: `(N,)` integer labels.
+        ks: the `k`s, one column each.
+
+    Returns:
+        `(N, len(ks))` int8.
+
+    Example:
+    >>> top_k_hits(np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]),
+    ...            np.array([2, 1]), ks=(1, 2)).tolist()
+    [[0, 1], [0, 0]]
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    labels = np.asarray(labels).astype(np.int32)
+    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
+        raise ValueError(
+            "Expected probs (N, classes) and labels (N,). Received: "
+            f"probs.shape={probs.shape}, labels.shape={labels.shape}"
+        )
+    columns = [
+        keras.ops.convert_to_numpy(keras.ops.in_top_k(labels, probs, k))
+        for k in ks
+    ]
+    return np.stack(columns, axis=1).astype(np.int8).reshape(-1, len(ks))
+
+
 class TopKCounter:
     """Running top-k error over batches of per-image probabilities.
 

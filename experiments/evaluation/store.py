@@ -2,9 +2,12 @@
 
 A scored model or row keeps a folder with `probabilities.npy` (`(N,
 classes)`; float16 for MLflow artifacts: 100 MB for 50,000 images x 1,000
-classes; float32 for the report hook's scratch files) and `labels.npy`
-(`(N,)` int32), so ensembles are combined later, chunk by chunk, without
-any model's whole prediction array in memory.
+classes; float32 for the report hook's scratch files), `labels.npy`
+(`(N,)` int32) and `top_k_hits.npy` (`(N, 2)` int8: top-1 and top-5 hit,
+scored on the full-precision probabilities before they are stored), so
+ensembles are combined later, chunk by chunk, without any model's whole
+prediction array in memory, and paired tests count exactly the hits the
+row's error counted.
 
 `np.lib.format.open_memmap` would write the same files, but it needs the
 number of images up front (a `tf.data` stream says it only at its end) and
@@ -17,8 +20,11 @@ import shutil
 
 import numpy as np
 
+from convnet_repro.experiments.evaluation import scoring
+
 PROBABILITIES = "probabilities.npy"
 LABELS = "labels.npy"
+HITS = "top_k_hits.npy"  # columns: scoring.TOP_K
 CHUNK_ROWS = 1024
 
 
@@ -61,8 +67,8 @@ class PredictionWriter:
     """Streams `(probs (B, classes), labels (B,))` batches into a folder.
 
     Args:
-        folder: created if missing; receives `probabilities.npy` and
-            `labels.npy` at `close()`.
+        folder: created if missing; receives `probabilities.npy`,
+            `labels.npy` and `top_k_hits.npy` at `close()`.
         dtype: stored probability dtype, `"float16"` or `"float32"`.
 
     Example:
@@ -81,6 +87,7 @@ class PredictionWriter:
             os.path.join(self.folder, PROBABILITIES), dtype
         )
         self._labels = _NpyAppender(os.path.join(self.folder, LABELS), "int32")
+        self._hits = _NpyAppender(os.path.join(self.folder, HITS), "int8")
 
     def append(self, probs, labels):
         probs = np.asarray(probs)
@@ -91,12 +98,21 @@ class PredictionWriter:
             )
         self._probs.append(probs)
         self._labels.append(labels)
+        self._hits.append(scoring.top_k_hits(probs, labels))
 
     def close(self):
-        """Writes both `.npy` files; returns the folder."""
+        """Writes the three `.npy` files; returns the folder."""
         self._probs.close()
         self._labels.close()
+        self._hits.close()
         return self.folder
+
+
+def read_hits(folder):
+    """`(N, len(scoring.TOP_K))` int8 top-k hits of a prediction folder, or
+    None for one written before the hits were stored."""
+    path = os.path.join(folder, HITS)
+    return np.load(path) if os.path.exists(path) else None
 
 
 def _read_header(f):

@@ -1,8 +1,9 @@
 """Per-image intervals and paired tests for the ImageNet results table.
 
-Each evaluation run stores its per-image class probabilities
-(`experiments.evaluation.records`: `predictions/probabilities.npy` and
-`labels.npy`). From them this module gives every table row a per-row
+Each evaluation run stores its per-image class probabilities and top-1 /
+top-5 hits (`experiments.evaluation.records`: `predictions/
+probabilities.npy`, `labels.npy`, `top_k_hits.npy`). From the hits, the
+ones the row's error counted, this module gives every table row a per-row
 bootstrap interval of its top-1 and top-5 error, and every ordering check of
 `imagenet_orderings.check_orderings` a paired test on the paper table's own
 metric: exact McNemar on per-image correctness and a paired bootstrap of
@@ -26,35 +27,31 @@ NOT_JUDGED = "not judged"
 N_RESAMPLES = 2000
 
 
-def topk_correct(probabilities, labels, k):
-    """0/1 per image: is the label among the `k` highest probabilities.
+def from_probabilities(probabilities, labels):
+    """Per-image top-k hits of stored probabilities, in the form
+    `Correctness`'s loader returns (`{"hits", "labels", "classes"}`).
 
-    A label counts as in the top k when fewer than `k` classes have a
-    strictly higher probability (ties favour the label).
-
-    Example:
-
-    >>> p = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
-    >>> topk_correct(p, np.array([2, 1]), 2).tolist()
-    [1, 0]
+    Only for prediction folders logged before the hits were stored: their
+    float16 probabilities can tie where the full-precision scores did not,
+    so a few images may count differently from the row's error.
     """
+    from convnet_repro.experiments.evaluation import scoring
+
     p = np.asarray(probabilities, dtype=np.float32)
-    y = np.asarray(labels, dtype=np.int64)
-    if p.ndim != 2 or y.shape != (p.shape[0],):
-        raise ValueError(
-            "Need probabilities (images, classes) and one label per image. "
-            f"Received: shapes {p.shape} and {y.shape}"
-        )
-    label_p = p[np.arange(len(y)), y][:, None]
-    return ((p > label_p).sum(axis=1) < k).astype(np.int8)
+    return {
+        "hits": scoring.top_k_hits(p, labels),
+        "labels": np.asarray(labels),
+        "classes": p.shape[1],
+    }
 
 
 class Correctness:
     """Loads and caches per-image correctness of evaluation runs.
 
     Args:
-        loader: `run_id -> (probabilities, labels)` or `None` when the run
-            stored no predictions; default reads the MLflow artifacts.
+        loader: `run_id -> {"hits": (N, 2) top-1/top-5 hits, "labels",
+            "classes"}` or `None` when the run stored no predictions;
+            default reads the MLflow artifacts.
     """
 
     def __init__(self, loader=None):
@@ -69,30 +66,42 @@ class Correctness:
             if loaded is None:
                 self._cache[run_id] = None
             else:
-                p, y = loaded
+                hits = np.asarray(loaded["hits"])
                 self._cache[run_id] = {
-                    "top1_error": 1 - topk_correct(p, y, 1),
-                    "top5_error": 1 - topk_correct(p, y, 5),
-                    "labels": np.asarray(y),
-                    "classes": np.asarray(p).shape[1],
+                    "top1_error": 1 - hits[:, 0],
+                    "top5_error": 1 - hits[:, 1],
+                    "labels": np.asarray(loaded["labels"]),
+                    "classes": int(loaded["classes"]),
                 }
         return self._cache[run_id]
 
 
+def folder_predictions(folder):
+    """A prediction folder (`store.PredictionWriter`) as `Correctness`'s
+    loader returns it: its stored hits, or hits re-ranked from its
+    probabilities when it predates them (`from_probabilities`)."""
+    from convnet_repro.experiments.evaluation import store
+
+    path = os.path.join(folder, store.PROBABILITIES)
+    labels = np.load(os.path.join(folder, store.LABELS))
+    hits = store.read_hits(folder)
+    if hits is None:
+        return from_probabilities(
+            np.concatenate(list(store.read_chunks(path))), labels
+        )
+    classes = np.load(path, mmap_mode="r").shape[1]
+    return {"hits": hits, "labels": labels, "classes": classes}
+
+
 def _mlflow_predictions(run_id):
     from convnet_repro.experiments.evaluation import records
-    from convnet_repro.experiments.evaluation import store
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             folder = records.stored_predictions(run_id, tmp)
         except (ValueError, OSError):
             return None
-        probs = np.concatenate(
-            list(store.read_chunks(os.path.join(folder, store.PROBABILITIES)))
-        )
-        labels = np.load(os.path.join(folder, store.LABELS))
-    return probs, labels
+        return folder_predictions(folder)
 
 
 def row_intervals(row, correctness):

@@ -1,6 +1,7 @@
 """Streaming evaluation: memory that does not grow with the number of
 images, per-image predictions on disk and their chunked combination."""
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from convnet_repro.experiments.evaluation import predict
 from convnet_repro.experiments.evaluation import scoring
 from convnet_repro.experiments.evaluation import store
+from convnet_repro.experiments.reports import imagenet_stats
 from tests.experiments.evaluation_refs import linear_model
 from tests.experiments.evaluation_refs import np_logits
 from tests.experiments.evaluation_refs import np_ten_crops
@@ -74,6 +76,46 @@ def test_prediction_writer_round_trip_and_chunked_combine(tmp_path):
     short.append(members[0][:10], labels[:10])
     with pytest.raises(ValueError, match="different images"):
         store.combine(folders + [short.close()], scoring.TopKCounter())
+
+
+def test_stored_hits_count_what_the_row_error_counted(tmp_path):
+    # Label 1 loses to class 0 by less than float16 resolution: a miss in
+    # float32 (what the row's error counts), a tie once stored as float16.
+    probs = np.array([[0.33335, 0.33330, 0.33330]] * 3 + [[0.1, 0.8, 0.1]])
+    labels = np.array([1, 1, 1, 1])
+    assert np.float16(probs[0, 0]) == np.float16(probs[0, 1])
+    writer = store.PredictionWriter(tmp_path / "row", "float16")
+    counter = scoring.TopKCounter(ks=(1, 5))
+    counter.update(probs, labels)
+    writer.append(probs, labels)
+    folder = writer.close()
+    assert counter.result()["top1_error"] == 75.0
+    stored = imagenet_stats.folder_predictions(folder)
+    row = imagenet_stats.Correctness(lambda rid: stored).get("row")
+    assert 100 * row["top1_error"].mean() == counter.result()["top1_error"]
+    assert row["classes"] == 3 and row["labels"].tolist() == [1, 1, 1, 1]
+    # Re-ranking the float16 probabilities (folders logged before the hits
+    # were stored) counts the ties as hits: 0% instead of 75%.
+    os.remove(os.path.join(folder, store.HITS))
+    old = imagenet_stats.Correctness(
+        lambda rid: imagenet_stats.folder_predictions(folder)
+    ).get("row")
+    assert old["top1_error"].mean() == 0.0
+
+
+def test_top_k_hits_is_the_counters_rule():
+    rng = np.random.default_rng(3)
+    probs = rng.integers(0, 4, size=(200, 10)).astype(np.float32)  # ties
+    labels = rng.integers(0, 10, 200)
+    hits = scoring.top_k_hits(probs, labels)
+    counter = scoring.TopKCounter()
+    counter.update(probs, labels)
+    for column, k in enumerate(scoring.TOP_K):
+        assert 100 * (1 - hits[:, column].mean()) == pytest.approx(
+            counter.result()[f"top{k}_error"]
+        )
+    by_hand = (probs > probs[np.arange(200), labels][:, None]).sum(1) < 5
+    np.testing.assert_array_equal(hits[:, 1], by_hand)
 
 
 def test_evaluate_streams_the_ensemble_probabilities(tmp_path):

@@ -30,12 +30,13 @@ def _probs(labels, wrong, classes, top5_wrong=()):
     return out
 
 
-def test_topk_correct_by_hand():
+def test_hits_by_hand():
     p = _probs([0, 1, 2], wrong={1}, classes=10, top5_wrong={2})
-    assert imagenet_stats.topk_correct(p, [0, 1, 2], 1).tolist() == [1, 0, 0]
-    assert imagenet_stats.topk_correct(p, [0, 1, 2], 5).tolist() == [1, 1, 0]
-    with pytest.raises(ValueError, match="one label per image"):
-        imagenet_stats.topk_correct(p, [0, 1], 1)
+    loaded = imagenet_stats.from_probabilities(p, [0, 1, 2])
+    assert loaded["hits"].tolist() == [[1, 1], [0, 1], [0, 0]]
+    assert loaded["classes"] == 10
+    with pytest.raises(ValueError, match=r"labels \(N,\)"):
+        imagenet_stats.from_probabilities(p, [0, 1])
 
 
 def _row(run_id, top1=0.0, top5=0.0):
@@ -56,7 +57,11 @@ def _loader(classes=20, n=400):
         # 2 fewer and 2 new errors: no difference.
         "same": _probs(labels, wrong=set(range(2, 122)), classes=classes),
     }
-    return lambda rid: (runs[rid], labels) if rid in runs else None
+    return lambda rid: (
+        imagenet_stats.from_probabilities(runs[rid], labels)
+        if rid in runs
+        else None
+    )
 
 
 def _check(better, worse, metric="top1_error"):
