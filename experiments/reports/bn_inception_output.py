@@ -1,7 +1,8 @@
 """BN-Inception's report files: the speed-up table and Fig. 2.
 
 `table.md` (ours beside the paper's steps to threshold and max accuracy,
-plus the steps to fixed accuracies), `table.csv`, `summary.json` and
+plus the steps to fixed accuracies and, with several seeds, the Fig. 3
+claims tested over seeds), `table.csv`, `summary.json` and
 `accuracy_vs_steps.png`.
 """
 
@@ -14,6 +15,11 @@ from convnet_repro.experiments.reports.bn_inception_curves import steps_to_fixed
 from convnet_repro.experiments.reports.bn_inception_curves import (
     steps_to_fixed_seeds,
 )
+from convnet_repro.experiments.reports.bn_inception_seeds import compare_seeds
+from convnet_repro.experiments.reports.bn_inception_seeds import (
+    format_comparisons,
+)
+from convnet_repro.experiments.reports.bn_inception_seeds import seed_maxima
 
 TABLE_COLUMNS = (
     "variant",
@@ -211,6 +217,15 @@ def write_outputs(
             "average stays at or above the accuracy to the end; several "
             "seeds: mean [95% t-interval].\n\n" + fixed
         )
+    comparisons = compare_seeds(results, fixed_thresholds)
+    table = format_comparisons(results, comparisons)
+    if table and any(len(r.seed_curves) > 1 for r in results):
+        text += (
+            "\nThe paper's Fig. 3 claims over seeds: each seed's max "
+            "accuracy, and the smoothed steps above, compared by a Welch "
+            "t-test (difference = first minus second variant); holds / not "
+            "significant / fails at 5%.\n\n" + table
+        )
     md.write_text(text)
     csv_path = out_dir / "table.csv"
     with csv_path.open("w", newline="") as f:
@@ -230,6 +245,8 @@ def write_outputs(
                     results, fixed_thresholds
                 ),
                 "smooth_window": SMOOTH_WINDOW,
+                "max_accuracy_seeds": seed_maxima(results),
+                "seed_comparisons": comparisons,
             },
             indent=1,
         )

@@ -15,6 +15,7 @@ from scipy import stats as sps
 from convnet_repro.experiments.reports import bn_inception
 from convnet_repro.experiments.reports import bn_inception_curves
 from convnet_repro.experiments.reports import bn_inception_output
+from convnet_repro.experiments.reports import bn_inception_seeds
 
 STEPS = np.arange(100, 2001, 100)
 
@@ -320,6 +321,46 @@ def test_several_seeds_give_a_mean_curve_and_seed_intervals():
     )
     table = bn_inception_output.format_fixed_thresholds([r], [0.5])
     assert f"| Inception | 3 | 333 [{lo:,.0f}, {hi:,.0f}] |" in table
+
+
+def _seeded(levels):
+    """Seed curves rising linearly to each seed's level by step 400."""
+    return {
+        str(i): [(s, level * s / 400) for s in (100, 200, 300, 400)]
+        for i, level in enumerate(levels)
+    }
+
+
+def test_fig3_claims_are_tested_over_seeds():
+    hist = {
+        "inception": _seeded([0.40, 0.44, 0.38]),
+        "bn_baseline": _seeded([0.60, 0.62, 0.61]),
+        "bn_x5": _seeded([0.62, 0.58, 0.66]),
+        "bn_x30": _seeded([0.61]),  # one seed: not tested
+    }
+    _, results = bn_inception_curves.summarize(hist)
+    maxima = bn_inception_seeds.seed_maxima(results)
+    assert maxima["inception"] == pytest.approx([0.40, 0.44, 0.38])
+    out = bn_inception_seeds.compare_seeds(results, [0.5])
+    by_pair = {(c["claim"], c["pair"]): c for c in out}
+    c = by_pair["higher max accuracy", "BN-Baseline vs Inception"]
+    ref = sps.ttest_ind([60, 62, 61], [40, 44, 38], equal_var=False)
+    assert c["difference"] == pytest.approx(61 - 122 / 3)
+    assert c["p_value"] == pytest.approx(ref.pvalue)
+    assert c["verdict"] == "holds"
+    c = by_pair["higher max accuracy", "BN-x30 vs Inception"]
+    assert c["verdict"] == "not tested (BN-x30: 1 seed)"
+    # Steps to 50%: Inception's seeds never get there (censored).
+    c = by_pair["fewer steps to 50%", "BN-Baseline vs Inception"]
+    assert c["verdict"] == "not tested (Inception: 0/3 seeds reached it)"
+    assert "difference" not in c
+    c = by_pair["fewer steps to 50%", "BN-x5 vs BN-Baseline"]
+    assert c["verdict"] == "not significant"
+    table = bn_inception_seeds.format_comparisons(results, out)
+    assert "| Inception | 40.0%, 44.0%, 38.0% |" in table
+    assert (
+        "| higher max accuracy | BN-Baseline vs Inception | +20.3 pts" in table
+    )
 
 
 def pathlib_name(path):
