@@ -65,6 +65,18 @@ def top_k_error(probs, labels, k):
     return counter.result()[f"top{k}_error"] / 100.0
 
 
+def checked_batch(probs, labels):
+    """`(float32 probs (N, classes), int32 labels (N,))`, or a clear error."""
+    probs = np.asarray(probs, dtype=np.float32)
+    labels = np.asarray(labels).astype(np.int32)
+    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
+        raise ValueError(
+            "Expected probs (N, classes) and labels (N,). Received: "
+            f"probs.shape={probs.shape}, labels.shape={labels.shape}"
+        )
+    return probs, labels
+
+
 def top_k_hits(probs, labels, ks=TOP_K):
     """Per image and `k`: 1 if the label is among the top `k`, else 0.
 
@@ -88,13 +100,7 @@ def top_k_hits(probs, labels, ks=TOP_K):
     ...            np.array([2, 1]), ks=(1, 2)).tolist()
     [[0, 1], [0, 0]]
     """
-    probs = np.asarray(probs, dtype=np.float32)
-    labels = np.asarray(labels).astype(np.int32)
-    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
-        raise ValueError(
-            "Expected probs (N, classes) and labels (N,). Received: "
-            f"probs.shape={probs.shape}, labels.shape={labels.shape}"
-        )
+    probs, labels = checked_batch(probs, labels)
     columns = [
         keras.ops.convert_to_numpy(keras.ops.in_top_k(labels, probs, k))
         for k in ks
@@ -127,13 +133,7 @@ class TopKCounter:
 
     def update(self, probs, labels):
         """Adds one batch: `probs (B, classes)`, `labels (B,)`."""
-        probs = np.asarray(probs, dtype=np.float32)
-        labels = np.asarray(labels).astype(np.int64)
-        if probs.ndim != 2 or labels.shape != probs.shape[:1]:
-            raise ValueError(
-                "Expected probs (N, classes) and labels (N,). Received: "
-                f"probs.shape={probs.shape}, labels.shape={labels.shape}"
-            )
+        probs, labels = checked_batch(probs, labels)
         for metric in self.metrics.values():
             metric.update_state(labels, probs)
         self.count += len(labels)
