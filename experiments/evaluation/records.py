@@ -50,7 +50,8 @@ def log_evaluation(
         tags: extra tags (`table`, `scale`, `family`, `paper_*`).
         params: extra params (`resize`, `scales`).
         predictions: optional `store.PredictionWriter` folder (per-image
-            probabilities and labels), logged under `predictions/`.
+            probabilities, labels and top-k hits), logged under
+            `predictions/`.
 
     Returns:
         The evaluation run id.
@@ -89,7 +90,7 @@ def log_evaluation(
         tags=[],
     )
     if predictions is not None:
-        for name in (store.PROBABILITIES, store.LABELS):
+        for name in (store.PROBABILITIES, store.LABELS, store.HITS):
             client.log_artifact(
                 run_id, f"{predictions}/{name}", PREDICTIONS_DIR
             )

@@ -19,6 +19,7 @@ from convnet_repro.experiments.evaluation import report_hook
 from convnet_repro.experiments.evaluation import scoring
 from convnet_repro.experiments.evaluation import sources
 from convnet_repro.experiments.evaluation import store
+from convnet_repro.experiments.reports import imagenet_stats
 from tests.experiments.evaluation_refs import softmax_errors
 from tests.experiments.evaluation_refs import tiny_dataset
 
@@ -152,6 +153,11 @@ def test_evaluate_experiment_logs_rows(engine_runs):
     assert 100 * scoring.top_k_error(probs, labels, 1) == pytest.approx(
         out[1]["top1_error"]
     )
+    # With the hits the row's error counted, which the paired tests read.
+    hits = np.load(f"{folder}/{store.HITS}")
+    assert 100 * (1 - hits[:, 0].mean()) == pytest.approx(out[1]["top1_error"])
+    read = imagenet_stats.Correctness().get(out[1]["run_id"])
+    np.testing.assert_array_equal(read["top1_error"], 1 - hits[:, 0])
     with pytest.raises(ValueError, match="selects no trained run"):
         report_hook.evaluate_experiment(
             None,
