@@ -69,8 +69,6 @@ def _pair(claim, better, worse, better_values, worse_values, direction):
 
 
 def _untestable(values):
-    if values is None:
-        return "no runs"
     if any(v is None for v in values):
         reached = sum(v is not None for v in values)
         return f"{reached}/{len(values)} seeds reached it"
