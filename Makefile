@@ -57,6 +57,9 @@ bench-input:  ## Input pipeline images/s per CPU core, each paper's augmentation
 gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config -> results/gpu_budget.md (~25 min CPU)
 	$(PY) -m benchmarks.gpu_budget --measure $(ARGS)
 
+gpu-steps:  ## Training-step time of the full-scale models on this machine's GPU (config dtype and bf16, XLA) -> results/gpu_steps.md
+	$(PY) -m benchmarks.device_steps --policy config mixed_bfloat16 $(ARGS)
+
 ui:  ## MLflow UI on the local tracking store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts
 
@@ -131,4 +134,4 @@ bench-eval-memory:  ## Evaluation peak RSS at N and 4N images (144 crops, 1000 c
 engine-bench:  ## Engine loop overhead vs bare model.fit (BN-MNIST MLP)
 	$(PY) -m benchmarks.engine_bench $(ARGS)
 
-.PHONY: help install test test-backends test-slow test-ci-slow lint bench bench-input gpu-budget ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table mini-choices imagenet-report rehearse smoke bench-eval-memory engine-bench
+.PHONY: help install test test-backends test-slow test-ci-slow lint bench bench-input gpu-budget gpu-steps ui bn-mnist bn-mnist-short data-check bn-inception studies study-conv_vs_correlation study-edge_efficiency study-parameter_sharing study-equivariance study-variable_size_pooling study-structured_output study-first_layer_filters imagenet-table mini-choices imagenet-report rehearse smoke bench-eval-memory engine-bench

@@ -24,7 +24,11 @@ the same backend and mode, our layer over the best peer measured in the
 same run, so machine load shifts both sides. Prints a Markdown table with
 the CPU targets of issue #16 and writes it to `results/bench_layers.md`
 (`--quick`: smaller run, no file unless `--output`). Timings on a shared
-machine are noisy: the load average is printed with the table.
+machine are noisy: the load average is printed with the table. Each
+backend's device is named in the header; on a GPU machine without
+TensorFlow, `--backends jax,torch` runs the other two (the driving process
+then imports Keras under JAX), and their GPU rows go to
+`results/bench_layers_gpu.md` with `--output`.
 
 This module picks the layers and sizes and drives the run;
 `benchmarks.layer_steps` compiles and times the steps on each backend,
@@ -39,7 +43,12 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# This process runs the TF rows; without TensorFlow (a JAX/torch GPU
+# machine) it only drives the other backends' children.
+os.environ.setdefault(
+    "KERAS_BACKEND",
+    "tensorflow" if importlib.util.find_spec("tensorflow") else "jax",
+)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
@@ -56,6 +65,7 @@ from benchmarks.layer_table import skipped_backend_row  # noqa: E402
 from benchmarks.layer_table import targets  # noqa: E402
 from benchmarks.layer_table import to_markdown  # noqa: E402
 from benchmarks.layer_table import to_rows  # noqa: E402
+from benchmarks.machine import device_name  # noqa: E402
 from convnet_repro import layers  # noqa: E402
 
 # (label, input shape (B, H, W, C), filters); kernel 3x3, stride 1, valid.
@@ -197,11 +207,12 @@ def run_backend(sizes, quick):
 
 
 def _child_rows(backend, quick):
-    """Runs `run_backend` under KERAS_BACKEND=backend; returns its rows."""
+    """Runs `run_backend` under KERAS_BACKEND=backend; returns its rows and
+    its device (None when it did not run)."""
     mode = BACKEND_MODES[backend]
     if importlib.util.find_spec(backend) is None:
         reason = f"skipped ({backend} is not installed; {INSTALL[backend]})"
-        return [skipped_backend_row(mode, reason)]
+        return [skipped_backend_row(mode, reason)], None
     env = {**os.environ, "KERAS_BACKEND": backend}
     command = [sys.executable, "-m", "benchmarks.bench_layers", "--child"]
     if quick:
@@ -209,8 +220,9 @@ def _child_rows(backend, quick):
     done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         reason = f"skipped ({backend} run failed: exit {done.returncode})"
-        return [skipped_backend_row(mode, reason)]
-    return [tuple(row) for row in json.loads(done.stdout)]
+        return [skipped_backend_row(mode, reason)], None
+    child = json.loads(done.stdout)
+    return [tuple(row) for row in child["rows"]], child["device"]
 
 
 def _run_lrn(quick, modes):
@@ -260,8 +272,9 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     sizes = QUICK_SIZES if args.quick else SIZES
-    if args.child:  # one non-TF backend's rows, as JSON on stdout
-        print(json.dumps(run_backend(sizes, args.quick)))
+    if args.child:  # one non-TF backend's rows and device, JSON on stdout
+        rows = run_backend(sizes, args.quick)
+        print(json.dumps({"rows": rows, "device": device_name()}))
         return
     backends = [b for b in args.backends.split(",") if b]
     for b in backends:
@@ -276,12 +289,20 @@ def main(argv=None):
         output = os.path.join("results", "bench_layers.md")
     load = os.getloadavg()
     start = time.perf_counter()
-    rows = run(sizes, args.quick, modes) if "tensorflow" in backends else []
+    rows, devices = [], {}
+    if "tensorflow" in backends:
+        rows = run(sizes, args.quick, modes)
+        devices["tensorflow"] = device_name()
     for backend in backends:
         if backend != "tensorflow":
-            rows.extend(_child_rows(backend, args.quick))
-    text = header(args.quick, backends, load[0], time.perf_counter() - start)
-    table = to_markdown(rows, text) + targets(rows)
+            child_rows, devices[backend] = _child_rows(backend, args.quick)
+            rows.extend(child_rows)
+    seconds = time.perf_counter() - start
+    text = header(args.quick, devices, load[0], seconds)
+    on_accelerator = any(
+        d and not d.startswith("CPU") for d in devices.values()
+    )
+    table = to_markdown(rows, text) + targets(rows, on_accelerator)
     print(table)
     if output:
         os.makedirs(os.path.dirname(output) or ".", exist_ok=True)

@@ -14,9 +14,9 @@ builds every run's model at the config's resolution and reports
 - training images: `trainer.steps * data.batch_size`, summed over runs;
 - GPU-hours: total training FLOPs / (`utilization` x `gpu_tflops`),
   by default 40% of an H100 SXM's dense BF16 peak (989.4 TFLOP/s). The
-  utilisation is an assumption, not a measurement: no GPU was available
-  here; small per-GPU batches (32 for GoogLeNet/BN-Inception) and the
-  input pipeline can keep a real run well below it;
+  utilisation is an assumption, not a measurement; `make gpu-steps`
+  (`benchmarks.device_steps`) measures it: on an H200 it is 2-40%, lowest
+  for the batch-32 configs (GoogLeNet, BN-Inception);
 - with `--measure`: the CPU time of one training step at the config's
   real resolution and a batch of 2 (the real compile: loss, aux-loss
   weights, L2, optimizer; `jit_compile=False`, one step per execution),
@@ -48,7 +48,6 @@ from omegaconf import open_dict  # noqa: E402
 from convnet_repro.experiments.engine import optimization  # noqa: E402
 from convnet_repro.experiments.engine.compose import compose  # noqa: E402
 from convnet_repro.experiments.engine.config_schema import REPO_ROOT  # noqa: E402
-from convnet_repro.experiments.engine.train import expand_children  # noqa: E402
 from convnet_repro.models.flops import count_macs  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.4  # H100 SXM, dense (no sparsity) BF16
@@ -67,6 +66,10 @@ def full_scale_configs():
 
 def runs_of(name):
     """The run configs of experiment `name` (one, or one per child)."""
+    # Imported here: the trainer needs MLflow and TensorFlow, which
+    # `benchmarks.device_steps --plan-in` (a JAX-only machine) does without.
+    from convnet_repro.experiments.engine.train import expand_children
+
     cfg = compose([f"experiment={name}"])
     return [c.cfg for c in expand_children(cfg)] or [cfg]
 
@@ -75,31 +78,59 @@ def _model_key(cfg):
     return OmegaConf.to_yaml(cfg.model, resolve=True)
 
 
-def measure_step(cfg):
-    """Median seconds of one training step (batch 2) on this machine."""
+def measure_step(
+    cfg, batch=MEASURE_BATCH, steps=MEASURE_STEPS, policy=None, jit=False
+):
+    """Times training steps of `cfg`'s model on this machine's device.
+
+    The real compile (`optimization`: loss, aux-loss weights, L2,
+    optimizer), one step per execution, on a random batch placed on the
+    device once (the input pipeline is not timed).
+
+    Args:
+        cfg: a run config (`runs_of`).
+        batch: images per step.
+        steps: timed steps, after one untimed first step (tracing and,
+            with `jit`, XLA compilation).
+        policy: the Keras dtype policy to build under (None: the current).
+        jit: `jit_compile` (XLA).
+
+    Returns:
+        `(median seconds per step, seconds of the first step)`.
+    """
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.trainer.steps_per_execution = 1
-        cfg.trainer.jit_compile = False
-    keras.utils.set_random_seed(0)
-    model = hydra.utils.instantiate(cfg.model, _convert_="all")
-    o = cfg.optimizer
-    if o.weight_decay > 0 and o.get("weight_decay_style", "l2") == "l2":
-        optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
-    learning_rate, _ = optimization.build_learning_rate(cfg)
-    optimizer = optimization.build_optimizer(cfg, learning_rate)
-    optimization.compile_model(model, cfg, optimizer)
-    shape = (MEASURE_BATCH, *cfg.data.input_shape)
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    y = np.arange(MEASURE_BATCH) % cfg.data.num_classes
-    y = [y] * len(model.outputs) if len(model.outputs) > 1 else y
-    model.train_on_batch(x, y)  # warm-up: tracing
-    times = []
-    for _ in range(MEASURE_STEPS):
+        cfg.trainer.jit_compile = jit
+    previous = keras.mixed_precision.dtype_policy().name
+    keras.mixed_precision.set_dtype_policy(policy or previous)
+    try:
+        keras.utils.set_random_seed(0)
+        model = hydra.utils.instantiate(cfg.model, _convert_="all")
+        o = cfg.optimizer
+        if o.weight_decay > 0 and o.get("weight_decay_style", "l2") == "l2":
+            optimization.add_l2_weight_decay(model, o.weight_decay)
+        learning_rate, _ = optimization.build_learning_rate(cfg)
+        optimizer = optimization.build_optimizer(cfg, learning_rate)
+        optimization.compile_model(model, cfg, optimizer)
+        shape = (batch, *cfg.data.input_shape)
+        rng = np.random.default_rng(0)
+        x = keras.ops.convert_to_tensor(rng.random(shape, dtype=np.float32))
+        y = keras.ops.convert_to_tensor(
+            np.arange(batch, dtype=np.int32) % cfg.data.num_classes
+        )
+        y = [y] * len(model.outputs) if len(model.outputs) > 1 else y
         start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        model.train_on_batch(x, y)  # returns Python floats: waits
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            times.append(time.perf_counter() - start)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    return statistics.median(times), first
 
 
 def _model_name(model_cfg):
@@ -123,7 +154,7 @@ def budget(name, gpu_tflops, utilization, measure, cache):
             keras.backend.clear_session()
         entry = cache[key]
         if measure and "step_s" not in entry:
-            entry["step_s"] = measure_step(cfg)
+            entry["step_s"], _ = measure_step(cfg)
             keras.backend.clear_session()
             print(f"  {name}: {entry['step_s']:.2f} s/step", file=sys.stderr)
         run_images = int(cfg.trainer.steps) * int(cfg.data.batch_size)

@@ -27,10 +27,25 @@ _OpError = (
 )
 
 
+def _wait(grads):
+    """Returns once the device has computed `grads` (dispatch is async)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        jax.block_until_ready(grads)
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    else:
+        for g in grads:  # TF has no wait without a copy to the host
+            np.asarray(g)
+
+
 def _run(step, x):
-    grads = step(x)
-    for g in grads:
-        np.asarray(g)  # waits for the device (TF, JAX; torch CPU is eager)
+    _wait(step(x))
 
 
 def _first_run(step, x):
@@ -86,8 +101,8 @@ def _compile_torch(make_layer, shape):
 
     layer = make_layer()
     layer.build(shape)
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(shape, generator=generator).requires_grad_(True)
+    x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
+    x = keras.ops.convert_to_tensor(x).requires_grad_(True)  # Keras' device
     weights = [v.value for v in layer.trainable_variables]
 
     def step(x):

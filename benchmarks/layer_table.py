@@ -6,7 +6,6 @@ step ms (median), step ratio vs the best peer, compile ratio vs that peer
 JSON from the other backends' child processes, so they stay plain tuples.
 """
 
-import importlib.util
 import os
 import platform
 import sys
@@ -90,27 +89,33 @@ def to_markdown(rows, header):
     return "\n".join(lines) + "\n"
 
 
-def _versions(backends):
-    """`, JAX x (jax.jit, XLA), PyTorch y (eager)` for the installed ones."""
-    from importlib import metadata
+def _versions(devices):
+    """`TF x on D, JAX y (jax.jit, XLA) on D, ...` for the backends run."""
+    import importlib
 
-    text = ""
-    for backend, what in (("jax", "`jax.jit`, XLA"), ("torch", "eager")):
-        if backend in backends and importlib.util.find_spec(backend):
-            name = "JAX" if backend == "jax" else "PyTorch"
-            text += f", {name} {metadata.version(backend)} ({what})"
-    return text
+    parts = []
+    for backend, what in (
+        ("tensorflow", "TF {}"),
+        ("jax", "JAX {} (`jax.jit`, XLA)"),
+        ("torch", "PyTorch {} (eager)"),
+    ):
+        if devices.get(backend):
+            version = importlib.import_module(backend).__version__
+            parts.append(f"{what.format(version)} on {devices[backend]}")
+    return ", ".join(parts) or "no backend ran"
 
 
-def header(quick, backends, load_start, seconds):
-    """The paragraph above the table: command, machine, versions, load."""
-    import tensorflow as tf
+def header(quick, devices, load_start, seconds):
+    """The paragraph above the table: command, machine, versions, load.
 
+    Args:
+        devices: `{backend: device name}` of the backends that ran.
+    """
     return (
         "## Layer benchmark: forward+backward step and compile time\n\n"
         f"`python -m benchmarks.bench_layers{' --quick' if quick else ''}`"
-        f" on {platform.machine()}, {os.cpu_count()} CPUs, TF "
-        f"{tf.__version__}{_versions(backends)}, Keras {keras.__version__}, "
+        f" on {platform.machine()}, {os.cpu_count()} CPUs: "
+        f"{_versions(devices)}, Keras {keras.__version__}, "
         "float32; one process per backend, run one after the other. Load "
         f"average at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f} "
         "(timings are noisy when > CPUs: the machine is shared with other "
@@ -134,12 +139,16 @@ def _ratio(row):
         return None
 
 
-def targets(rows):
+def targets(rows, on_accelerator=False):
     """Markdown lines checking issue #16's CPU targets against `rows`:
     UnsharedConv2D (best of ours) at or under the best tf_keras
     LocallyConnected2D (TF group), TiledConv2D at or under 1.5x Conv2D
-    (every backend and mode)."""
-    lines = ["", "### CPU targets (issue #16)", ""]
+    (every backend and mode). `on_accelerator`: the rows were measured on
+    a GPU/TPU, where the targets are only informative."""
+    title = "### CPU targets (issue #16)"
+    if on_accelerator:
+        title += ", checked on the accelerator (set for CPUs: informative)"
+    lines = ["", title, ""]
     best = {}
     for row in rows:
         label, mode, name = row[:3]

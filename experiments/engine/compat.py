@@ -23,9 +23,16 @@ so an upgrade re-checks each item below (and
 """
 
 import keras
-import tensorflow as tf
-from keras.src.backend.tensorflow import trainer as _tf_trainer
 from keras.src.trainers.trainer import model_supports_jit  # noqa: F401
+
+# The patches need TensorFlow; `model_supports_jit` does not, so a model can
+# be compiled under JAX without it (`benchmarks.gpu_budget --device-steps`
+# on a JAX-only GPU machine).
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as _tf_trainer
+
+    _ORIGINAL_REDUCE = _tf_trainer.reduce_per_replica
 
 KERAS_VERSION = "3.15"
 
@@ -44,9 +51,6 @@ def check_keras_version(version=None):
             "tests/experiments/test_distributed.py), then update "
             "KERAS_VERSION."
         )
-
-
-_ORIGINAL_REDUCE = _tf_trainer.reduce_per_replica
 
 
 def _reduce_per_replica(values, strategy, reduction):

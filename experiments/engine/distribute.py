@@ -1,18 +1,15 @@
 """`tf.distribute` plumbing of the engine: the strategy, the chief test.
 
-The strategy of `trainer.strategy`, which process is the chief, the steps
-per compiled call a strategy allows and the dataset sharding options. The
-Keras patches that multi-device strategies need are in
+The strategy of `trainer.strategy`, which process is the chief and the
+dataset sharding options. The steps per compiled call a strategy allows
+are `optimization.effective_steps_per_execution` (it needs no TensorFlow);
+the Keras patches that multi-device strategies need are in
 `experiments.engine.compat`.
 """
-
-import logging
 
 import tensorflow as tf
 
 from convnet_repro.experiments.engine.config_schema import Strategy
-
-log = logging.getLogger(__name__)
 
 
 def _split_cpu(n):
@@ -72,26 +69,6 @@ def is_chief(strategy):
         and resolver.task_id == 0
         and (not has_chief)
     )
-
-
-def effective_steps_per_execution(trainer):
-    """`trainer.steps_per_execution`, or 1 under mirrored/multi-worker.
-
-    Keras 3.15's multi-step `tf.while_loop` over a *distributed* iterator
-    fails ("You must feed a value for placeholder tensor ... Placeholder_1"),
-    so multi-device strategies run one step per call (a deviation in speed
-    only; intervals stay valid since they are multiples of any value).
-    """
-    if trainer.strategy in (Strategy.mirrored, Strategy.multi_worker):
-        if trainer.steps_per_execution != 1:
-            log.warning(
-                "trainer.steps_per_execution=%d -> 1 under strategy=%s "
-                "(Keras multi-step loop bug with distributed iterators).",
-                trainer.steps_per_execution,
-                trainer.strategy.value,
-            )
-        return 1
-    return trainer.steps_per_execution
 
 
 def distribute_options(ds, strategy_kind):

@@ -5,6 +5,8 @@ The optimizer and schedule are Hydra `_target_` nodes (`conf/optimizer/`,
 learning rate, the schedule's start) and compiles the model.
 """
 
+import logging
+
 import hydra
 import keras
 from omegaconf import OmegaConf
@@ -12,9 +14,9 @@ from omegaconf import OmegaConf
 from convnet_repro.experiments.engine import metric_keys as mk
 from convnet_repro.experiments.engine.compat import model_supports_jit
 from convnet_repro.experiments.engine.config_schema import ConfigError
-from convnet_repro.experiments.engine.distribute import (
-    effective_steps_per_execution,
-)
+from convnet_repro.experiments.engine.config_schema import Strategy
+
+log = logging.getLogger(__name__)
 
 # Optimizer keys the engine reads itself (not arguments of the optimizer).
 ENGINE_OPTIMIZER_KEYS = ("weight_decay_style",)
@@ -147,6 +149,26 @@ def compile_model(model, cfg, optimizer):
         jit_compile=resolve_jit_compile(model, t.jit_compile),
     )
     return model
+
+
+def effective_steps_per_execution(trainer):
+    """`trainer.steps_per_execution`, or 1 under mirrored/multi-worker.
+
+    Keras 3.15's multi-step `tf.while_loop` over a *distributed* iterator
+    fails ("You must feed a value for placeholder tensor ... Placeholder_1"),
+    so multi-device strategies run one step per call (a deviation in speed
+    only; intervals stay valid since they are multiples of any value).
+    """
+    if trainer.strategy in (Strategy.mirrored, Strategy.multi_worker):
+        if trainer.steps_per_execution != 1:
+            log.warning(
+                "trainer.steps_per_execution=%d -> 1 under strategy=%s "
+                "(Keras multi-step loop bug with distributed iterators).",
+                trainer.steps_per_execution,
+                trainer.strategy.value,
+            )
+        return 1
+    return trainer.steps_per_execution
 
 
 def resolve_jit_compile(model, requested):
