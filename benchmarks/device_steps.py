@@ -43,13 +43,11 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import hydra  # noqa: E402
 import keras  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from benchmarks import gpu_budget  # noqa: E402
 from benchmarks.machine import device_name  # noqa: E402
-from convnet_repro.models.flops import count_macs  # noqa: E402
 
 POLICIES = ("config", "mixed_bfloat16", "mixed_float16")
 # The run-config nodes a measurement reads (the rest need Hydra's runtime).
@@ -86,16 +84,9 @@ def config_policy(cfg):
 
 def measure_config(name, runs, policies, steps, deadline, cache):
     """One table row (dict) of config `name`; fills `cache` per model."""
-    row = {"config": name, "runs": len(runs), "steps": 0, "measured": {}}
+    row = {"config": name, "runs": len(runs), "measured": {}}
     for cfg in runs:
-        key = gpu_budget._model_key(cfg)
-        if key not in cache:
-            model = hydra.utils.instantiate(cfg.model, _convert_="all")
-            cache[key] = {"macs": count_macs(model)}
-            del model
-            keras.backend.clear_session()
-        entry = cache[key]
-        row["steps"] += int(cfg.trainer.steps)
+        entry = gpu_budget.model_entry(cfg, cache)
         for policy in policies:
             dtype = config_policy(cfg) if policy == "config" else policy
             if dtype not in entry:
@@ -122,8 +113,9 @@ def measure_config(name, runs, policies, steps, deadline, cache):
     first = runs[0]
     row["model"] = gpu_budget._model_name(first.model)
     row["batch"] = int(first.data.batch_size)
-    keys = {gpu_budget._model_key(c) for c in runs}
-    row["macs"] = sorted({cache[key]["macs"] for key in keys})
+    row["macs"] = sorted(
+        {gpu_budget.model_entry(c, cache)["macs"] for c in runs}
+    )
     return row
 
 

@@ -133,6 +133,18 @@ def measure_step(
     return statistics.median(times), first
 
 
+def model_entry(cfg, cache):
+    """The `cache` entry of `cfg`'s model, keyed by its resolved config;
+    a new entry is built once for its forward MACs (`{"macs": n}`)."""
+    key = _model_key(cfg)
+    if key not in cache:
+        model = hydra.utils.instantiate(cfg.model, _convert_="all")
+        cache[key] = {"macs": count_macs(model)}
+        del model
+        keras.backend.clear_session()
+    return cache[key]
+
+
 def _model_name(model_cfg):
     family = model_cfg._target_.split(".")[-1].removeprefix("build_")
     variant = model_cfg.get("variant")
@@ -146,13 +158,7 @@ def budget(name, gpu_tflops, utilization, measure, cache):
     runs = runs_of(name)
     macs, images, flops, step_s, cpu_s = set(), 0, 0.0, set(), 0.0
     for cfg in runs:
-        key = _model_key(cfg)
-        if key not in cache:
-            model = hydra.utils.instantiate(cfg.model, _convert_="all")
-            cache[key] = {"macs": count_macs(model)}
-            del model
-            keras.backend.clear_session()
-        entry = cache[key]
+        entry = model_entry(cfg, cache)
         if measure and "step_s" not in entry:
             entry["step_s"], _ = measure_step(cfg)
             keras.backend.clear_session()
