@@ -144,7 +144,9 @@ def main(cfg):
     if result is not None:
         # One JSON line (scripts), then the summary for people.
         print(json.dumps(summary_lib.json_result(result)))
-        print(summary_lib.format_summary(cfg, result), flush=True)
+        if result.get("run_id") is not None:  # None on non-chief workers:
+            # they have no tracking store (the chief reports the run).
+            print(summary_lib.format_summary(cfg, result), flush=True)
         if code:
             failed = _failures(result)
             print(f"error: {'; '.join(failed)}", file=sys.stderr)

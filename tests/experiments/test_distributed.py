@@ -107,6 +107,8 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
 
 def test_multi_worker_with_two_local_workers(tmp_path):
     fresh_sqlite_store(tmp_path / "mlruns.db")
+    stray_store = REPO / "mlflow.db"  # MLflow's default store, in the cwd
+    stray_before = stray_store.exists()
     workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
     procs = []
     for index in range(2):
@@ -128,6 +130,8 @@ def test_multi_worker_with_two_local_workers(tmp_path):
     outputs = [p.communicate(timeout=500) for p in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
+    # The non-chief worker never opens a tracking store of its own.
+    assert stray_before or not stray_store.exists()
     # Only the chief (worker 0) logs: one run, two replicas in sync.
     client, run = _only_run(tmp_path)
     assert run.info.status == "FINISHED"
