@@ -217,6 +217,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1: {args.steps}")
+    device = device_name()
+    if args.output is None and not args.plan_out:
+        if device.startswith("CPU"):  # checked before composing anything
+            parser.error(
+                f"Keras ({keras.backend.backend()}) sees no GPU/TPU, only "
+                f"{device}; run on an accelerator, or pass --output to time "
+                "the CPU (minutes per model)"
+            )
+        args.output = OUTPUT
     if args.plan_in:
         plan = json.loads(args.plan_in.read_text())
         names = args.configs or list(plan)
@@ -236,15 +245,6 @@ def main(argv=None):
         args.plan_out.write_text(json.dumps({n: plan[n] for n in names}))
         print(f"wrote {args.plan_out}", file=sys.stderr)
         return None
-    device = device_name()
-    if args.output is None:
-        if device.startswith("CPU"):
-            parser.error(
-                f"Keras ({keras.backend.backend()}) sees no GPU/TPU, only "
-                f"{device}; run on an accelerator, or pass --output to time "
-                "the CPU (minutes per model)"
-            )
-        args.output = OUTPUT
     start = time.monotonic()
     limit = float("inf") if args.time_limit is None else args.time_limit
     deadline = start + limit
