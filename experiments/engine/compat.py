@@ -26,7 +26,7 @@ import keras
 from keras.src.trainers.trainer import model_supports_jit  # noqa: F401
 
 # The patches need TensorFlow; `model_supports_jit` does not, so a model can
-# be compiled under JAX without it (`benchmarks.gpu_budget --device-steps`
+# be compiled under JAX without it (`benchmarks.device_steps --plan-in`
 # on a JAX-only GPU machine).
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
