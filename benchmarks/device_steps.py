@@ -85,8 +85,10 @@ def config_policy(cfg):
 def measure_config(name, runs, policies, steps, deadline, cache):
     """One table row (dict) of config `name`; fills `cache` per model."""
     row = {"config": name, "runs": len(runs), "measured": {}}
+    macs = set()
     for cfg in runs:
         entry = gpu_budget.model_entry(cfg, cache)
+        macs.add(entry["macs"])
         for policy in policies:
             dtype = config_policy(cfg) if policy == "config" else policy
             if dtype not in entry:
@@ -113,9 +115,7 @@ def measure_config(name, runs, policies, steps, deadline, cache):
     first = runs[0]
     row["model"] = gpu_budget._model_name(first.model)
     row["batch"] = int(first.data.batch_size)
-    row["macs"] = sorted(
-        {gpu_budget.model_entry(c, cache)["macs"] for c in runs}
-    )
+    row["macs"] = sorted(macs)
     return row
 
 
