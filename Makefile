@@ -60,8 +60,14 @@ gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config ->
 gpu-steps:  ## Training-step time of the full-scale models on this machine's GPU (config dtype and bf16, XLA) -> results/gpu_steps.md
 	$(PY) -m benchmarks.device_steps --policy config mixed_bfloat16 $(ARGS)
 
-ui:  ## MLflow UI on the local tracking store
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts
+# STORE=DIR: the MLflow store (mlruns.db, mlartifacts/, checkpoints/) is in DIR
+# rather than in the checkout, e.g. the long tier's snapshot restored with
+# experiments/store_snapshot.py.
+STORE ?=
+STORE_ROOT := $(abspath $(or $(STORE),.))
+
+ui:  ## MLflow UI on the local tracking store (STORE=DIR: another one)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(STORE_ROOT)/mlruns.db --default-artifact-root $(STORE_ROOT)/mlartifacts
 
 bn-mnist:  ## BN paper Fig. 1: MNIST MLP with/without BN, 50k steps, 5 seeds (~10 min CPU)
 	$(RUN) experiment=bn_mnist $(ARGS)
@@ -110,7 +116,7 @@ IMAGENETTE_LONG := imagenette_alexnet_5cnns_long imagenette_vgg_a_long imagenett
 
 imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~35 min CPU; FRACTION=0.25 shortens; SCALE=mini-long: trained to a plateau (hours)
 ifeq ($(SCALE),mini-long)
-	@for e in $(IMAGENETTE_LONG); do $(RUN) experiment=$$e $(ARGS) || exit $$?; done
+	@for e in $(IMAGENETTE_LONG); do $(RUN) experiment=$$e $(if $(STORE),paths.root_dir=$(STORE_ROOT)) $(ARGS) || exit $$?; done
 	$(MAKE) imagenet-report SCALE=mini-long
 else
 	$(PY) -m convnet_repro.experiments.reports.imagenet_table --run --fraction $(or $(FRACTION),1.0) $(ARGS)
@@ -119,8 +125,8 @@ endif
 mini-choices:  ## Re-make the mini configs' choices (inits, crop area) on the tuning split, ~1.5 h CPU (QUESTIONS="alexnet_init ...")
 	$(PY) -m convnet_repro.experiments.choices $(foreach q,$(QUESTIONS),--question $(q)) $(ARGS)
 
-imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|full)
-	$(PY) -m convnet_repro.experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(ARGS)
+imagenet-report:  ## Rebuild results/imagenet_table/ from the MLflow store (SCALE=mini|mini-long|full; STORE=DIR)
+	$(PY) -m convnet_repro.experiments.reports.imagenet_table --scale $(or $(SCALE),mini) $(if $(STORE),--tracking-uri sqlite:///$(STORE_ROOT)/mlruns.db) $(ARGS)
 
 rehearse:  ## Dress rehearsal of a full-scale config before GPU-days: EXPERIMENT=imagenet_resnet50 [ARGS="--layout tfds"]
 	$(PY) -m convnet_repro.experiments.rehearse experiment=$(or $(EXPERIMENT),imagenet_resnet50) $(ARGS)

@@ -1,0 +1,96 @@
+"""A store snapshot carries runs, artifacts and checkpoints to a new folder
+with the same run ids (experiments/store_snapshot.py)."""
+
+import json
+import shutil
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from convnet_repro.experiments import store_snapshot
+from convnet_repro.experiments.engine import train as train_lib
+from convnet_repro.experiments.engine.compose import compose
+from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from tests.experiments.runs import run_killed
+from tests.experiments.test_resume import OVERRIDES
+
+
+def _store(root):
+    """A store as the engine leaves it: one finished run with a metric and
+    an artifact, a checkpoint with its lock file."""
+    fresh_sqlite_store(root / "mlruns.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns.db'}")
+    experiment = client.create_experiment(
+        "long", artifact_location=str(root / "mlartifacts")
+    )
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "val/top1_error", 24.5, step=8850)
+    (root / "model.txt").write_text("weights")
+    client.log_artifact(run.info.run_id, str(root / "model.txt"), "model")
+    client.set_terminated(run.info.run_id)
+    step = root / "checkpoints" / "long" / "key" / "step-150"
+    step.mkdir(parents=True)
+    (step / "state.json").write_text('{"step": 150}')
+    (step.parent / ".lock").write_text("")
+    return run.info.run_id
+
+
+def test_restored_store_has_the_same_runs_and_artifacts_elsewhere(tmp_path):
+    run_id = _store(tmp_path / "first")
+    manifest = store_snapshot.save(tmp_path / "first", tmp_path / "snap")
+    assert manifest["runs"] == {"FINISHED": 1}
+    assert not list((tmp_path / "snap").rglob("*.lock"))
+
+    store_snapshot.restore(tmp_path / "snap", tmp_path / "second")
+    shutil.rmtree(tmp_path / "first")  # nothing may still point there
+    client = MlflowClient(
+        tracking_uri=f"sqlite:///{tmp_path / 'second' / 'mlruns.db'}"
+    )
+    run = client.get_run(run_id)
+    assert run.data.metrics["val/top1_error"] == 24.5
+    assert run.info.artifact_uri.startswith(str(tmp_path / "second"))
+    local = client.download_artifacts(run_id, "model", str(tmp_path / "dl"))
+    assert (tmp_path / "dl" / "model" / "model.txt").read_text() == "weights"
+    assert local
+    state = tmp_path / "second/checkpoints/long/key/step-150/state.json"
+    assert json.loads(state.read_text()) == {"step": 150}
+
+
+def test_save_replaces_the_snapshot_and_restore_never_overwrites(tmp_path):
+    _store(tmp_path / "first")
+    (tmp_path / "snap").mkdir()
+    (tmp_path / "snap" / "stale.txt").write_text("old")
+    store_snapshot.save(tmp_path / "first", tmp_path / "snap")
+    assert not (tmp_path / "snap" / "stale.txt").exists()
+
+    with pytest.raises(FileExistsError, match="already holds a store"):
+        store_snapshot.restore(tmp_path / "snap", tmp_path / "first")
+    with pytest.raises(SystemExit, match="does not exist; pass --root"):
+        store_snapshot.main(
+            ["save", "--root", str(tmp_path / "none"), "--to", "x"]
+        )
+    with pytest.raises(SystemExit, match="Not a store snapshot"):
+        store_snapshot.main(
+            ["restore", "--from", str(tmp_path), "--root", str(tmp_path / "y")]
+        )
+
+
+def test_a_killed_run_resumes_from_a_restored_snapshot(tmp_path):
+    """The long tier's path across machines: killed in store A, saved,
+    restored into B (A gone), the same command resumes in B."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    fresh_sqlite_store(first / "mlruns.db")
+    out = run_killed([*OVERRIDES, f"paths.root_dir={first}"])
+    assert out.returncode == 3, out.stderr[-3000:]
+    store_snapshot.save(first, tmp_path / "snap")
+    store_snapshot.restore(tmp_path / "snap", second)
+    shutil.rmtree(first)
+
+    result = train_lib.train(compose([*OVERRIDES, f"paths.root_dir={second}"]))
+    client = MlflowClient(tracking_uri=f"sqlite:///{second}/mlruns.db")
+    assert result["status"] == "FINISHED"
+    assert result["children"]["first"].get("skipped") is True
+    resumed = client.get_run(result["children"]["second"]["run_id"])
+    assert resumed.data.tags["resumed_from_step"] == "20"
+    logged = client.get_metric_history(resumed.info.run_id, "train/loss")
+    assert sorted(m.step for m in logged) == [5, 10, 15, 20, 25, 30, 35, 40]
