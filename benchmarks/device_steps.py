@@ -48,6 +48,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from benchmarks import gpu_budget  # noqa: E402
 from benchmarks.machine import device_name  # noqa: E402
+from convnet_repro.experiments.engine import optimization  # noqa: E402
 
 POLICIES = ("config", "mixed_bfloat16", "mixed_float16")
 # The run-config nodes a measurement reads (the rest need Hydra's runtime).
@@ -74,14 +75,6 @@ def plan_of(names):
     return plan
 
 
-def config_policy(cfg):
-    """The Keras dtype policy of a planned run's `trainer.mixed_precision`
-    (`none`, `mixed_float16` or `mixed_bfloat16`: `plan_of` writes the
-    enum's value)."""
-    value = cfg.trainer.mixed_precision
-    return "float32" if value == "none" else value
-
-
 def measure_config(name, runs, policies, steps, deadline, cache):
     """One table row (dict) of config `name`; fills `cache` per model."""
     row = {"config": name, "runs": len(runs), "measured": {}}
@@ -90,7 +83,11 @@ def measure_config(name, runs, policies, steps, deadline, cache):
         entry = gpu_budget.model_entry(cfg, cache)
         macs.add(entry["macs"])
         for policy in policies:
-            dtype = config_policy(cfg) if policy == "config" else policy
+            dtype = (
+                optimization.dtype_policy_name(cfg.trainer)
+                if policy == "config"
+                else policy
+            )
             if dtype not in entry:
                 if time.monotonic() > deadline:
                     entry[dtype] = None

@@ -107,9 +107,7 @@ def measure_step(
     try:
         keras.utils.set_random_seed(0)
         model = hydra.utils.instantiate(cfg.model, _convert_="all")
-        o = cfg.optimizer
-        if o.weight_decay > 0 and o.get("weight_decay_style", "l2") == "l2":
-            optimization.add_l2_weight_decay(model, o.weight_decay)
+        optimization.apply_weight_decay(model, cfg.optimizer)
         learning_rate, _ = optimization.build_learning_rate(cfg)
         optimizer = optimization.build_optimizer(cfg, learning_rate)
         optimization.compile_model(model, cfg, optimizer)

@@ -19,7 +19,6 @@ from convnet_repro.experiments.engine import finetune
 from convnet_repro.experiments.engine import optimization
 from convnet_repro.experiments.engine import tracking
 from convnet_repro.experiments.engine.config_schema import ConfigError
-from convnet_repro.experiments.engine.config_schema import MixedPrecision
 from convnet_repro.experiments.engine.exit_codes import DataError
 from convnet_repro.experiments.engine.exit_codes import MissingDataError
 
@@ -32,11 +31,7 @@ def seed_and_policy(cfg):
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
     policy = keras.mixed_precision.dtype_policy().name
-    keras.mixed_precision.set_dtype_policy(
-        "float32"
-        if t.mixed_precision == MixedPrecision.none
-        else t.mixed_precision.value
-    )
+    keras.mixed_precision.set_dtype_policy(optimization.dtype_policy_name(t))
     return policy
 
 
@@ -90,11 +85,7 @@ def build_run(cfg, strategy, skip_batches=0):
     with strategy.scope():
         model = instantiate(cfg.model, "model")
         finetune.apply(cfg, model, skip_batches=skip_batches)
-        if (
-            cfg.optimizer.get("weight_decay", 0.0) > 0
-            and cfg.optimizer.get("weight_decay_style", "l2") == "l2"
-        ):
-            optimization.add_l2_weight_decay(model, cfg.optimizer.weight_decay)
+        optimization.apply_weight_decay(model, cfg.optimizer)
         learning_rate, lr_callback = optimization.build_learning_rate(cfg)
         optimizer = optimization.build_optimizer(cfg, learning_rate)
         optimizer = finetune.scale_head_gradients(optimizer, model, cfg)

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from convnet_repro.experiments.engine import metric_keys as mk
 from convnet_repro.experiments.engine.compat import model_supports_jit
 from convnet_repro.experiments.engine.config_schema import ConfigError
+from convnet_repro.experiments.engine.config_schema import MixedPrecision
 from convnet_repro.experiments.engine.config_schema import Strategy
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,44 @@ def add_l2_weight_decay(model, weight_decay):
             variable.regularizer = regularizer
             count += 1
     return count
+
+
+def apply_weight_decay(model, optimizer_cfg):
+    """The config's weight decay, where it belongs to the loss.
+
+    `weight_decay > 0` with `weight_decay_style: l2` (the default) adds the
+    paper-style L2 term (`add_l2_weight_decay`); a decoupled style is the
+    optimizer's own (`build_optimizer`) and adds nothing here.
+
+    Returns:
+        The number of regularized variables.
+    """
+    weight_decay = optimizer_cfg.get("weight_decay", 0.0)
+    if (
+        weight_decay > 0
+        and optimizer_cfg.get("weight_decay_style", "l2") == "l2"
+    ):
+        return add_l2_weight_decay(model, weight_decay)
+    return 0
+
+
+def dtype_policy_name(trainer):
+    """The Keras dtype policy of `trainer.mixed_precision`.
+
+    Args:
+        trainer: the `trainer` config node; its `mixed_precision` is a
+            `MixedPrecision` member, or its name or value as a string (a
+            plain plan: `OmegaConf.to_container(enum_to_str=True)` writes
+            the name).
+
+    Returns:
+        `"float32"` for `none`, else `"mixed_float16"` or
+        `"mixed_bfloat16"`.
+    """
+    value = trainer.mixed_precision
+    if not isinstance(value, MixedPrecision):
+        value = MixedPrecision.__members__.get(value) or MixedPrecision(value)
+    return "float32" if value is MixedPrecision.none else value.value
 
 
 @keras.saving.register_keras_serializable(package="repro")

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from benchmarks import device_steps
+from convnet_repro.experiments.engine import optimization
 from tests.conftest import REPO_ROOT
 
 
@@ -20,7 +21,7 @@ def test_plan_holds_every_run_of_a_multi_run_config():
     assert runs[0]["data"]["input_shape"] == [227, 227, 3]
     assert runs[0]["trainer"]["steps"] == 900_000
     cfg = device_steps.OmegaConf.create(runs[0])
-    assert device_steps.config_policy(cfg) == "float32"
+    assert optimization.dtype_policy_name(cfg.trainer) == "float32"
 
 
 def _tiny_plan(tmp_path):

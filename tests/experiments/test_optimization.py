@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from omegaconf import OmegaConf
 
 from convnet_repro.experiments.engine import optimization
 from convnet_repro.experiments.engine.compose import compose
@@ -136,3 +137,34 @@ def test_jit_compile_true_compiles_the_train_step_with_xla(jit):
         tf.errors.InvalidArgumentError, match="(?s)unsupported op.*PyFunc"
     ):
         model.train_on_batch(x, y)
+
+
+@pytest.mark.parametrize(
+    "mixed_precision, policy",
+    [("none", "float32"), ("bfloat16", "mixed_bfloat16")],
+)
+def test_dtype_policy_of_the_config_enum_and_of_a_plain_plan(
+    mixed_precision, policy
+):
+    cfg = compose([*SMOKE, f"trainer.mixed_precision={mixed_precision}"])
+    assert optimization.dtype_policy_name(cfg.trainer) == policy
+    # device_steps' plan: the enum's name, as `to_container` writes it.
+    plan = OmegaConf.create(
+        OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True)
+    )
+    assert plan.mixed_precision == mixed_precision
+    assert optimization.dtype_policy_name(plan) == policy
+
+
+@pytest.mark.parametrize("style, expected", [("l2", 2), ("decoupled", 0)])
+def test_weight_decay_is_a_loss_term_only_in_the_l2_style(style, expected):
+    cfg = compose(
+        [
+            *SMOKE,
+            "optimizer.weight_decay=0.001",
+            f"optimizer.weight_decay_style={style}",
+        ]
+    )
+    model = build_engine_mlp(num_classes=3, hidden_units=5)
+    assert optimization.apply_weight_decay(model, cfg.optimizer) == expected
+    assert len(model.losses) == expected
