@@ -60,11 +60,12 @@ gpu-budget:  ## FLOPs, GPU-hours and CPU step time of every full-scale config ->
 gpu-steps:  ## Training-step time of the full-scale models on this machine's GPU (config dtype and bf16, XLA) -> results/gpu_steps.md
 	$(PY) -m benchmarks.device_steps --policy config mixed_bfloat16 $(ARGS)
 
-# STORE=DIR: the MLflow store (mlruns.db, mlartifacts/, checkpoints/) is in DIR
-# rather than in the checkout, e.g. the long tier's snapshot restored with
-# experiments/store_snapshot.py.
+# STORE=DIR: the MLflow store (mlruns.db, mlartifacts/, checkpoints/, and the
+# Hydra outputs) is in DIR rather than in the checkout, e.g. the long tier's
+# snapshot restored with experiments/store_snapshot.py; data and results stay.
 STORE ?=
 STORE_ROOT := $(abspath $(or $(STORE),.))
+STORE_OVERRIDES := $(if $(STORE),tracking.uri=sqlite:///$(STORE_ROOT)/mlruns.db tracking.artifact_location=$(STORE_ROOT)/mlartifacts paths.checkpoint_dir=$(STORE_ROOT)/checkpoints paths.output_dir=$(STORE_ROOT)/outputs)
 
 ui:  ## MLflow UI on the local tracking store (STORE=DIR: another one)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(STORE_ROOT)/mlruns.db --default-artifact-root $(STORE_ROOT)/mlartifacts
@@ -116,7 +117,7 @@ IMAGENETTE_LONG := imagenette_alexnet_5cnns_long imagenette_vgg_a_long imagenett
 
 imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~35 min CPU; FRACTION=0.25 shortens; SCALE=mini-long: trained to a plateau (hours)
 ifeq ($(SCALE),mini-long)
-	@for e in $(IMAGENETTE_LONG); do $(RUN) experiment=$$e $(if $(STORE),paths.root_dir=$(STORE_ROOT)) $(ARGS) || exit $$?; done
+	@for e in $(IMAGENETTE_LONG); do $(RUN) experiment=$$e $(STORE_OVERRIDES) $(ARGS) || exit $$?; done
 	$(MAKE) imagenet-report SCALE=mini-long
 else
 	$(PY) -m convnet_repro.experiments.reports.imagenet_table --run --fraction $(or $(FRACTION),1.0) $(ARGS)

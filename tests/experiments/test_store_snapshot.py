@@ -3,6 +3,7 @@ with the same run ids (experiments/store_snapshot.py)."""
 
 import json
 import shutil
+import subprocess
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -11,7 +12,9 @@ from convnet_repro.experiments import store_snapshot
 from convnet_repro.experiments.engine import train as train_lib
 from convnet_repro.experiments.engine.compose import compose
 from convnet_repro.experiments.engine.compose import fresh_sqlite_store
+from tests.experiments.runs import REPO
 from tests.experiments.runs import run_killed
+from tests.experiments.runs import store_overrides
 from tests.experiments.test_resume import OVERRIDES
 
 
@@ -77,16 +80,17 @@ def test_save_replaces_the_snapshot_and_restore_never_overwrites(tmp_path):
 
 def test_a_killed_run_resumes_from_a_restored_snapshot(tmp_path):
     """The long tier's path across machines: killed in store A, saved,
-    restored into B (A gone), the same command resumes in B."""
+    restored into B (A gone), the same command resumes in B (the overrides
+    of the Makefile's STORE=DIR)."""
     first, second = tmp_path / "a", tmp_path / "b"
     fresh_sqlite_store(first / "mlruns.db")
-    out = run_killed([*OVERRIDES, f"paths.root_dir={first}"])
+    out = run_killed([*OVERRIDES, *store_overrides(first)])
     assert out.returncode == 3, out.stderr[-3000:]
     store_snapshot.save(first, tmp_path / "snap")
     store_snapshot.restore(tmp_path / "snap", second)
     shutil.rmtree(first)
 
-    result = train_lib.train(compose([*OVERRIDES, f"paths.root_dir={second}"]))
+    result = train_lib.train(compose([*OVERRIDES, *store_overrides(second)]))
     client = MlflowClient(tracking_uri=f"sqlite:///{second}/mlruns.db")
     assert result["status"] == "FINISHED"
     assert result["children"]["first"].get("skipped") is True
@@ -94,3 +98,23 @@ def test_a_killed_run_resumes_from_a_restored_snapshot(tmp_path):
     assert resumed.data.tags["resumed_from_step"] == "20"
     logged = client.get_metric_history(resumed.info.run_id, "train/loss")
     assert sorted(m.step for m in logged) == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_make_store_points_the_long_tier_and_its_report_at_the_store(tmp_path):
+    """`STORE=DIR` passes the overrides the resume test above uses."""
+    commands = subprocess.run(
+        [
+            "make",
+            "-n",
+            "imagenet-table",
+            "SCALE=mini-long",
+            f"STORE={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    train = next(line for line in commands.splitlines() if "train" in line)
+    assert all(o in train.split() for o in store_overrides(tmp_path))
+    assert f"--tracking-uri sqlite:///{tmp_path}/mlruns.db" in commands
