@@ -98,6 +98,62 @@ def log_evaluation(
     return run_id
 
 
+def find_evaluation(
+    sources,
+    protocol,
+    experiment_name=DEFAULT_EXPERIMENT,
+    row=None,
+    tags=None,
+    params=None,
+):
+    """A finished evaluation run logged with exactly these arguments.
+
+    The `report:` hook asks before scoring a row, so that rerunning an
+    experiment whose runs are all finished (they are skipped) does not
+    score the same models again: the long tier reruns its command in every
+    session. Matches `sources` (in order), `protocol`, `row` and every
+    given tag and param, as `log_evaluation` would store them; a run logged
+    before a param existed does not match.
+
+    Args:
+        sources, protocol, experiment_name, row, tags, params: as for
+            `log_evaluation`.
+
+    Returns:
+        The newest matching `mlflow.entities.Run`, or None.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    want_params = {
+        "sources": ",".join(map(str, sources))[:6000],
+        "protocol": protocol,
+        **{k: str(v) for k, v in (params or {}).items()},
+    }
+    want_tags = {
+        "kind": "evaluation",
+        **({"row": row} if row else {}),
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            "attributes.status = 'FINISHED' and tags.kind = 'evaluation'"
+        ),
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        have_params, have_tags = run.data.params, run.data.tags
+        if all(have_params.get(k) == v for k, v in want_params.items()) and all(
+            have_tags.get(k) == v for k, v in want_tags.items()
+        ):
+            return run
+    return None
+
+
 def stored_predictions(run_id, dst_dir):
     """Downloads an evaluation run's per-image predictions.
 

@@ -6,7 +6,10 @@ Each trained run is scored once per protocol; its per-image probabilities
 go to a float32 scratch file, and every row (one model or an ensemble) is
 the chunk-by-chunk mean of its members' files, logged as one evaluation run
 with the row's float16 probabilities as an artifact. Memory stays that of
-one batch of views, whatever the number of images or models.
+one batch of views, whatever the number of images or models. A row already
+scored with the same models, protocol and settings (the rerun of a
+finished experiment, whose training runs are skipped too) is not scored
+again: its evaluation run is found (`records.find_evaluation`) and reused.
 """
 
 import os
@@ -84,6 +87,40 @@ def _fraction(cfg):
     return float(extras.get("fraction", 1.0))
 
 
+def _row_tags(row, table, scale, family, index, cfg):
+    """The tags of a row's evaluation run, but its parent run's id."""
+    tags = {
+        "table": table,
+        "scale": scale,
+        "family": row.get("family", family),
+        "order": row.get("order", index),
+        # the training length, so that a table never mixes lengths
+        "fraction": _fraction(cfg),
+    }
+    for key in ("paper_top1_error", "paper_top5_error", "paper_source"):
+        if row.get(key) is not None:
+            tags[key] = row[key]
+    return tags
+
+
+def _skipped(row, protocol, run):
+    """The result of a row scored before (`records.find_evaluation`)."""
+    params, metrics = run.data.params, run.data.metrics
+    print(
+        f"[evaluate] {row['row']} ({protocol}): scored before, in evaluation "
+        f"run {run.info.run_id}; skipped"
+    )
+    return {
+        "row": row["row"],
+        "run_id": run.info.run_id,
+        "skipped": True,
+        **{k: metrics[k] for k in ("top1_error", "top5_error")},
+        **{
+            k: int(params[k]) for k in ("num_views", "num_models", "num_images")
+        },
+    }
+
+
 def evaluate_experiment(
     cfg,
     parent_run_id,
@@ -128,7 +165,9 @@ def evaluate_experiment(
         models_by_run: optional `{run_id: keras.Model}` (tests).
 
     Returns:
-        list of dicts (row, evaluation run id and metrics).
+        list of dicts (row, evaluation run id and metrics; `skipped: True`
+        for a row whose members were scored so before, on the config's
+        images: a rerun of a finished experiment is not scored again).
     """
     from mlflow import MlflowClient
 
@@ -139,6 +178,9 @@ def evaluate_experiment(
         rid: MlflowClient().get_run(rid).data.tags.get("variant")
         for rid in run_ids
     }
+    # A row is found scored only on the config's own images (a `dataset`
+    # or `models_by_run` given by a test is not recorded in the run).
+    own_data = dataset is None and models_by_run is None
     models_by_run = dict(models_by_run or {})
     if dataset is None:
         dataset, _ = predict.eval_dataset(cfg.data, max_images)
@@ -152,6 +194,18 @@ def evaluate_experiment(
             chosen = _members(row, run_ids, variants)
             for name in row.get("with_experiments") or []:
                 chosen = chosen + _experiment_runs(name)
+            tags = _row_tags(row, table, scale, family, len(results), cfg)
+            params = {
+                "resize": resize,
+                "scales": scales,
+                "max_images": max_images,
+            }
+            done = own_data and records.find_evaluation(
+                chosen, protocol, experiment_name, row["row"], tags, params
+            )
+            if done:  # these models on these images, scored so before
+                results.append(_skipped(row, protocol, done))
+                continue
             for rid in chosen:  # each model predicts each protocol once
                 if (rid, protocol) in scored:
                     continue
@@ -182,26 +236,14 @@ def evaluate_experiment(
                 "num_views": num_views(protocol, scales),
                 "num_models": len(chosen),
             }
-            tags = {
-                "table": table,
-                "scale": scale,
-                "family": row.get("family", family),
-                "order": row.get("order", len(results)),
-                "source_parent_run_id": parent_run_id,
-                # the training length, so that a table never mixes lengths
-                "fraction": _fraction(cfg),
-            }
-            for key in ("paper_top1_error", "paper_top5_error", "paper_source"):
-                if row.get(key) is not None:
-                    tags[key] = row[key]
             eval_id = records.log_evaluation(
                 result,
                 chosen,
                 protocol,
                 experiment_name=experiment_name,
                 row=row["row"],
-                tags=tags,
-                params={"resize": resize, "scales": scales},
+                tags={**tags, "source_parent_run_id": parent_run_id},
+                params=params,
                 predictions=row_dir,
             )
             results.append({"row": row["row"], "run_id": eval_id, **result})

@@ -167,6 +167,35 @@ def test_evaluate_experiment_logs_rows(engine_runs):
         )
 
 
+def test_a_rerun_does_not_score_the_same_models_again(engine_runs):
+    """The long tier reruns its command every session: a finished
+    experiment's rows are found, not scored again, unless a setting that
+    changes the number (here `max_images`) differs."""
+    import mlflow
+
+    from convnet_repro.experiments.engine.compose import compose
+
+    cfg = compose(
+        ["experiment=smoke", "seeds=[0,1]", *TINY], engine_runs["root"]
+    )
+    rows = [{"row": "2 CNNs", "members": "all", "protocol": "center"}]
+    kwargs = {"scale": "mini", "experiment_name": "rerun_table", "resize": 8}
+    parent = engine_runs["parent"]
+    first = report_hook.evaluate_experiment(cfg, parent, rows, **kwargs)
+    assert "skipped" not in first[0]
+    again = report_hook.evaluate_experiment(cfg, parent, rows, **kwargs)
+    assert again[0]["skipped"] and again[0]["run_id"] == first[0]["run_id"]
+    for key in ("top1_error", "top5_error", "num_images", "num_models"):
+        assert again[0][key] == first[0][key]
+    fewer = report_hook.evaluate_experiment(
+        cfg, parent, rows, max_images=3, **kwargs
+    )
+    assert "skipped" not in fewer[0] and fewer[0]["num_images"] == 3
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("rerun_table")
+    assert len(client.search_runs([experiment.experiment_id])) == 2
+
+
 def test_cli_scores_runs_and_combines_stored_predictions(engine_runs, tmp_path):
     import mlflow
 
