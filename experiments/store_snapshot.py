@@ -68,6 +68,29 @@ def _copy_folder(source, target):
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.lock"))
 
 
+def _drop_finished_checkpoints(checkpoints, database):
+    """Removes the checkpoints of finished runs from a snapshot.
+
+    A finished run is skipped on a rerun and its model is an artifact, so
+    only the checkpoints of unfinished runs are carried: a step folder
+    names its run in `state.json`, the early-stopping folder is named by
+    its run id.
+    """
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        finished = {
+            run_id
+            for (run_id,) in db.execute(
+                "SELECT run_uuid FROM runs WHERE status = 'FINISHED'"
+            )
+        }
+    for state in list(checkpoints.rglob("state.json")):
+        if json.loads(state.read_text()).get("run_id") in finished:
+            shutil.rmtree(state.parent)
+    for folder in list(checkpoints.glob("*/*")):
+        if folder.is_dir() and folder.name in finished:
+            shutil.rmtree(folder)
+
+
 def _run_counts(database):
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
         return dict(
@@ -104,6 +127,7 @@ def save(root, to):
     _copy_database(root / DATABASE, to / DATABASE)
     _copy_folder(root / ARTIFACTS, to / ARTIFACTS)
     _copy_folder(root / CHECKPOINTS, to / CHECKPOINTS)
+    _drop_finished_checkpoints(to / CHECKPOINTS, to / DATABASE)
     manifest = {
         "root": str(root),
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(

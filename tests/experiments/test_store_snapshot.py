@@ -31,18 +31,29 @@ def _store(root):
     (root / "model.txt").write_text("weights")
     client.log_artifact(run.info.run_id, str(root / "model.txt"), "model")
     client.set_terminated(run.info.run_id)
-    step = root / "checkpoints" / "long" / "key" / "step-150"
-    step.mkdir(parents=True)
-    (step / "state.json").write_text('{"step": 150}')
-    (step.parent / ".lock").write_text("")
+    running = client.create_run(experiment).info.run_id
+    for run_id, key in ((run.info.run_id, "done"), (running, "key")):
+        step = root / "checkpoints" / "long" / key / "step-150"
+        step.mkdir(parents=True)
+        state = {"run_id": run_id, "step": 150}
+        (step / "state.json").write_text(json.dumps(state))
+        (step.parent / ".lock").write_text("")
+        best = root / "checkpoints" / "early_stopping" / run_id
+        best.mkdir(parents=True)
+        (best / "best-step-150.npz").write_text("weights")
     return run.info.run_id
 
 
 def test_restored_store_has_the_same_runs_and_artifacts_elsewhere(tmp_path):
     run_id = _store(tmp_path / "first")
     manifest = store_snapshot.save(tmp_path / "first", tmp_path / "snap")
-    assert manifest["runs"] == {"FINISHED": 1}
+    assert manifest["runs"] == {"FINISHED": 1, "RUNNING": 1}
     assert not list((tmp_path / "snap").rglob("*.lock"))
+    # Only the unfinished run's checkpoints are carried.
+    carried = tmp_path / "snap" / "checkpoints"
+    assert [p.parts[-3] for p in carried.rglob("state.json")] == ["key"]
+    assert run_id not in {p.name for p in carried.glob("early_stopping/*")}
+    assert len(list(carried.glob("early_stopping/*"))) == 1
 
     store_snapshot.restore(tmp_path / "snap", tmp_path / "second")
     shutil.rmtree(tmp_path / "first")  # nothing may still point there
@@ -56,7 +67,7 @@ def test_restored_store_has_the_same_runs_and_artifacts_elsewhere(tmp_path):
     assert (tmp_path / "dl" / "model" / "model.txt").read_text() == "weights"
     assert local
     state = tmp_path / "second/checkpoints/long/key/step-150/state.json"
-    assert json.loads(state.read_text()) == {"step": 150}
+    assert json.loads(state.read_text())["step"] == 150
 
 
 def test_save_replaces_the_snapshot_and_restore_never_overwrites(tmp_path):
