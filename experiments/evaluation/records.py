@@ -28,6 +28,23 @@ def _experiment_id(client, name):
     return client.create_experiment(name)
 
 
+def _identity(sources, protocol, row, tags, params):
+    """The tags and params (strings, as MLflow stores them) that say what
+    an evaluation run scored and how."""
+    all_tags = {"kind": "evaluation", **(tags or {})}
+    if row:
+        all_tags["row"] = row
+    all_params = {
+        "sources": ",".join(map(str, sources))[:6000],
+        "protocol": protocol,
+        **(params or {}),
+    }
+    return (
+        {k: str(v) for k, v in all_tags.items()},
+        {k: str(v) for k, v in all_params.items()},
+    )
+
+
 def log_evaluation(
     result,
     sources,
@@ -61,24 +78,16 @@ def log_evaluation(
     from mlflow.entities import Param
 
     client = mlflow.MlflowClient()
-    all_tags = {"kind": "evaluation", **(tags or {})}
-    if row:
-        all_tags["row"] = row
+    all_tags, all_params = _identity(sources, protocol, row, tags, params)
     name = f"eval-{row or protocol}-{protocol}".replace("/", "-")[:200]
     run = client.create_run(
         _experiment_id(client, experiment_name),
         run_name=name,
-        tags={k: str(v) for k, v in all_tags.items()},
+        tags=all_tags,
     )
     run_id = run.info.run_id
-    all_params = {
-        "sources": ",".join(map(str, sources))[:6000],
-        "protocol": protocol,
-        "num_models": result["num_models"],
-        "num_views": result["num_views"],
-        "num_images": result["num_images"],
-        **(params or {}),
-    }
+    for key in ("num_models", "num_views", "num_images"):
+        all_params[key] = str(result[key])
     now = int(run.info.start_time or 0)
     client.log_batch(
         run_id,
@@ -98,14 +107,7 @@ def log_evaluation(
     return run_id
 
 
-def find_evaluation(
-    sources,
-    protocol,
-    experiment_name=DEFAULT_EXPERIMENT,
-    row=None,
-    tags=None,
-    params=None,
-):
+def find_evaluation(sources, protocol, experiment_name, row, tags, params):
     """A finished evaluation run logged with exactly these arguments.
 
     The `report:` hook asks before scoring a row, so that rerunning an
@@ -128,16 +130,7 @@ def find_evaluation(
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
-    want_params = {
-        "sources": ",".join(map(str, sources))[:6000],
-        "protocol": protocol,
-        **{k: str(v) for k, v in (params or {}).items()},
-    }
-    want_tags = {
-        "kind": "evaluation",
-        **({"row": row} if row else {}),
-        **{k: str(v) for k, v in (tags or {}).items()},
-    }
+    want_tags, want_params = _identity(sources, protocol, row, tags, params)
     runs = client.search_runs(
         [experiment.experiment_id],
         filter_string=(
