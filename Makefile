@@ -115,7 +115,7 @@ study-first_layer_filters:  ## DL book 9.10: learned first-layer filters (Imagen
 # its report hook, then the table of scale mini-long.
 IMAGENETTE_LONG := imagenette_alexnet_5cnns_long imagenette_vgg_a_long imagenette_googlenet_long imagenette_resnet18_long
 
-imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~35 min CPU; FRACTION=0.25 shortens; SCALE=mini-long: trained to a plateau (hours)
+imagenet-table:  ## ImageNet table (AlexNet/VGG/GoogLeNet/ResNet), mini scale on Imagenette, ~35 min CPU; FRACTION=0.25 shortens; SCALE=mini-long: trained to a plateau (hours; STORE=DIR: in a restored store)
 ifeq ($(SCALE),mini-long)
 	@for e in $(IMAGENETTE_LONG); do $(RUN) experiment=$$e $(STORE_OVERRIDES) $(ARGS) || exit $$?; done
 	$(MAKE) imagenet-report SCALE=mini-long
