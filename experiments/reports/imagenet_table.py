@@ -24,9 +24,11 @@ Reference:
 """
 
 import argparse
+import collections
 import dataclasses
 import pathlib
 
+from convnet_repro.experiments.reports import paired_tests as pt
 from convnet_repro.experiments.reports.imagenet_orderings import check_orderings
 from convnet_repro.experiments.reports.imagenet_output import write_outputs
 from convnet_repro.experiments.reports.imagenet_rows import build_table
@@ -188,11 +190,17 @@ def main(argv=None):
         scale=args.scale, results_dir=args.results_dir, notes=args.note
     )
     judged = [c for c in out["checks"] if not c.get("weak")]
-    held = sum(c["holds"] for c in judged)
+    # The per-image verdicts (McNemar and paired bootstrap), not the mere
+    # direction of the difference; a depth pair's test over seeds is in
+    # the table.
+    counts = collections.Counter(c.get("verdict") for c in judged)
+    verdicts = ", ".join(
+        f"{v} {counts[v]}" for v in (pt.HOLDS, pt.NOT_SIGNIFICANT, pt.FAILS)
+    )
     print(
-        f"{len(out['rows'])} rows; orderings hold in {held}/{len(judged)} "
-        f"pairs ({len(out['checks']) - len(judged)} on weak top-5 not "
-        f"counted) -> {args.results_dir}/{args.scale}/"
+        f"{len(out['rows'])} rows; {len(judged)} ordered pairs judged: "
+        f"{verdicts} ({len(out['checks']) - len(judged)} on weak top-5 not "
+        f"judged) -> {args.results_dir}/{args.scale}/"
     )
 
 
