@@ -188,6 +188,8 @@ def evaluate_experiment(
         resize = cfg.data.get("resize_size")
     results = []
     scored = {}  # (run id, protocol) -> scratch prediction folder
+    # How every row is scored (params of its evaluation run).
+    params = {"resize": resize, "scales": scales, "max_images": max_images}
     with tempfile.TemporaryDirectory(prefix="evaluate_") as scratch:
         for index, row in enumerate(rows):
             protocol = row["protocol"]
@@ -195,11 +197,6 @@ def evaluate_experiment(
             for name in row.get("with_experiments") or []:
                 chosen = chosen + _experiment_runs(name)
             tags = _row_tags(row, table, scale, family, len(results), cfg)
-            params = {
-                "resize": resize,
-                "scales": scales,
-                "max_images": max_images,
-            }
             done = own_data and records.find_evaluation(
                 chosen, protocol, experiment_name, row["row"], tags, params
             )
