@@ -93,7 +93,7 @@ def _mean_metrics(results):
 
 def train_children(cfg, children, experiment_id, strategy, key):
     chief = distribute.is_chief(strategy)
-    parent_id = None
+    parent_id, finished_at = None, None
     if chief:
         parent = (
             tracking.find_run(experiment_id, key)
@@ -119,6 +119,8 @@ def train_children(cfg, children, experiment_id, strategy, key):
                 tracking.log_config(cfg)
         else:
             parent_id = parent.info.run_id
+            if parent.info.status == "FINISHED":
+                finished_at = parent.info.end_time
         # Ending the `with` block marked the parent FINISHED; it runs until
         # its last child has (the UI shows it running meanwhile).
         MlflowClient().update_run(parent_id, status="RUNNING")
@@ -140,7 +142,13 @@ def train_children(cfg, children, experiment_id, strategy, key):
         curves = [
             (c.variant or c.name, results[c.name]["run_id"]) for c in children
         ]
-        logged, report = _finish_parent(cfg, parent_id, done, failed, curves)
+        # A rerun that trains nothing keeps the parent's end time, so its
+        # duration stays that of the sweep.
+        if not all(r.get("skipped") for r in results.values()):
+            finished_at = None
+        logged, report = _finish_parent(
+            cfg, parent_id, done, failed, curves, finished_at
+        )
         summary = summary if logged is None else logged
         pending = {"tracking_pending": True} if logged is None else {}
     return {
@@ -153,7 +161,7 @@ def train_children(cfg, children, experiment_id, strategy, key):
     }
 
 
-def _finish_parent(cfg, parent_id, done, failed, curves):
+def _finish_parent(cfg, parent_id, done, failed, curves, end_time=None):
     """Logs the parent's `mean/*` and `curve/*`, reports, ends the parent.
 
     The means are over the children's final `val/*` metrics read back from
@@ -163,6 +171,8 @@ def _finish_parent(cfg, parent_id, done, failed, curves):
     subset; `failed_children` says which failed): the rerun that recovers
     the failed children logs them. So are the seed-mean curves per variant
     (`compare.log_variant_curves`; `curves` = `[(variant, run_id)]`).
+    `end_time` (ms), when given, is the parent's end time (a rerun whose
+    children had all finished keeps the sweep's own); else now.
 
     Returns:
         `(summary, report_output)`; the summary is None when the server is
@@ -190,7 +200,9 @@ def _finish_parent(cfg, parent_id, done, failed, curves):
             )
             compare.log_variant_curves(client, parent_id, curves)
         report = call_report(cfg, parent_id, True)
-        client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+        client.set_terminated(
+            parent_id, "FAILED" if failed else "FINISHED", end_time=end_time
+        )
     except Exception as e:
         if not outage.unreachable(e):
             raise

@@ -368,3 +368,21 @@ def test_mixed_precision_run(tmp_path):
     logged = result["val/loss"]
     assert logged == pytest.approx(_sparse_ce(logits, y), rel=2e-2)
     assert logged == pytest.approx(exact["val/loss"], rel=5e-2)
+
+
+def test_rerun_of_a_finished_sweep_keeps_the_parents_end_time(tmp_path):
+    """A rerun that only skips finished children leaves the parent's
+    duration that of the sweep (not up to the rerun); one that trains a
+    child ends the parent again."""
+    sweep = ["seeds=[0,1]", "trainer.steps=10"]
+    _, first, client = _run(tmp_path, *sweep)
+    ended = client.get_run(first["run_id"]).info.end_time
+    _, again, _ = _run(tmp_path, *sweep)
+    assert again["run_id"] == first["run_id"]
+    parent = client.get_run(first["run_id"]).info
+    assert (parent.status, parent.end_time) == ("FINISHED", ended)
+    child = first["children"]["seed1"]["run_id"]
+    client.set_terminated(child, "KILLED")  # as a killed run leaves it
+    _, resumed, _ = _run(tmp_path, *sweep)
+    assert resumed["children"]["seed1"].get("skipped") is None
+    assert client.get_run(first["run_id"]).info.end_time > ended
