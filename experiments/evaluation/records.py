@@ -131,20 +131,25 @@ def find_evaluation(sources, protocol, experiment_name, row, tags, params):
     if experiment is None:
         return None
     want_tags, want_params = _identity(sources, protocol, row, tags, params)
-    runs = client.search_runs(
-        [experiment.experiment_id],
+    query = dict(
+        experiment_ids=[experiment.experiment_id],
         filter_string=(
             "attributes.status = 'FINISHED' and tags.kind = 'evaluation'"
         ),
         order_by=["attributes.start_time DESC"],
     )
-    for run in runs:
-        have_params, have_tags = run.data.params, run.data.tags
-        if all(have_params.get(k) == v for k, v in want_params.items()) and all(
-            have_tags.get(k) == v for k, v in want_tags.items()
-        ):
-            return run
-    return None
+    token = None
+    while True:  # every page: a store may hold more than one page of runs
+        runs = client.search_runs(**query, page_token=token)
+        for run in runs:
+            have_params, have_tags = run.data.params, run.data.tags
+            if all(
+                have_params.get(k) == v for k, v in want_params.items()
+            ) and all(have_tags.get(k) == v for k, v in want_tags.items()):
+                return run
+        token = runs.token
+        if not token:
+            return None
 
 
 def stored_predictions(run_id, dst_dir):

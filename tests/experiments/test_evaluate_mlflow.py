@@ -253,3 +253,39 @@ def test_cli_scores_runs_and_combines_stored_predictions(engine_runs, tmp_path):
     for result in (combined, live):
         assert result["top1_error"] == pytest.approx(top1, abs=1e-4)
         assert result["top5_error"] == pytest.approx(top5, abs=1e-4)
+
+
+@pytest.mark.usefixtures("restore_tracking_uri")
+def test_find_evaluation_reads_past_the_first_page(tmp_path, monkeypatch):
+    """The sought row is found when newer evaluations fill the first page
+    (pages of 2 here; MLflow's default page is 1,000 runs)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    result = {"top1_error": 0.5, "top5_error": 0.1, "num_models": 1}
+    result.update(num_views=1, num_images=4)
+
+    def log(row):
+        return records.log_evaluation(
+            result, ["run-a"], "center", "paged", row=row, params={"k": 1}
+        )
+
+    sought = log("sought")
+    for i in range(5):
+        log(f"newer {i}")
+    search = mlflow.MlflowClient.search_runs
+    pages = []
+
+    def small_pages(self, *args, **kwargs):
+        pages.append(kwargs.get("page_token"))
+        return search(self, *args, **{**kwargs, "max_results": 2})
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_runs", small_pages)
+    found = records.find_evaluation(
+        ["run-a"], "center", "paged", "sought", None, {"k": 1}
+    )
+    assert found.info.run_id == sought and len(pages) == 3
+    missing = records.find_evaluation(
+        ["run-a"], "center", "paged", "other", None, {"k": 1}
+    )
+    assert missing is None and len(pages) == 6
