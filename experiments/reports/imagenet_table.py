@@ -189,18 +189,41 @@ def main(argv=None):
     out = report(
         scale=args.scale, results_dir=args.results_dir, notes=args.note
     )
-    judged = [c for c in out["checks"] if not c.get("weak")]
-    # The per-image verdicts (McNemar and paired bootstrap), not the mere
-    # direction of the difference; a depth pair's test over seeds is in
-    # the table.
-    counts = collections.Counter(c.get("verdict") for c in judged)
-    verdicts = ", ".join(
-        f"{v} {counts[v]}" for v in (pt.HOLDS, pt.NOT_SIGNIFICANT, pt.FAILS)
+    print(summary_line(out, f"{args.results_dir}/{args.scale}/"))
+
+
+def summary_line(out, where):
+    """The CLI's last line: rows, and the verdicts of the ordered pairs.
+
+    Counts the per-image verdicts (McNemar and paired bootstrap), not the
+    mere direction of the difference; a depth pair's test over seeds is in
+    the table. A pair without stored predictions, or scored on different
+    images, is "not judged"; a pair on a weak top-5 (<= 10 classes) is
+    counted apart.
+
+    Args:
+        out: what `report` returns (`rows`, `checks`).
+        where: the folder the table was written to.
+
+    Returns:
+        e.g. `"7 rows; 10 ordered pairs: holds 5, not significant 1,
+        fails 0, not judged 0; weak top-5 4 -> DIR"`.
+    """
+    from convnet_repro.experiments.reports.imagenet_stats import NOT_JUDGED
+
+    weak = [c for c in out["checks"] if c.get("weak")]
+    counts = collections.Counter(
+        NOT_JUDGED
+        if str(c.get("verdict", NOT_JUDGED)).startswith(NOT_JUDGED)
+        else c["verdict"]
+        for c in out["checks"]
+        if not c.get("weak")
     )
-    print(
-        f"{len(out['rows'])} rows; {len(judged)} ordered pairs judged: "
-        f"{verdicts} ({len(out['checks']) - len(judged)} on weak top-5 not "
-        f"judged) -> {args.results_dir}/{args.scale}/"
+    order = (pt.HOLDS, pt.NOT_SIGNIFICANT, pt.FAILS, NOT_JUDGED)
+    verdicts = ", ".join(f"{v} {counts[v]}" for v in order)
+    return (
+        f"{len(out['rows'])} rows; {len(out['checks'])} ordered pairs: "
+        f"{verdicts}; weak top-5 {len(weak)} -> {where}"
     )
 
 

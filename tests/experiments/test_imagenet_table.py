@@ -403,3 +403,21 @@ def test_report_puts_single_models_beside_their_seeds(tmp_path):
     assert s["verdict"] == "holds" and (s["n_better"], s["n_worse"]) == (3, 5)
     assert "over seeds (Welch): holds 1" in md
     assert f"over seeds (3 vs 5): {mean - 31.0:+.2f}" in md
+
+
+def test_summary_line_counts_every_verdict():
+    """The CLI's last line counts each per-image verdict, the pairs that
+    could not be judged, and the weak top-5 pairs apart."""
+    checks = [
+        {"verdict": "holds"},
+        {"verdict": "holds"},
+        {"verdict": "fails"},
+        {"verdict": "not judged (no stored predictions)"},
+        {},  # never judged
+        {"verdict": "weak (top-5 of <= 10 classes), not judged", "weak": True},
+    ]
+    line = it.summary_line({"rows": [1, 2, 3], "checks": checks}, "out/")
+    assert line == (
+        "3 rows; 6 ordered pairs: holds 2, not significant 0, fails 1, "
+        "not judged 2; weak top-5 1 -> out/"
+    )
