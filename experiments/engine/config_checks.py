@@ -10,7 +10,6 @@ style.
 """
 
 import inspect
-import logging
 import math
 
 import yaml
@@ -20,8 +19,6 @@ from omegaconf import ListConfig
 from omegaconf import OmegaConf
 
 from convnet_repro.experiments.engine.config_schema import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 def _fail(message, **received):
@@ -42,6 +39,10 @@ def validate_config(cfg):
     Args:
         cfg: the composed root `DictConfig`.
 
+    Returns:
+        The warnings (one-line strings) about values that are allowed but
+        likely unintended; the caller logs them (once for a whole sweep).
+
     Raises:
         ConfigError: one line naming the key, the rule and the received value.
     """
@@ -50,16 +51,15 @@ def validate_config(cfg):
     for key in ("steps", "steps_per_execution", "eval_every_steps"):
         if t[key] <= 0:
             _fail(f"trainer.{key} must be > 0.", **{f"trainer.{key}": t[key]})
+    warnings = []
     if t.eval_every_steps > t.steps:
         # Warned, not rejected: the run still evaluates once, at its last
         # step ("train, then score", used by short runs and tests); only the
         # learning curve has no validation points.
-        log.warning(
-            "trainer.eval_every_steps=%d > trainer.steps=%d: no evaluation "
-            "during training, only the final one; lower eval_every_steps "
-            "for a validation curve.",
-            t.eval_every_steps,
-            t.steps,
+        warnings.append(
+            f"trainer.eval_every_steps={t.eval_every_steps} > "
+            f"trainer.steps={t.steps}: no evaluation during training, only "
+            "the final one; lower eval_every_steps for a validation curve."
         )
     for key in ("log_every_steps", "checkpoint_every_steps", "top_k"):
         if t[key] < 0:
@@ -131,6 +131,7 @@ def validate_config(cfg):
                     "use a dotted path of the composed config.",
                     **{f"variants.{name}.{key}": value},
                 )
+    return warnings
 
 
 def _check_finite(node, prefix=""):

@@ -78,10 +78,12 @@ def train(cfg):
             is unreachable, or a checkpoint/artifact folder is not writable.
         RunLockedError: the same run is already running.
     """
-    validate_config(cfg)
+    warnings = validate_config(cfg)
     children = expand_children(cfg)
     for child in children:
-        validate_config(child.cfg)
+        warnings += validate_config(child.cfg)
+    for message in dict.fromkeys(warnings):  # once each, not once per child
+        log.warning(message)
     strategy = distribute.make_strategy(cfg.trainer)
     chief = distribute.is_chief(strategy)
     experiment_id = (

@@ -95,11 +95,16 @@ def test_non_finite_hyperparameters_are_rejected(override, key):
         validate_config(cfg)
 
 
-def test_eval_interval_longer_than_the_run_is_warned(caplog):
-    cfg = compose(SMOKE + ["trainer.steps=10", "trainer.eval_every_steps=20"])
+def test_eval_interval_longer_than_the_run_is_warned_once(tmp_path, caplog):
+    """Warned, not rejected; a sweep says it once, not once per child."""
+    short = ["trainer.steps=10", "trainer.eval_every_steps=20"]
+    (warning,) = validate_config(compose(SMOKE + short))
+    assert "trainer.eval_every_steps=20 > trainer.steps=10" in warning
+    assert validate_config(compose(SMOKE)) == []
+    cfg = compose(SMOKE + short + ["seeds=[0,1]"], tmp_path=tmp_path)
     with caplog.at_level(logging.WARNING):
-        validate_config(cfg)
-    assert "trainer.eval_every_steps=20 > trainer.steps=10" in caplog.text
+        assert train_lib.train(cfg)["status"] == "FINISHED"
+    assert caplog.text.count("trainer.eval_every_steps=20 >") == 1
 
 
 # --------------------------------------------------------------------------
