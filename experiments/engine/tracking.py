@@ -301,15 +301,42 @@ def _git(*args):
 
 
 def device_description():
-    """`"GPU: <name> x<n>"` or `"CPU: <processor> (<n> cores)"`."""
+    """`"GPU: <name> x<n>"` or `"CPU: <model> (<n> cores, <isa>)"`.
+
+    The CPU's model and widest vector ISA (`cpu_description`) are kept
+    because float results of CPU kernels can depend on them (oneDNN picks
+    its kernels by ISA), so two runs of the same code and seed are
+    compared knowing whether the machines matched.
+    """
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU: {details.get('device_name', 'unknown')} x{len(gpus)}"
-    cpu = platform.processor() or platform.machine()
-    return f"CPU: {cpu} ({os.cpu_count()} cores)"
+    return f"CPU: {cpu_description()}"
+
+
+def cpu_description(cpuinfo="/proc/cpuinfo"):
+    """`"<model> (<n> cores, <isa>)"`, from `cpuinfo` where it exists.
+
+    `<isa>` is the widest of avx512f / avx2 / sse4_2 in the flags (absent
+    when unknown); elsewhere the model is `platform.processor()`.
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    isa = next((i for i in ("avx512f", "avx2", "sse4_2") if i in flags), None)
+    return f"{model} ({os.cpu_count()} cores{f', {isa}' if isa else ''})"
 
 
 def reproducibility_tags(cfg=None):

@@ -138,6 +138,25 @@ def test_reproducibility_tags():
     assert tags["tag.smoke"] == "true"
 
 
+def test_cpu_description_names_the_model_and_vector_isa(tmp_path):
+    """CPU kernels' float results can depend on the ISA, so the device tag
+    says which model and widest ISA a run trained on."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 9454\n"
+        "flags\t\t: fpu sse4_2 avx2 avx512f avx512bw\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 9454\n"
+    )
+    cores = os.cpu_count()
+    assert tracking.cpu_description(info) == (
+        f"AMD EPYC 9454 ({cores} cores, avx512f)"
+    )
+    info.write_text("model name : Old CPU\nflags : fpu sse4_2\n")
+    assert tracking.cpu_description(info) == f"Old CPU ({cores} cores, sse4_2)"
+    missing = tracking.cpu_description(tmp_path / "none")
+    assert missing.endswith(f"({cores} cores)")
+
+
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 over a SQLite store in `root`,
     which a test can kill (SIGKILL, as a crash) and start again on the
