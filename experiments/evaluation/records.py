@@ -117,6 +117,10 @@ def find_evaluation(sources, protocol, experiment_name, row, tags, params):
     given tag and param, as `log_evaluation` would store them; a run logged
     before a param existed does not match.
 
+    The pages of `MlflowClient.search_runs` (1,000 runs each) are read
+    newest first until a match. `mlflow.search_runs` pages too, but reads
+    every page before it returns.
+
     Args:
         sources, protocol, experiment_name, row, tags, params: as for
             `log_evaluation`.
